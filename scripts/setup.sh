@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Idempotent set-up from nothing: .venv with the package and its test extras, TensorRT-RTX
+# (CPU-only AOT engine builds), TensorRT 10.14 headers, and the plugin/kernel library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+VENV=$ROOT/.venv
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY=$VENV/bin/python
+
+# Reinstall only when the dependency list changed.
+stamp=$VENV/.stn-deploy-deps
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing dependencies"
+  "$VPY" -m pip install -q --upgrade pip
+  # torch 2.13.0 first: the CPU build on local disk (a newer torch pulls gigabytes).
+  "$VPY" -m pip install -q "torch==2.13.0"
+  "$VPY" -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+
+# TensorRT-RTX's ONNX parser dlopens libtensorrt_rtx.so (unversioned): provide the symlink.
+rtx_libs=$("$VPY" - <<'PYEOF'
+import importlib.util, os
+spec = importlib.util.find_spec("tensorrt_rtx_libs")
+print(os.path.dirname(spec.origin) if spec and spec.origin else "")
+PYEOF
+)
+if [ -n "$rtx_libs" ] && [ -e "$rtx_libs/libtensorrt_rtx.so.1" ] && [ ! -e "$rtx_libs/libtensorrt_rtx.so" ]; then
+  ln -sf libtensorrt_rtx.so.1 "$rtx_libs/libtensorrt_rtx.so"
+  log "linked $rtx_libs/libtensorrt_rtx.so"
+fi
+
+# TensorRT 10.14 C++ headers (Apache-2.0) from the kernel-lens wheel; no libnvinfer needed.
+TRT_INC=$ROOT/third_party/tensorrt/include
+if [ ! -f "$TRT_INC/NvInferRuntime.h" ]; then
+  log "fetching TensorRT headers (kernel-lens==2.0.1)"
+  tmp=$(mktemp -d)
+  "$VPY" -m pip download -q --no-deps kernel-lens==2.0.1 -d "$tmp"
+  "$VPY" - "$tmp" "$TRT_INC" <<'PYEOF'
+import pathlib, sys, zipfile
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(src.glob("kernel_lens-*.whl"))
+prefix = "kernel_lens/include/tensorrt/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            out = dst / name[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(name))
+PYEOF
+  rm -rf "$tmp"
+fi
+
+# The plugin + kernel library (CPU reference and CUDA kernels).
+if [ -f plugins/CMakeLists.txt ]; then
+  "$VENV/bin/stn-deploy" plugins build
+fi
+log "ready: $VENV"
