@@ -47,11 +47,376 @@ def main() -> None:
 
 # === section: export, rewrite, doctor, run (export.py, graph.py, run.py) ===
 
+# Choices declared here from the modules' constants (those modules import torch/onnx lazily).
+_EXPORT_OPS = ("standard", "plugin")
+_DOCTOR_TARGETS = ("trt10", "trt11", "rtx", "ort")
+_RUN_BACKENDS = ("torch", "ort", "trt")
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The .onnx file to write.")
+@click.option("--ops", type=click.Choice(_EXPORT_OPS), default="standard", show_default=True,
+              help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
+                   "STNAffineGridSample (our TensorRT plugin).")
+@click.option("--opset", type=click.IntRange(min=20), default=20, show_default=True, help="ONNX opset.")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
+@click.option("--dynamic-hw", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+              help="Dynamic input H/W; auto = where the model allows.")
+def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
+    """Export a checkpoint to ONNX with standard or plugin grid-sample ops."""
+    from stn_deploy.export import ExportOptions, export
+
+    hw = {"auto": None, "yes": True, "no": False}[dynamic_hw]
+    res = export(ExportOptions(checkpoint, output, ops=ops, opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=hw))
+    samplers = ", ".join(f"{s['generator']}/{s['mode']}" for s in res.samplers) or "none"
+    click.echo(f"wrote {res.path}: {ops} ops, opset {res.opset}, input {res.input_name} "
+               f"[{', '.join(map(str, res.input_shape))}], samplers: {samplers}")
+
+
+@main.command("rewrite")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The plugin ONNX to write.")
+@click.option("--fuse/--no-fuse", default=True, show_default=True,
+              help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def rewrite_command(model, output, fuse, as_json):
+    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops."""
+    import json
+
+    from stn_deploy.graph import RewriteOptions, rewrite
+
+    report = rewrite(RewriteOptions(model, output, fuse=fuse))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(report.lines()))
+        click.echo(f"wrote {report.output}")
+
+
+@main.command("doctor")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(_DOCTOR_TARGETS), default="trt10", show_default=True,
+              help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor_command(model, target, as_json):
+    """Lint an ONNX model for known STN deployment traps (exit 1 on an error)."""
+    from stn_deploy.doctor import doctor
+
+    report = doctor(model, target)
+    click.echo(report.to_json() if as_json else "\n".join(report.lines()))
+    if not report.ok:
+        raise ValidationFailed(f"doctor found {len(report.errors)} error(s) for {target}")
+
+
+@main.command("run")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help=".npz or Polygraphy JSON keyed by input name  [default: seeded random inputs]")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The .npz of outputs to write.")
+@click.option("--backend", type=click.Choice(_RUN_BACKENDS), default=None,
+              help="torch (checkpoint), ort (ONNX), trt (engine)  [default: by model kind]")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+def run_command(model, inputs, output, backend, batch, seed):
+    """Run a checkpoint, ONNX model or engine once and save its outputs."""
+    from stn_deploy.run import RunOptions, run
+
+    res = run(RunOptions(model, output, inputs=inputs, backend=backend, batch=batch, seed=seed))
+    shapes = ", ".join(f"{k} {v}" for k, v in res.outputs.items())
+    click.echo(f"{res.kind} on {res.backend}: {shapes} in {res.inference_ms:.2f} ms -> {res.output}")
+
+
 # === section: plugins (kernels.py) ===
+
+
+@main.group("plugins")
+def plugins_group() -> None:
+    """Build or locate the TensorRT plugin + kernel library (libstn_deploy_plugins.so)."""
+
+
+@plugins_group.command("build")
+@click.option(
+    "--archs",
+    default=None,
+    metavar="LIST",
+    help="CUDA architectures, ';' or ',' separated (SASS for each, PTX of the last). "
+    "[default: 75;80;86;89;90;120]",
+)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel build jobs. [default: CPU count]")
+@click.option(
+    "--build-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="CMake build folder. [default: plugins/build]",
+)
+@click.option(
+    "--tensorrt-include",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with NvInferRuntime.h. [default: third_party/tensorrt/include]",
+)
+@click.option("--verbose", is_flag=True, help="Show CMake's output.")
+def plugins_build(
+    archs: str | None, jobs: int | None, build_dir: Path | None, tensorrt_include: Path | None, verbose: bool
+) -> None:
+    """Configure and build the plugin library with CMake; print its path."""
+    from stn_deploy import kernels
+
+    path = kernels.build_library(
+        build_dir=build_dir, archs=archs, jobs=jobs, tensorrt_include=tensorrt_include, verbose=verbose
+    )
+    click.echo(str(path))
+
+
+@plugins_group.command("path")
+def plugins_path() -> None:
+    """Print the plugin library's path ($STN_DEPLOY_PLUGIN_LIBRARY overrides); exit 2 if it is missing."""
+    from stn_deploy import kernels
+
+    path = kernels.library_path()
+    if not path.exists():
+        raise UserError(f"plugin library {path} not found; run `stn-deploy plugins build`")
+    click.echo(str(path))
+
 
 # === section: build, inspect, validate (trt/, validate.py) ===
 
+from stn_deploy.trt import options as _trt_options  # noqa: E402  (no TensorRT import)
+
+
+def _build_progress():
+    """A progress callback for ``trt.build``: a live status line on a terminal, else one
+    line per top-level build phase (logs and CI)."""
+    depth: dict[str, int] = {}
+    tty = sys.stderr.isatty()
+    if tty:
+        from rich.console import Console
+
+        status = Console(stderr=True).status("building: starting")
+        status.start()
+    else:
+        status = None
+
+    def progress(event: dict) -> None:
+        # TensorRT's error lines are folded into the one-line error of a failed build.
+        if event.get("event") != "progress" or event.get("kind") != "start":
+            return
+        level = depth.get(event.get("parent"), -1) + 1
+        depth[event["phase"]] = level
+        if status is not None:
+            status.update(f"building: {event['phase']}")
+        elif level <= 1:
+            click.echo(f"building: {event['phase']}", err=True)
+
+    progress.stop = (lambda: status.stop()) if status is not None else (lambda: None)
+    return progress
+
+
+@main.command("build")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Engine file; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
+@click.option("--precision", type=click.Choice(_trt_options.PRECISION_CHOICES), default="fp32", show_default=True,
+              help="Compute precision (engine I/O stays fp32).")
+@click.option("--shapes", "shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
+              help="Profile range of a dynamic input, shapes as 1x1x28x28; repeat per input  "
+                   f"[default: batch {'/'.join(map(str, _trt_options.DEFAULT_BATCH_RANGE))} on a dynamic first dimension]")
+@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Timing cache to read and update (TensorRT; a no-op in TensorRT-RTX).")
+@click.option("--opt-level", type=click.IntRange(*_trt_options.OPT_LEVEL_RANGE), default=None,
+              help="Builder optimisation level  [default: TensorRT's, 3]")
+@click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MiB",
+              help="Workspace memory limit in MiB  [default: TensorRT's]")
+@click.option("--compute-capability", "compute_capabilities", multiple=True,
+              type=click.Choice(_trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
+              help="TensorRT-RTX target GPUs (repeatable); 'default' = sm80/86/89/120+, no sm90.")
+@click.option("--trt", "backend", type=click.Choice(_trt_options.BACKEND_CHOICES), default="auto", show_default=True,
+              help="TensorRT flavour: full TensorRT where installed, else TensorRT-RTX.")
+@click.option("--plugin-library", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Plugin library to load  [default: the one stn-deploy plugins build made]")
+@click.option("--doctor/--no-doctor", default=True, show_default=True,
+              help="Lint the ONNX first and stop on its errors.")
+def build_command(model, output, precision, shapes, timing_cache, opt_level, workspace_mib, compute_capabilities,
+                  backend, plugin_library, doctor):
+    """Build a TensorRT engine from MODEL.onnx (standard or plugin ops), with a sidecar JSON.
+
+    The build runs in a child process: a TensorRT abort or Ctrl-C leaves no partial engine.
+    """
+    from stn_deploy import trt
+
+    options = trt.BuildOptions(
+        onnx=model, engine=output or model.with_suffix(".engine"), backend=backend, precision=precision,
+        shapes=tuple(trt.parse_shape_spec(s) for s in shapes), timing_cache=timing_cache, opt_level=opt_level,
+        workspace_mib=workspace_mib, compute_capabilities=tuple(c for c in compute_capabilities if c != "default"),
+        plugin_library=plugin_library, doctor=doctor)
+    progress = _build_progress()
+    try:
+        result = trt.build(options, progress=progress)
+    finally:
+        progress.stop()
+    side = result.sidecar
+    click.echo(f"built {result.engine} ({side['engine']['bytes']} bytes) with "
+               f"{'TensorRT-RTX' if side['backend']['name'] == 'rtx' else 'TensorRT'} {side['backend']['version']} "
+               f"in {result.seconds:.2f} s; sidecar {result.sidecar_path}")
+
+
+@main.command("inspect")
+@click.argument("engine", type=click.Path(path_type=Path))
+@click.option("--trt", "backend", type=click.Choice(_trt_options.BACKEND_CHOICES), default="auto", show_default=True,
+              help="TensorRT flavour (auto: from the engine header).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect_command(engine, backend, as_json):
+    """Show ENGINE's inputs, outputs, profiles, layers (plugin layers named) and sidecar.
+
+    Without a GPU, what only a deserialised engine can tell is marked as needing one.
+    """
+    import json
+
+    from stn_deploy import trt
+
+    report = trt.inspect(engine, backend=backend)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for line in trt.format_report(report):
+            click.echo(line)
+
+
+@main.command("validate")
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--reference", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with.")
+@click.option("--atol", multiple=True, metavar="[OUTPUT:]VALUE",
+              help="Absolute tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
+@click.option("--rtol", multiple=True, metavar="[OUTPUT:]VALUE",
+              help="Relative tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
+@click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Extra inputs to compare on (.npz or Polygraphy JSON).")
+@click.option("--dataset", default=None, help="Test set  [default: the checkpoint's training set, else by input size]")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the JSON report here.")
+@click.option("--adversarial/--no-adversarial", default=True, show_default=True,
+              help="Also compare on adversarial inputs (stress images; crafted extreme grids for a checkpoint reference).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per inference (capped by an engine's profile).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Allowed task-accuracy difference, percentage points.")
+def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, adversarial, max_images,
+                     batch_size, max_accuracy_drop):
+    """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime) with PyTorch.
+
+    Exit code 0 when every output of every input set is within tolerance and the task
+    accuracies agree, 1 when not, 2 on bad input.
+    """
+    from stn_deploy import validate as _validate
+
+    options = _validate.ValidateOptions(
+        candidate=candidate, reference=reference, atol=_validate.parse_tolerance(atol, "--atol"),
+        rtol=_validate.parse_tolerance(rtol, "--rtol"), inputs=inputs, dataset=dataset, report=report,
+        adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
+    result = _validate.validate(options, progress=lambda msg: click.echo(msg, err=True))
+    for line in result.lines():
+        click.echo(line)
+    if report is not None:
+        click.echo(f"report: {report}")
+    _validate.check(result)
+
 # === section: bench, demo (bench.py, demo.py) ===
+
+from stn_deploy import bench as _bench, demo as _demo  # noqa: E402  (stdlib-only at import time)
+
+
+@main.command("bench")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--backends", default=",".join(_bench.BACKENDS), show_default=True,
+              help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}.")
+@click.option("--batch", "batches", default=",".join(map(str, _bench.DEFAULT_BATCHES)), show_default=True,
+              help="Comma-separated batch sizes.")
+@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed iterations first.")
+@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed iterations per backend and batch.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
+              show_default=True, help="Folder of the JSON and PNG.")
+@click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
+              help="ONNX for the ort backend when MODEL is a checkpoint  [default: export a standard ONNX to a temp folder]")
+@click.option("--engine", type=click.Path(path_type=Path), default=None, help="Engine for the trt backend when MODEL is not one.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the torch backends run.")
+@click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed):
+    """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
+
+    MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
+    to a temporary folder unless --onnx is given), an ONNX (.onnx: ort; a plugin ONNX runs its
+    plugin ops as Python ops, a validation path, not serving) or an engine (.engine/.plan:
+    trt). trt needs a GPU and is reported "skipped: needs a GPU" without one; a backend that
+    cannot run MODEL is reported skipped with the reason. CUDA events time GPU runs.
+
+    For a checkpoint the sampler is also timed alone, as effective GB/s against a copy of the
+    same bytes measured in the same run. Writes <name>.json and <name>.png (p50 latency vs
+    batch) into the output folder, atomically.
+    """
+    from rich.console import Console
+
+    options = _bench.BenchOptions(
+        model=model, backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
+        warmup=warmup, iters=iters, output_dir=output_dir, name=name, onnx=onnx_path, engine=engine,
+        device=device, sampler=sampler, seed=seed,
+    )
+    err = Console(stderr=True)
+    result = _bench.bench(options, progress=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))
+    console = Console()
+    for table in _bench.render_tables(result.report):
+        console.print(table)
+    console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
+
+
+@main.command("demo")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Run folder (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
+@click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
+@click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
+@click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--backends", default=",".join(_demo.DEFAULT_BACKENDS), show_default=True, help="Bench backends.")
+@click.option("--batch", "batches", default=",".join(map(str, _demo.DEFAULT_BATCHES)), show_default=True, help="Bench batch sizes.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Bench warm-up iterations.")
+@click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="Bench timed iterations.")
+@click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
+              help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the training progress bar.")
+def demo_command(output_dir, model, dataset, epochs, seed, backends, batches, warmup, iters, build_engine, progress):
+    """Walk the whole path on the bundled digits: train a small ST-CNN, export standard and
+    plugin ONNX, run doctor, build a CPU-AOT engine with our plugin, validate the plugin ONNX
+    on the CPU (and the engine on a GPU when present), benchmark the available backends.
+
+    Everything lands in one run folder (model.pt, metrics.json, model.onnx,
+    model.plugin.onnx, doctor.json, model.engine + .json, validate.json, bench.json/.png,
+    warp.png, summary.json). Steps that need a GPU or TensorRT are skipped with a reason
+    where those are missing. Exit 1 when a step failed. About 3-5 minutes on 2 CPU cores;
+    --epochs 1 --iters 5 --backends torch,ort,trt --batch 1,8 is a quick check.
+    """
+    from rich.console import Console
+
+    options = _demo.DemoOptions(
+        output_dir=output_dir, model=model, dataset=dataset, epochs=epochs, seed=seed,
+        backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
+        warmup=warmup, iters=iters, build_engine=build_engine, progress=progress,
+    )
+    err = Console(stderr=True)
+    result = _demo.demo(options, progress=lambda line: err.print(line, highlight=False))
+    console = Console()
+    for item in _demo.render_summary(result):
+        console.print(item, highlight=False)
+    if not result.ok:
+        failed = [s["step"] for s in result.summary["steps"] if s["status"] == "failed"]
+        raise ValidationFailed(f"demo steps failed: {', '.join(failed)} (see {result.run_dir / 'summary.json'})")
 
 
 if __name__ == "__main__":

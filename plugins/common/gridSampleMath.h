@@ -1,0 +1,637 @@
+/*
+ * SPDX-License-Identifier: Apache-2.0
+ *
+ * gridSampleMath.h: the sampling maths of STNGridSample and STNAffineGridSample as
+ * __host__ __device__ functions. This one header is compiled for the host into the CPU
+ * reference (cpuReference.cpp) and for the device into the CUDA kernels (*Kernel.cu).
+ * It includes no TensorRT header.
+ *
+ * Credits: the semantics follow PyTorch's ATen grid sampler (aten/src/ATen/native/GridSampler.h,
+ * cuda/GridSampler.cuh, cpu/GridSamplerKernel.cpp; BSD-3-Clause) and the base grid of
+ * aten/src/ATen/native/AffineGridGenerator.cpp. The maths was re-derived from reading them;
+ * no code was copied.
+ *
+ * Coordinate unnormalisation (x in [-1, 1] -> pixel space, size = W, H or D):
+ *   align_corners = 1: -1 and +1 are the centres of the corner pixels:  u = (x + 1) / 2 * (size - 1)
+ *   align_corners = 0: -1 and +1 are the outer edges of the corner pixels: u = ((x + 1) * size - 1) / 2
+ *
+ * Padding (applied to u for bilinear/nearest, and to every tap for bicubic, as PyTorch):
+ *   zeros:      taps outside [0, size-1] read 0
+ *   border:     u clipped to [0, size-1]
+ *   reflection: u reflected about the border (pixel centres for align_corners = 1, pixel edges
+ *               for align_corners = 0), then clipped
+ *
+ * Non-finite coordinates. PyTorch itself differs between its kernels, so `Semantics` names which
+ * one to reproduce (PyTorch on the same device as the caller):
+ *   kAtenCuda  : clipping maps NaN to 0 (fmaxf); a non-finite or out-of-int-range coordinate
+ *                samples nothing (0) in bilinear/nearest; bicubic gives NaN.
+ *   kAtenCpu4d : (vectorised CPU kernel, 4-D) unnormalises as (x + 1) * (size [-1]) / 2 [- 0.5];
+ *                clipping maps NaN to 0; bilinear with a non-finite coordinate gives NaN
+ *                (weights are NaN); nearest gives 0; bicubic NaN.
+ *   kAtenCpu5d : (scalar CPU kernel, 5-D) clipping maps NaN to size - 1 (std::min/std::max
+ *                order); a non-finite coordinate samples nothing.
+ */
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define STN_HD __host__ __device__ __forceinline__
+#else
+#define STN_HD inline
+#endif
+#if defined(__CUDA_ARCH__)
+#define STN_UNROLL _Pragma("unroll")
+#else
+#define STN_UNROLL
+#endif
+
+namespace stn_deploy
+{
+namespace math
+{
+
+//! Interpolation modes, PyTorch's order (torch.nn.functional.grid_sample).
+enum class Interpolation : int32_t
+{
+    kBILINEAR = 0,
+    kNEAREST = 1,
+    kBICUBIC = 2,
+};
+
+//! Padding modes, PyTorch's order.
+enum class Padding : int32_t
+{
+    kZEROS = 0,
+    kBORDER = 1,
+    kREFLECTION = 2,
+};
+
+//! Which PyTorch kernel's handling of non-finite coordinates to reproduce (see the file comment).
+enum class Semantics : int32_t
+{
+    kATEN_CUDA = 0,
+    kATEN_CPU_4D = 1,
+    kATEN_CPU_5D = 2,
+};
+
+struct SampleOptions
+{
+    Interpolation interpolation;
+    Padding padding;
+    bool alignCorners;
+    Semantics semantics;
+};
+
+// ---- float helpers that compile on both sides -------------------------------------------------
+#if defined(__CUDA_ARCH__)
+STN_HD float fFloor(float x) { return floorf(x); }
+STN_HD float fNearbyint(float x) { return nearbyintf(x); }
+STN_HD float fAbs(float x) { return fabsf(x); }
+STN_HD float fMod(float x, float y) { return fmodf(x, y); }
+STN_HD bool fIsFinite(float x) { return isfinite(x); }
+#else
+STN_HD float fFloor(float x) { return std::floor(x); }
+STN_HD float fNearbyint(float x) { return std::nearbyint(x); }
+STN_HD float fAbs(float x) { return std::fabs(x); }
+STN_HD float fMod(float x, float y) { return std::fmod(x, y); }
+STN_HD bool fIsFinite(float x) { return std::isfinite(x); }
+#endif
+STN_HD bool fIsNan(float x) { return x != x; }
+
+//! An index that is never inside a tensor (PyTorch uses -100 for the same purpose).
+constexpr int64_t kOUTSIDE = -100;
+
+//! A floored/rounded float coordinate as an index; kOUTSIDE for NaN, inf or |x| >= 2^31
+//! (never undefined behaviour).
+STN_HD int64_t toIndex(float x)
+{
+    return (x > -2147483648.0f && x < 2147483648.0f) ? static_cast<int64_t>(x) : kOUTSIDE;
+}
+
+STN_HD float unnormalize(float coord, int64_t size, bool alignCorners, Semantics sem)
+{
+    float const s = static_cast<float>(size);
+    if (sem == Semantics::kATEN_CPU_4D)
+    {
+        // Vectorised CPU kernel: a precomputed scale.
+        return alignCorners ? (coord + 1.0f) * ((s - 1.0f) / 2.0f) : (coord + 1.0f) * (s / 2.0f) - 0.5f;
+    }
+    return alignCorners ? ((coord + 1.0f) / 2.0f) * (s - 1.0f) : ((coord + 1.0f) * s - 1.0f) / 2.0f;
+}
+
+//! Clip to [0, size - 1]; NaN goes to 0 or to size - 1 depending on the semantics.
+STN_HD float clipCoordinate(float x, int64_t size, Semantics sem)
+{
+    float const hi = static_cast<float>(size - 1);
+    if (fIsNan(x))
+    {
+        return sem == Semantics::kATEN_CPU_5D ? hi : 0.0f;
+    }
+    return x < 0.0f ? 0.0f : (x > hi ? hi : x);
+}
+
+//! Reflect x into [twiceLow / 2, twiceHigh / 2] (the bounds are given doubled so that half
+//! pixel edges stay integers). Period 2 * span; NaN/inf give NaN (then clipped).
+STN_HD float reflectCoordinate(float x, int64_t twiceLow, int64_t twiceHigh)
+{
+    if (twiceLow == twiceHigh)
+    {
+        return 0.0f;
+    }
+    float const lo = static_cast<float>(twiceLow) / 2.0f;
+    float const span = static_cast<float>(twiceHigh - twiceLow) / 2.0f;
+    float const t = fMod(fAbs(x - lo), 2.0f * span);
+    return (t > span ? 2.0f * span - t : t) + lo;
+}
+
+//! PyTorch's compute_coordinates: padding applied to an unnormalised coordinate.
+STN_HD float applyPadding(float x, int64_t size, Padding padding, bool alignCorners, Semantics sem)
+{
+    switch (padding)
+    {
+    case Padding::kZEROS: return x;
+    case Padding::kBORDER: return clipCoordinate(x, size, sem);
+    case Padding::kREFLECTION:
+        x = alignCorners ? reflectCoordinate(x, 0, 2 * (size - 1)) : reflectCoordinate(x, -1, 2 * size - 1);
+        return clipCoordinate(x, size, sem);
+    }
+    return x; // unreachable: every enumerator is handled above
+}
+
+//! Unnormalise + pad: the source coordinate of bilinear and nearest sampling.
+STN_HD float sourceCoordinate(float coord, int64_t size, SampleOptions const& o)
+{
+    return applyPadding(unnormalize(coord, size, o.alignCorners, o.semantics), size, o.padding, o.alignCorners,
+        o.semantics);
+}
+
+STN_HD bool inside(int64_t i, int64_t size)
+{
+    return i >= 0 && i < size;
+}
+
+// ---- bicubic (Keys, A = -0.75, as PyTorch) --------------------------------------------------------
+STN_HD float cubicConvolution1(float x, float a)
+{
+    return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f;
+}
+
+STN_HD float cubicConvolution2(float x, float a)
+{
+    return ((a * x - 5.0f * a) * x + 8.0f * a) * x - 4.0f * a;
+}
+
+STN_HD void cubicCoefficients(float t, float c[4])
+{
+    float const a = -0.75f;
+    c[0] = cubicConvolution2(t + 1.0f, a);
+    c[1] = cubicConvolution1(t, a);
+    float const u = 1.0f - t;
+    c[2] = cubicConvolution1(u, a);
+    c[3] = cubicConvolution2(u + 1.0f, a);
+}
+
+// ---- taps: where to read and with which weights, computed once per output position and reused
+// ---- for every channel. Indices are kOUTSIDE (or any out-of-range value) for taps that read 0.
+
+//! Linear (bilinear / trilinear) taps along one axis.
+struct LinearAxis
+{
+    int64_t i0, i1; // lower and upper index; validity checked against the size
+    float w0, w1;   // weights of i0 and i1
+};
+
+//! Returns false when the coordinate is non-finite (after padding).
+STN_HD bool makeLinearAxis(float u, int64_t size, LinearAxis& a)
+{
+    if (!fIsFinite(u))
+    {
+        a.i0 = a.i1 = kOUTSIDE;
+        a.w0 = a.w1 = 0.0f;
+        return false;
+    }
+    float const f = fFloor(u);
+    int64_t const i = toIndex(f);
+    if (i == kOUTSIDE)
+    {
+        a.i0 = a.i1 = kOUTSIDE;
+        a.w0 = a.w1 = 0.0f;
+        return true;
+    }
+    a.i0 = inside(i, size) ? i : kOUTSIDE;
+    a.i1 = inside(i + 1, size) ? i + 1 : kOUTSIDE;
+    a.w0 = (f + 1.0f) - u; // (x_se - x), PyTorch's form
+    a.w1 = u - f;
+    return true;
+}
+
+STN_HD int64_t nearestIndex(float u, int64_t size)
+{
+    int64_t const i = toIndex(fNearbyint(u));
+    return inside(i, size) ? i : kOUTSIDE;
+}
+
+//! Bicubic taps along one axis: four indices (padding applied per tap) and four weights.
+struct CubicAxis
+{
+    int64_t i[4];
+    float c[4];
+};
+
+//! u: unnormalised coordinate (no padding); returns false when it is non-finite.
+STN_HD bool makeCubicAxis(float u, int64_t size, SampleOptions const& o, CubicAxis& a)
+{
+    float const f = fFloor(u);
+    cubicCoefficients(u - f, a.c);
+STN_UNROLL
+    for (int k = 0; k < 4; ++k)
+    {
+        float const tap = applyPadding(f - 1.0f + static_cast<float>(k), size, o.padding, o.alignCorners, o.semantics);
+        int64_t const idx = toIndex(tap);
+        a.i[k] = inside(idx, size) ? idx : kOUTSIDE;
+    }
+    return fIsFinite(u);
+}
+
+// ---- element conversion: T is float or a 16-bit type with toFloat/fromFloat overloads ------------
+STN_HD float toFloat(float v)
+{
+    return v;
+}
+
+template <typename T>
+STN_HD T fromFloat(float v);
+
+template <>
+STN_HD float fromFloat<float>(float v)
+{
+    return v;
+}
+
+STN_HD float quietNan()
+{
+#if defined(__CUDA_ARCH__)
+    return __int_as_float(0x7fffffff);
+#else
+    return std::nanf("");
+#endif
+}
+
+//! 16-bit storage types of the CPU reference (bit patterns of IEEE half and bfloat16). The CUDA
+//! kernels use __half / __nv_bfloat16 instead.
+struct Half
+{
+    uint16_t bits;
+};
+struct BFloat16
+{
+    uint16_t bits;
+};
+
+STN_HD uint32_t floatBits(float f)
+{
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    __builtin_memcpy(&u, &f, sizeof(u));
+    return u;
+#endif
+}
+
+STN_HD float bitsFloat(uint32_t u)
+{
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    __builtin_memcpy(&f, &u, sizeof(f));
+    return f;
+#endif
+}
+
+//! IEEE half -> float (exact; subnormals, inf and NaN included).
+STN_HD float toFloat(Half h)
+{
+    uint32_t const w = static_cast<uint32_t>(h.bits) << 16;
+    uint32_t const sign = w & 0x80000000u;
+    uint32_t const twoW = w + w;
+    float const normalized = bitsFloat((twoW >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    float const denormalized = bitsFloat((twoW >> 17) | (126u << 23)) - 0.5f;
+    uint32_t const r = twoW < (1u << 27) ? floatBits(denormalized) : floatBits(normalized);
+    return bitsFloat(sign | r);
+}
+
+//! float -> IEEE half, round to nearest even (as torch), overflow to inf, NaN kept quiet.
+template <>
+STN_HD Half fromFloat<Half>(float f)
+{
+    float base = (fAbs(f) * 0x1.0p+112f) * 0x1.0p-110f;
+    uint32_t const w = floatBits(f);
+    uint32_t const shl1W = w + w;
+    uint32_t const sign = w & 0x80000000u;
+    uint32_t bias = shl1W & 0xFF000000u;
+    if (bias < 0x71000000u)
+    {
+        bias = 0x71000000u;
+    }
+    base = bitsFloat((bias >> 1) + 0x07800000u) + base;
+    uint32_t const bits = floatBits(base);
+    uint32_t const expBits = (bits >> 13) & 0x00007C00u;
+    uint32_t const mantissaBits = bits & 0x00000FFFu;
+    uint32_t const nonsign = expBits + mantissaBits;
+    return Half{static_cast<uint16_t>((sign >> 16) | (shl1W > 0xFF000000u ? 0x7E00u : nonsign))};
+}
+
+STN_HD float toFloat(BFloat16 h)
+{
+    return bitsFloat(static_cast<uint32_t>(h.bits) << 16);
+}
+
+//! float -> bfloat16, round to nearest even (as torch), NaN kept quiet.
+template <>
+STN_HD BFloat16 fromFloat<BFloat16>(float f)
+{
+    uint32_t const u = floatBits(f);
+    if (fIsNan(f))
+    {
+        return BFloat16{static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7FC0u)};
+    }
+    uint32_t const rounded = u + 0x7FFFu + ((u >> 16) & 1u);
+    return BFloat16{static_cast<uint16_t>(rounded >> 16)};
+}
+
+#if defined(__CUDACC__)
+STN_HD float toFloat(__half v)
+{
+    return __half2float(v);
+}
+template <>
+STN_HD __half fromFloat<__half>(float v)
+{
+    return __float2half_rn(v);
+}
+STN_HD float toFloat(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+template <>
+STN_HD __nv_bfloat16 fromFloat<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+#endif
+
+// ---- per-position samplers: taps once per position, then every channel -------------------------
+//
+// P output positions are sampled together (P = 1, or 2 for the vectorised 16-bit CUDA path);
+// `write(c, v)` receives the P values of channel c. in: [C, (D,) H, W] of one batch item.
+
+//! Writes P consecutive positions (pos, pos + 1, ...) of each channel plane, one element at a time.
+template <typename TOut, int P>
+struct PlaneWriter
+{
+    TOut* out;
+    int64_t outPlane;
+    int64_t pos;
+    STN_HD void operator()(int64_t c, float const (&v)[P]) const
+    {
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            out[c * outPlane + pos + p] = fromFloat<TOut>(v[p]);
+        }
+    }
+};
+
+template <int P, typename T, typename Writer>
+STN_HD void sample2d(T const* in, int64_t C, int64_t H, int64_t W, float const (&gx)[P], float const (&gy)[P],
+    SampleOptions const& o, Writer const& write)
+{
+    int64_t const plane = H * W;
+    switch (o.interpolation)
+    {
+    case Interpolation::kBILINEAR:
+    {
+        LinearAxis ax[P], ay[P];
+        bool nanOut[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, ax[p])
+                & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, ay[p]);
+            nanOut[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D;
+        }
+        for (int64_t c = 0; c < C; ++c)
+        {
+            T const* q = in + c * plane;
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                LinearAxis const& a = ax[p];
+                LinearAxis const& b = ay[p];
+                float acc = 0.0f;
+                if (b.i0 >= 0 && a.i0 >= 0) acc += toFloat(q[b.i0 * W + a.i0]) * (a.w0 * b.w0);
+                if (b.i0 >= 0 && a.i1 >= 0) acc += toFloat(q[b.i0 * W + a.i1]) * (a.w1 * b.w0);
+                if (b.i1 >= 0 && a.i0 >= 0) acc += toFloat(q[b.i1 * W + a.i0]) * (a.w0 * b.w1);
+                if (b.i1 >= 0 && a.i1 >= 0) acc += toFloat(q[b.i1 * W + a.i1]) * (a.w1 * b.w1);
+                v[p] = nanOut[p] ? quietNan() : acc;
+            }
+            write(c, v);
+        }
+        return;
+    }
+    case Interpolation::kNEAREST:
+    {
+        int64_t off[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            int64_t const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
+            int64_t const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
+            off[p] = (ix >= 0 && iy >= 0) ? iy * W + ix : -1;
+        }
+        for (int64_t c = 0; c < C; ++c)
+        {
+            T const* q = in + c * plane;
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
+            }
+            write(c, v);
+        }
+        return;
+    }
+    case Interpolation::kBICUBIC:
+    {
+        CubicAxis ax[P], ay[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            makeCubicAxis(unnormalize(gx[p], W, o.alignCorners, o.semantics), W, o, ax[p]);
+            makeCubicAxis(unnormalize(gy[p], H, o.alignCorners, o.semantics), H, o, ay[p]);
+        }
+        for (int64_t c = 0; c < C; ++c)
+        {
+            T const* q = in + c * plane;
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                CubicAxis const& a = ax[p];
+                CubicAxis const& b = ay[p];
+                float rows[4];
+STN_UNROLL
+                for (int r = 0; r < 4; ++r)
+                {
+                    float t[4];
+STN_UNROLL
+                    for (int k = 0; k < 4; ++k)
+                    {
+                        t[k] = (b.i[r] >= 0 && a.i[k] >= 0) ? toFloat(q[b.i[r] * W + a.i[k]]) : 0.0f;
+                    }
+                    rows[r] = t[0] * a.c[0] + t[1] * a.c[1] + t[2] * a.c[2] + t[3] * a.c[3];
+                }
+                v[p] = rows[0] * b.c[0] + rows[1] * b.c[1] + rows[2] * b.c[2] + rows[3] * b.c[3];
+            }
+            write(c, v);
+        }
+        return;
+    }
+    }
+}
+
+template <int P, typename T, typename Writer>
+STN_HD void sample3d(T const* in, int64_t C, int64_t D, int64_t H, int64_t W, float const (&gx)[P],
+    float const (&gy)[P], float const (&gz)[P], SampleOptions const& o, Writer const& write)
+{
+    int64_t const plane = D * H * W;
+    int64_t const slice = H * W;
+    switch (o.interpolation)
+    {
+    case Interpolation::kBILINEAR:
+    {
+        LinearAxis ax[P], ay[P], az[P];
+        bool nanOut[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, ax[p])
+                & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, ay[p])
+                & makeLinearAxis(sourceCoordinate(gz[p], D, o), D, az[p]);
+            nanOut[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D;
+        }
+        for (int64_t c = 0; c < C; ++c)
+        {
+            T const* q = in + c * plane;
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                float acc = 0.0f;
+STN_UNROLL
+                for (int k = 0; k < 8; ++k)
+                {
+                    int64_t const iz = (k & 4) ? az[p].i1 : az[p].i0;
+                    int64_t const iy = (k & 2) ? ay[p].i1 : ay[p].i0;
+                    int64_t const ix = (k & 1) ? ax[p].i1 : ax[p].i0;
+                    float const w = ((k & 1) ? ax[p].w1 : ax[p].w0) * ((k & 2) ? ay[p].w1 : ay[p].w0)
+                        * ((k & 4) ? az[p].w1 : az[p].w0);
+                    if (iz >= 0 && iy >= 0 && ix >= 0) acc += toFloat(q[iz * slice + iy * W + ix]) * w;
+                }
+                v[p] = nanOut[p] ? quietNan() : acc;
+            }
+            write(c, v);
+        }
+        return;
+    }
+    case Interpolation::kNEAREST:
+    {
+        int64_t off[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            int64_t const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
+            int64_t const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
+            int64_t const iz = nearestIndex(sourceCoordinate(gz[p], D, o), D);
+            off[p] = (ix >= 0 && iy >= 0 && iz >= 0) ? iz * slice + iy * W + ix : -1;
+        }
+        for (int64_t c = 0; c < C; ++c)
+        {
+            T const* q = in + c * plane;
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
+            }
+            write(c, v);
+        }
+        return;
+    }
+    case Interpolation::kBICUBIC:
+    {
+        // Rejected before any launch (PyTorch has no 3-D bicubic); write zeros, never read.
+        for (int64_t c = 0; c < C; ++c)
+        {
+            float v[P];
+STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                v[p] = 0.0f;
+            }
+            write(c, v);
+        }
+        return;
+    }
+    }
+}
+
+// ---- the fused op: base grid (as torch.nn.functional.affine_grid) and the transform -------------
+
+//! Base-grid coordinate i of n along one axis, exactly as affine_grid's linspace (float).
+STN_HD float baseCoordinate(int64_t i, int64_t n, bool alignCorners)
+{
+    if (n <= 1)
+    {
+        return 0.0f;
+    }
+    float const step = 2.0f / static_cast<float>(n - 1);
+    float v = (i < n / 2) ? -1.0f + step * static_cast<float>(i) : 1.0f - step * static_cast<float>(n - 1 - i);
+    if (!alignCorners)
+    {
+        v = (v * static_cast<float>(n - 1)) / static_cast<float>(n);
+    }
+    return v;
+}
+
+//! 2-D affine ([2,3], row-major) or projective ([3,3]) transform of a base point.
+STN_HD void transformPoint2d(float const* t, bool projective, float x, float y, float& gx, float& gy)
+{
+    gx = x * t[0] + y * t[1] + t[2];
+    gy = x * t[3] + y * t[4] + t[5];
+    if (projective)
+    {
+        float const w = x * t[6] + y * t[7] + t[8];
+        gx = gx / w;
+        gy = gy / w;
+    }
+}
+
+//! 3-D affine ([3,4], row-major) transform of a base point.
+STN_HD void transformPoint3d(float const* t, float x, float y, float z, float& gx, float& gy, float& gz)
+{
+    gx = x * t[0] + y * t[1] + z * t[2] + t[3];
+    gy = x * t[4] + y * t[5] + z * t[6] + t[7];
+    gz = x * t[8] + y * t[9] + z * t[10] + t[11];
+}
+
+} // namespace math
+} // namespace stn_deploy

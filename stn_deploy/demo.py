@@ -1,0 +1,440 @@
+"""The end-to-end demo: train -> export (standard and plugin) -> doctor -> engine -> validate ->
+bench, on the bundled digits, on a CPU-only machine in a few minutes.
+
+``demo(DemoOptions(...))`` writes one run folder::
+
+    model.pt, metrics.json          trained ST-CNN (train.py)
+    model.onnx                      standard ops: AffineGrid + GridSample (export.py)
+    model.plugin.onnx               our plugin ops: STNAffineGridSample (export.py)
+    doctor.json                     lint of both ONNX files (doctor.py)
+    model.engine, model.engine.json TensorRT-RTX CPU-only AOT engine with our plugin (trt/)
+    validate.json                   plugin ONNX on the CPU (and the engine on a GPU) vs PyTorch
+    bench.json, bench.png           latency per backend and batch (bench.py)
+    warp.png                        inputs and what the transformer made of them (viz.py)
+    summary.json                    every step: status, seconds, artefacts, headline numbers
+
+Each step records ``ok``, ``skipped`` (with the reason: no GPU, no TensorRT, no plugin
+library) or ``failed`` (with the error) and the demo goes on with the steps that do not
+depend on a failed one. Every file is written atomically; ``summary.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stn_deploy.errors import UserError, ValidationFailed
+from stn_deploy.io import ensure_writable_dir, write_json
+
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_MODEL = "st-cnn-affine"
+DEFAULT_DATASET = "RTS"
+#: Fits the 2-minute training budget on 2 CPU cores with room to spare.
+DEFAULT_EPOCHS = 10
+DEFAULT_BACKENDS = ("torch", "torch-compile", "ort", "trt")
+DEFAULT_BATCHES = (1, 8, 64)
+
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+
+ARTEFACTS = {
+    "checkpoint": "model.pt",
+    "metrics": "metrics.json",
+    "onnx": "model.onnx",
+    "plugin_onnx": "model.plugin.onnx",
+    "doctor": "doctor.json",
+    "engine": "model.engine",
+    "validate": "validate.json",
+    "bench_name": "bench",
+    "warp": "warp.png",
+    "summary": "summary.json",
+}
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs.
+
+    Attributes:
+        output_dir: the run folder; default ``runs/demo-<UTC timestamp>``. It must not hold
+            files already.
+        model: zoo model to train; default ``st-cnn-affine``.
+        dataset: distorted-digit set; default ``RTS`` (rotated, translated, scaled, 42x42).
+        epochs: training epochs; default 10.
+        seed: training seed; default 0.
+        backends: bench backends; default torch, torch-compile, ort, trt.
+        batches: bench batch sizes; default (1, 8, 64).
+        warmup: bench warm-up iterations; default 5.
+        iters: bench timed iterations; default 50.
+        build_engine: build the CPU-AOT engine (needs TensorRT-RTX or TensorRT); default True.
+        progress: show the training progress bar; default True.
+    """
+
+    output_dir: Path | None = None
+    model: str = DEFAULT_MODEL
+    dataset: str = DEFAULT_DATASET
+    epochs: int = DEFAULT_EPOCHS
+    seed: int = 0
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    warmup: int = 5
+    iters: int = 50
+    build_engine: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.output_dir is not None:
+            object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "backends", tuple(self.backends))
+        object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.iters < 1 or self.warmup < 0:
+            raise UserError("--iters must be at least 1 and --warmup 0 or more")
+
+
+@dataclass
+class Step:
+    """One step of the demo as recorded in ``summary.json``."""
+
+    name: str
+    status: str = OK
+    seconds: float = 0.0
+    reason: str | None = None
+    artefacts: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"step": self.name, "status": self.status, "seconds": round(self.seconds, 2)}
+        if self.reason:
+            d["reason"] = self.reason
+        d["artefacts"] = self.artefacts
+        if self.detail:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The run folder and its summary (the content of ``summary.json``)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return not any(s["status"] == FAILED for s in self.summary["steps"])
+
+
+class _Skip(Exception):
+    """The step cannot run here (no GPU, no TensorRT, a step it needs did not run)."""
+
+
+def default_run_dir(now: _dt.datetime | None = None) -> Path:
+    """``runs/demo-YYYYmmdd-HHMMSS`` (UTC)."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return DEFAULT_RUNS_DIR / f"demo-{now:%Y%m%d-%H%M%S}"
+
+
+def _prepare_run_dir(options: DemoOptions) -> Path:
+    run_dir = options.output_dir or default_run_dir()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} is a file")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(f"run folder {run_dir} is not empty; choose another with -o")
+    ensure_writable_dir(run_dir)
+    return run_dir
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+class _Runner:
+    """Runs the steps in order, timing each and recording its outcome."""
+
+    def __init__(self, run_dir: Path, say: Callable[[str], None]) -> None:
+        self.run_dir = run_dir
+        self.say = say
+        self.steps: list[Step] = []
+
+    def path(self, key: str) -> Path:
+        return self.run_dir / ARTEFACTS[key]
+
+    def status(self, name: str) -> str | None:
+        return next((s.status for s in self.steps if s.name == name), None)
+
+    def needs(self, *names: str) -> None:
+        for name in names:
+            if self.status(name) != OK:
+                raise _Skip(f"needs the {name} step, which {self.status(name) or 'did not run'}")
+
+    def step(self, name: str, fn: Callable[[Step], None]) -> Step:
+        step = Step(name)
+        self.say(f"[bold]{name}[/bold] …")
+        start = time.perf_counter()
+        try:
+            fn(step)
+        except _Skip as exc:
+            step.status, step.reason = SKIPPED, str(exc)
+        except KeyboardInterrupt:
+            raise
+        except UserError as exc:
+            step.status, step.reason = FAILED, str(exc)
+        except ValidationFailed as exc:
+            step.status, step.reason = FAILED, f"validation failed: {exc}"
+        except Exception as exc:  # any other error fails this step only; the summary keeps it
+            step.status, step.reason = FAILED, _first_line(exc)
+            step.detail["traceback"] = traceback.format_exc(limit=6).splitlines()[-6:]
+        step.seconds = time.perf_counter() - start
+        step.artefacts = [a for a in step.artefacts if (self.run_dir / a).exists()]
+        self.steps.append(step)
+        colour = {OK: "green", SKIPPED: "yellow", FAILED: "red"}[step.status]
+        tail = f": {step.reason}" if step.reason else ""
+        self.say(f"  [{colour}]{step.status}[/{colour}] in {step.seconds:.1f} s{tail}")
+        return step
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _train(options: DemoOptions, r: _Runner):
+    def run(step: Step) -> None:
+        from stn_deploy import train
+
+        metrics = train.train(train.TrainOptions(
+            model=options.model, dataset=options.dataset, output_dir=r.run_dir, epochs=options.epochs,
+            seed=options.seed, progress=options.progress,
+        ))
+        step.artefacts += [ARTEFACTS["checkpoint"], ARTEFACTS["metrics"]]
+        step.detail.update(test_error=metrics.get("test_error"), train_seconds=metrics.get("seconds"),
+                           parameters=metrics.get("parameters"), epochs=options.epochs)
+
+    return run
+
+
+def _export(r: _Runner, ops: str, key: str):
+    def run(step: Step) -> None:
+        r.needs("train")
+        from stn_deploy import export
+
+        result = export.export(export.ExportOptions(checkpoint=r.path("checkpoint"), output=r.path(key), ops=ops))
+        step.artefacts.append(ARTEFACTS[key])
+        step.detail.update(input_shape=list(result.input_shape), op_counts=dict(result.op_counts))
+
+    return run
+
+
+def _doctor(r: _Runner):
+    def run(step: Step) -> None:
+        from stn_deploy import doctor as doctor_mod
+
+        reports = {}
+        for key, target in (("onnx", "ort"), ("plugin_onnx", "rtx")):
+            if r.path(key).exists():
+                reports[ARTEFACTS[key]] = doctor_mod.doctor(r.path(key), target=target)
+        if not reports:
+            raise _Skip("no ONNX model was exported")
+        write_json(r.path("doctor"), {name: rep.to_dict() for name, rep in reports.items()})
+        step.artefacts.append(ARTEFACTS["doctor"])
+        for name, rep in reports.items():
+            step.detail[name] = {"target": rep.target, "ok": rep.ok, "findings": len(rep.findings),
+                                 "errors": [f.line() for f in rep.errors]}
+        bad = [name for name, rep in reports.items() if not rep.ok]
+        if bad:
+            raise ValidationFailed(f"doctor found errors in {', '.join(bad)}")
+
+    return run
+
+
+def _build(options: DemoOptions, r: _Runner):
+    def run(step: Step) -> None:
+        if not options.build_engine:
+            raise _Skip("--no-engine given")
+        r.needs("export-plugin")
+        from stn_deploy import trt
+
+        available = trt.available_backends()
+        if not available:
+            raise _Skip("neither tensorrt nor tensorrt_rtx is installed (pip install tensorrt-rtx)")
+        result = trt.build(trt.BuildOptions(onnx=r.path("plugin_onnx"), engine=r.path("engine")))
+        step.artefacts += [ARTEFACTS["engine"], trt.sidecar_path(r.path("engine")).name]
+        side = result.sidecar or {}
+        step.detail.update(build_seconds=round(result.seconds, 2), backend=side.get("backend"),
+                           engine_bytes=r.path("engine").stat().st_size)
+
+    return run
+
+
+def _validate(options: DemoOptions, r: _Runner):
+    def run(step: Step) -> None:
+        r.needs("export-plugin")
+        import torch
+
+        from stn_deploy import validate
+
+        reports: dict[str, Any] = {}
+        failed: list[str] = []
+        targets = [("plugin_onnx", "ort")]
+        if torch.cuda.is_available() and r.status("build") == OK:
+            targets.append(("engine", "trt"))
+        else:
+            step.detail["engine"] = "skipped: needs a GPU" if not torch.cuda.is_available() else "skipped: no engine"
+        for key, backend in targets:
+            rep = validate.validate(validate.ValidateOptions(model=r.path(key), reference=r.path("checkpoint")))
+            d = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep)
+            reports[ARTEFACTS[key]] = d
+            passed = bool(getattr(rep, "ok", d.get("ok", d.get("passed"))))
+            step.detail[ARTEFACTS[key]] = "passed" if passed else "FAILED"
+            if not passed:
+                failed.append(ARTEFACTS[key])
+        write_json(r.path("validate"), reports)
+        step.artefacts.append(ARTEFACTS["validate"])
+        if failed:
+            raise ValidationFailed(f"{', '.join(failed)} differ from PyTorch beyond tolerance")
+
+    return run
+
+
+def _bench(options: DemoOptions, r: _Runner):
+    def run(step: Step) -> None:
+        r.needs("train")
+        from stn_deploy import bench
+
+        onnx = r.path("onnx") if r.status("export-standard") == OK else None
+        engine = r.path("engine") if r.status("build") == OK else None
+        result = bench.bench(bench.BenchOptions(
+            model=r.path("checkpoint"), backends=options.backends, batches=options.batches, warmup=options.warmup,
+            iters=options.iters, output_dir=r.run_dir, name=ARTEFACTS["bench_name"], onnx=onnx, engine=engine,
+        ))
+        step.artefacts += [result.json_path.name, result.png_path.name]
+        step.detail["tables"] = result.report  # kept in memory for the summary; dropped below
+        step.detail["p50_ms"] = {
+            f"{row['backend']}@{row['batch']}": round(row["p50_ms"], 4)
+            for row in result.report["results"] if row["status"] == "ok"
+        }
+
+    return run
+
+
+def _visualize(options: DemoOptions, r: _Runner):
+    def run(step: Step) -> None:
+        r.needs("train")
+        try:
+            from stn_deploy import viz
+        except ImportError:
+            raise _Skip("stn_deploy.viz is not available") from None
+        fn = getattr(viz, "visualize", None)
+        if fn is None:
+            raise _Skip("stn_deploy.viz has no visualize()")
+        fn(r.path("checkpoint"), r.path("warp"), dataset=options.dataset)
+        step.artefacts.append(ARTEFACTS["warp"])
+
+    return run
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the whole path on the bundled digits and write everything into one run folder.
+
+    Args:
+        options: see ``DemoOptions``.
+        progress: called with one rich-markup line per step start and end; default silent.
+
+    Returns:
+        The run folder and the summary. ``result.ok`` is False when a step failed (the CLI
+        then exits 1); skipped steps (no GPU, no TensorRT) do not count as failures.
+
+    Raises:
+        UserError: bad options or an unusable run folder.
+    """
+    say = progress or (lambda _msg: None)
+    run_dir = _prepare_run_dir(options)
+    started = time.perf_counter()
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    r = _Runner(run_dir, say)
+    say(f"run folder [bold]{run_dir}[/bold]")
+
+    r.step("train", _train(options, r))
+    r.step("export-standard", _export(r, "standard", "onnx"))
+    r.step("export-plugin", _export(r, "plugin", "plugin_onnx"))
+    r.step("doctor", _doctor(r))
+    r.step("build", _build(options, r))
+    r.step("validate", _validate(options, r))
+    r.step("visualize", _visualize(options, r))
+    bench_step = r.step("bench", _bench(options, r))
+    bench_report = bench_step.detail.pop("tables", None)
+
+    from stn_deploy.bench import environment
+
+    summary: dict[str, Any] = {
+        "format": "stn-deploy-demo",
+        "version": 1,
+        "created": created,
+        "run_dir": str(run_dir),
+        "seconds": round(time.perf_counter() - started, 2),
+        "options": {
+            "model": options.model, "dataset": options.dataset, "epochs": options.epochs, "seed": options.seed,
+            "backends": list(options.backends), "batches": list(options.batches),
+            "warmup": options.warmup, "iters": options.iters,
+        },
+        **environment(),
+        "steps": [s.to_dict() for s in r.steps],
+        "artefacts": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")) + [ARTEFACTS["summary"]],
+    }
+    summary["ok"] = not any(s.status == FAILED for s in r.steps)
+    write_json(run_dir / ARTEFACTS["summary"], summary)
+    result = DemoResult(run_dir=run_dir, summary=summary)
+    object.__setattr__(result, "_bench_report", bench_report)
+    return result
+
+
+def render_summary(result: DemoResult) -> list[Any]:
+    """Rich renderables: the steps table, then the bench tables when the bench ran."""
+    from rich.table import Table
+
+    s = result.summary
+    table = Table(title=f"demo: {s['options']['model']} on {s['options']['dataset']} in {s['seconds']:.0f} s")
+    table.add_column("step", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("result")
+    colours = {OK: "green", SKIPPED: "yellow", FAILED: "red"}
+    for step in s["steps"]:
+        table.add_row(step["step"], f"[{colours[step['status']]}]{step['status']}[/]", f"{step['seconds']:.1f}",
+                      step.get("reason") or _headline(step))
+    out: list[Any] = [table]
+    bench_report = getattr(result, "_bench_report", None)
+    if bench_report:
+        from stn_deploy.bench import render_tables
+
+        out.extend(render_tables(bench_report))
+    out.append(f"run folder: {result.run_dir}  ({', '.join(s['artefacts'])})")
+    return out
+
+
+def _headline(step: dict[str, Any]) -> str:
+    d = step.get("detail", {})
+    name = step["step"]
+    if name == "train":
+        return f"test error {d.get('test_error', float('nan')):.2f}% after {d.get('epochs')} epochs ({d.get('parameters')} parameters)"
+    if name.startswith("export"):
+        ops = ", ".join(f"{k}×{v}" for k, v in sorted(d.get("op_counts", {}).items()) if k.startswith(("STN", "Grid", "Affine")))
+        return f"{', '.join(step['artefacts'])}: {ops}"
+    if name == "doctor":
+        return "; ".join(f"{k} ({v['target']}): {v['findings']} findings, {len(v['errors'])} errors"
+                         for k, v in d.items() if isinstance(v, dict))
+    if name == "build":
+        return f"{d.get('engine_bytes', 0):,} bytes in {d.get('build_seconds')} s"
+    if name == "validate":
+        return "; ".join(f"{k}: {v}" for k, v in d.items())
+    if name == "bench":
+        p50 = d.get("p50_ms", {})
+        return ", ".join(f"{k} {v:.2f} ms" for k, v in list(p50.items())[:6])
+    return ", ".join(step["artefacts"])

@@ -1,0 +1,289 @@
+"""``stn-deploy doctor``: lint an ONNX graph for the known spatial-transformer deployment traps.
+
+One rule per trap (DESIGN.md, "Known traps"); each finding names the rule, the node, a
+severity (``error`` fails the command with exit 1, ``warning``, ``info``) and a fix hint.
+What is an error depends on the target runtime (``--target``).
+
+| rule | trap |
+|---|---|
+| ``trt-gridsample-mode`` | opset-20 GridSample ``linear``/``cubic`` become nearest in TensorRT 10's parser (NVIDIA/TensorRT#4646) |
+| ``trt-affinegrid`` | no AffineGrid importer in TensorRT 10 / TensorRT-RTX 1.7 |
+| ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890) |
+| ``bicubic-outside-plugin`` | bicubic sampling by anything but our plugin (mmdeploy falls back to bilinear; TensorRT/ORT border reads differ) |
+| ``decomposed-affine-grid`` | the dynamo exporter's Mul+ReduceSum affine grid: fixed H/W, 200x slower in ONNX Runtime |
+| ``fp16-large-coordinates`` | fp16 grid coordinates on inputs wider or taller than 2048 |
+| ``plugin-version`` | plugin_version of a node unknown to the built plugin library |
+| ``plugin-ops-on-ort`` | plugin ops in ONNX Runtime run as Python ops (validation speed, not serving) |
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stn_deploy import schema
+from stn_deploy.graph import (
+    ONNX_MODE_NAMES,
+    PLUGIN_VERSION_ATTR,
+    attr_value,
+    load_onnx,
+    opset_version,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+TARGETS = ("trt10", "trt11", "rtx", "ort")
+SEVERITIES = ("error", "warning", "info")
+#: Above this size, fp16 coordinates (10-bit mantissa) cannot address every pixel.
+FP16_MAX_EXACT_SIZE = 2048
+
+RULES: dict[str, str] = {
+    "trt-gridsample-mode": "GridSample mode names through TensorRT's ONNX parser (NVIDIA/TensorRT#4646)",
+    "trt-affinegrid": "AffineGrid has no TensorRT importer",
+    "trt-gridsample-5d": "5-D GridSample needs TensorRT 11.2+",
+    "bicubic-outside-plugin": "bicubic sampling outside stn-deploy's plugin",
+    "decomposed-affine-grid": "decomposed affine grid (Mul+ReduceSum) with fixed H/W",
+    "fp16-large-coordinates": "fp16 grid coordinates on images larger than 2048",
+    "plugin-version": "plugin_version unknown to the built plugin library",
+    "plugin-ops-on-ort": "plugin ops run as Python ops in ONNX Runtime",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found by a rule."""
+
+    rule: str
+    node: str
+    severity: str
+    message: str
+    hint: str
+
+    def line(self) -> str:
+        return f"{self.severity:7s} {self.rule:24s} {self.node}: {self.message} -> {self.hint}"
+
+
+@dataclass
+class DoctorReport:
+    """All findings for one model and target."""
+
+    model: str
+    target: str
+    findings: list[Finding] = field(default_factory=list)
+    plugin_versions: list[str] = field(default_factory=list)
+    plugin_versions_source: str = ""
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["counts"] = {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def lines(self) -> list[str]:
+        out = [f.line() for f in self.findings]
+        c = self.to_dict()["counts"]
+        out.append(f"{self.model} for {self.target}: {c['error']} error(s), {c['warning']} warning(s), {c['info']} info")
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _name(node) -> str:
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+def _is_onnx_domain(node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _tensor_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        inferred = model
+    dims, types = {}, {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        types[vi.name] = tt.elem_type
+        if tt.HasField("shape"):
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    for i in g.initializer:
+        dims[i.name], types[i.name] = list(i.dims), i.data_type
+    return dims, types
+
+
+def decomposed_grid_nodes(model: "onnx.ModelProto") -> list:
+    """GridSample nodes whose grid is the dynamo exporter's decomposed affine grid.
+
+    The pattern: grid <- (Reshape/Transpose/...)* <- ReduceSum <- Mul(constant base grid, theta).
+    """
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    passthrough = {"Reshape", "Transpose", "Unsqueeze", "Squeeze", "Cast", "Identity", "Div", "Slice"}
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "GridSample" or len(node.input) < 2:
+            continue
+        t, hops = node.input[1], 0
+        while t in producers and hops < 6:
+            p = producers[t]
+            if p.op_type == "ReduceSum":
+                mul = producers.get(p.input[0])
+                if mul is not None and mul.op_type == "Mul" and any(i in consts for i in mul.input):
+                    found.append(node)
+                break
+            if p.op_type not in passthrough:
+                break
+            t, hops = p.input[0], hops + 1
+    return found
+
+
+def library_plugin_versions() -> tuple[list[str], str]:
+    """Versions of our plugin ops the built library implements, and where that came from.
+
+    Asks ``stn_deploy.kernels`` (``plugin_versions()``) when it can; otherwise falls back on
+    ``schema.PLUGIN_VERSION`` (the version this Python package writes).
+    """
+    try:
+        from stn_deploy import kernels
+
+        fn = getattr(kernels, "plugin_versions", None)
+        if fn is not None:
+            versions = fn()
+            if isinstance(versions, dict):
+                flat = sorted({str(v) for vs in versions.values() for v in ([vs] if isinstance(vs, str) else vs)})
+            else:
+                flat = sorted({str(v) for v in versions})
+            if flat:
+                return flat, "plugin library"
+    except Exception:  # no library built, or an older kernels module: fall back, say so
+        pass
+    return [schema.PLUGIN_VERSION], "schema.PLUGIN_VERSION (plugin library not queried)"
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _rules(model, target: str, report: DoctorReport) -> None:
+    add = report.findings.append
+    trt = target in ("trt10", "trt11", "rtx")
+    opset = opset_version(model)
+    dims, types = _tensor_table(model)
+    import onnx
+
+    for node in model.graph.node:
+        name = _name(node)
+        if node.op_type == "GridSample" and _is_onnx_domain(node):
+            mode = attr_value(node, "mode", "linear" if opset >= 20 else "bilinear")
+            interp = ONNX_MODE_NAMES.get(mode)
+            if target == "trt10" and opset >= 20 and mode in ("linear", "cubic"):
+                add(Finding("trt-gridsample-mode", name, "error",
+                            f"opset-{opset} GridSample mode {mode!r} becomes 'nearest' in TensorRT 10's parser",
+                            "stn-deploy rewrite (plugin op), or export at opset 16-19 with mode names bilinear/bicubic"))
+            elif target == "rtx" and opset >= 20 and mode in ("linear", "cubic"):
+                add(Finding("trt-gridsample-mode", name, "info",
+                            f"GridSample mode {mode!r}: TensorRT-RTX 1.7 maps it correctly, TensorRT 10 may not",
+                            "stn-deploy rewrite for one engine path on every TensorRT"))
+            x_dims = dims.get(node.input[0])
+            if trt and x_dims is not None and len(x_dims) == 5:
+                sev = "warning" if target == "trt11" else "error"
+                add(Finding("trt-gridsample-5d", name, sev,
+                            "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2",
+                            "stn-deploy rewrite (the plugin samples 5-D)"))
+            if interp == schema.InterpolationMode.BICUBIC:
+                add(Finding("bicubic-outside-plugin", name, "warning" if trt else "info",
+                            "bicubic GridSample outside our plugin: runtimes differ from PyTorch at the 2-pixel border",
+                            "stn-deploy rewrite, then validate against PyTorch"))
+        elif node.op_type == "AffineGrid" and _is_onnx_domain(node) and trt:
+            sev = "warning" if target == "trt11" else "error"
+            add(Finding("trt-affinegrid", name, sev,
+                        "AffineGrid: TensorRT 10 and TensorRT-RTX 1.7 have no importer (UNSUPPORTED_NODE)",
+                        "stn-deploy rewrite (fuses AffineGrid+GridSample into STNAffineGridSample)"))
+        elif node.op_type.lower() in ("grid_sampler", "gridsampler", "mmcvgridsample") and not node.domain == schema.PLUGIN_DOMAIN:
+            # mmdeploy's TensorRT plugin: bicubic silently falls back to bilinear.
+            if int(attr_value(node, "interpolation_mode", 0)) == int(schema.InterpolationMode.BICUBIC):
+                add(Finding("bicubic-outside-plugin", name, "error",
+                            f"{node.op_type} (mmdeploy plugin) silently samples bicubic as bilinear",
+                            "replace with stn_deploy::STNGridSample"))
+        elif node.domain == schema.PLUGIN_DOMAIN:
+            version = attr_value(node, PLUGIN_VERSION_ATTR, None)
+            if version is not None and version not in report.plugin_versions:
+                add(Finding("plugin-version", name, "error",
+                            f"plugin_version {version!r} unknown to the plugin library "
+                            f"(it has {', '.join(report.plugin_versions)}; {report.plugin_versions_source})",
+                            "rebuild the plugin library, or re-export/rewrite with this stn-deploy"))
+            elif version is None:
+                add(Finding("plugin-version", name, "info",
+                            "no plugin_version attribute: TensorRT's parser assumes '1'",
+                            "re-export or rewrite to stamp the version"))
+            if target == "ort":
+                add(Finding("plugin-ops-on-ort", name, "info",
+                            "plugin op runs in ONNX Runtime as a Python op (about a millisecond per call)",
+                            "serve the standard export (stn-deploy export --ops standard) on the CPU"))
+
+        # fp16 coordinates: any sampler with a float16 grid/input.
+        if node.op_type in ("GridSample", schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP) and len(node.input) >= 2:
+            if onnx.TensorProto.FLOAT16 in (types.get(node.input[0]), types.get(node.input[1])):
+                x_dims = dims.get(node.input[0]) or []
+                spatial = x_dims[2:]
+                if any(d is None for d in spatial) or not spatial:
+                    add(Finding("fp16-large-coordinates", name, "info",
+                                "fp16 sampler with dynamic H/W: inputs larger than 2048 lose sub-pixel precision",
+                                "keep the grid/theta in float32 (Cast before the sampler) for large images"))
+                elif max(spatial) > FP16_MAX_EXACT_SIZE:
+                    add(Finding("fp16-large-coordinates", name, "error" if trt else "warning",
+                                f"fp16 coordinates on a {'x'.join(map(str, spatial))} input: "
+                                f"unnormalised coordinates above {FP16_MAX_EXACT_SIZE} are not exact in fp16",
+                                "keep the grid/theta in float32 (Cast before the sampler)"))
+
+    for node in decomposed_grid_nodes(model):
+        out = dims.get(node.input[1]) or []
+        add(Finding("decomposed-affine-grid", _name(node), "warning",
+                    f"grid is a decomposed affine grid (Mul+ReduceSum) with fixed size {out[1:-1]}: "
+                    "ONNX Runtime runs it ~200x slower than AffineGrid and the output H/W cannot change",
+                    "re-export with torch.onnx.export(..., dynamo=False, opset_version=20) or stn-deploy export"))
+
+
+def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
+    """Lint an ONNX model for spatial-transformer deployment traps.
+
+    Args:
+        path: the ``.onnx`` file.
+        target: ``trt10``, ``trt11``, ``rtx`` (TensorRT-RTX 1.7) or ``ort``; default ``trt10``.
+
+    Returns:
+        The report; ``report.ok`` is False when any finding is an error.
+
+    Raises:
+        UserError: an unreadable or non-ONNX file, or an unknown target.
+    """
+    from stn_deploy.errors import UserError
+
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    model = load_onnx(path)
+    versions, source = library_plugin_versions()
+    report = DoctorReport(model=str(path), target=target, plugin_versions=versions, plugin_versions_source=source)
+    _rules(model, target, report)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    report.findings.sort(key=lambda f: (order[f.severity], f.rule, f.node))
+    return report

@@ -1,0 +1,469 @@
+"""PyTorch -> ONNX with standard or plugin grid-sample ops.
+
+``standard``: the legacy (TorchScript) exporter at opset 20 emits ``AffineGrid`` +
+``GridSample``, which every runtime with opset 20 runs and which ONNX Runtime runs fast. The
+dynamo exporter is not used: it decomposes ``F.affine_grid`` into Mul + ReduceSum, 200x
+slower in ONNX Runtime, and fixes the output H/W silently (DESIGN.md, "Export").
+
+``plugin``: every ``SpatialTransformer.warp`` is swapped, for the export only, for a
+``torch.autograd.Function`` whose ``symbolic`` emits one of our ops: the fused
+``STNAffineGridSample`` when the generator has a matrix (affine, attention, 3-D affine:
+``transform=0``; projective [N,3,3]: ``transform=1``), else ``STNGridSample`` on the
+generator's grid (thin-plate spline). Attribute names come from ``schema``, the same names
+the plugin's creators list as fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import types
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from stn_deploy import __version__, schema
+from stn_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
+
+OPS_CHOICES = ("standard", "plugin")
+DEFAULT_OPSET = 20
+#: AffineGrid exists from opset 20; opset-16 GridSample alone cannot express affine STNs.
+MIN_OPSET = 20
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+BATCH_DIM, HEIGHT_DIM, WIDTH_DIM, DEPTH_DIM = "batch", "height", "width", "depth"
+
+#: Metadata keys written into ``ModelProto.metadata_props``.
+META_PREFIX = "stn_deploy."
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of ``export``.
+
+    Attributes:
+        checkpoint: a checkpoint written by ``stn-deploy train``.
+        output: the ``.onnx`` file to write (atomically).
+        ops: ``standard`` (AffineGrid + GridSample) or ``plugin`` (our TensorRT plugin ops).
+        opset: ONNX opset of the default domain; default 20 (the first with AffineGrid).
+        dynamic_batch: make the batch dimension dynamic; default True.
+        dynamic_hw: make input H/W dynamic: None = where the model allows (auto), True =
+            required (UserError if the model cannot), False = fixed.
+    """
+
+    checkpoint: Path
+    output: Path
+    ops: str = "standard"
+    opset: int = DEFAULT_OPSET
+    dynamic_batch: bool = True
+    dynamic_hw: bool | None = None
+
+
+@dataclass
+class ExportResult:
+    """What ``export`` wrote."""
+
+    path: str
+    ops: str
+    opset: int
+    input_name: str
+    input_shape: list  # ints and dimension names
+    output_names: list[str]
+    dynamic_hw: bool
+    samplers: list[dict] = field(default_factory=list)
+    op_counts: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- plugin symbolics
+
+
+def _plugin_attrs(fields: dict[str, int]) -> dict:
+    from stn_deploy.graph import PLUGIN_VERSION_ATTR
+
+    attrs = {f"{k}_i": int(v) for k, v in fields.items()}
+    attrs[f"{PLUGIN_VERSION_ATTR}_s"] = schema.PLUGIN_VERSION
+    return attrs
+
+
+def _out_type(x, spatial: Sequence):
+    sizes = x.type().varyingSizes() if hasattr(x.type(), "varyingSizes") else None
+    n, c = (sizes[0], sizes[1]) if sizes else (None, None)
+    return x.type().with_sizes([n, c, *spatial])
+
+
+def _grid_sample_fn():
+    import torch
+    import torch.nn.functional as F
+
+    class GridSampleFn(torch.autograd.Function):
+        """F.grid_sample in eager mode; ``stn_deploy::STNGridSample`` in the legacy exporter."""
+
+        @staticmethod
+        def forward(ctx, x, grid, mode: str, padding: str, align_corners: bool):
+            return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
+
+        @staticmethod
+        def symbolic(g, x, grid, mode, padding, align_corners):
+            fields = schema.SamplerSettings(mode, padding, bool(align_corners)).plugin_fields()
+            out = g.op(f"{schema.PLUGIN_DOMAIN}::{schema.GRID_SAMPLE_OP}", x, grid, **_plugin_attrs(fields))
+            gsizes = grid.type().varyingSizes() if hasattr(grid.type(), "varyingSizes") else None
+            spatial = list(gsizes[1:-1]) if gsizes else []
+            out.setType(_out_type(x, spatial))
+            return out
+
+    return GridSampleFn
+
+
+def _affine_grid_sample_fn():
+    import torch
+    import torch.nn.functional as F
+
+    class AffineGridSampleFn(torch.autograd.Function):
+        """Grid from theta, then sample; ``stn_deploy::STNAffineGridSample`` when exported."""
+
+        @staticmethod
+        def forward(ctx, x, theta, out_size: tuple, transform: int, mode: str, padding: str, align_corners: bool):
+            size = [x.shape[0], x.shape[1], *out_size]
+            if transform == schema.Transform.PROJECTIVE:
+                # Same maths as models.ProjectiveGenerator: homogeneous divide of two grids.
+                xy = F.affine_grid(theta[:, :2, :], size, align_corners=align_corners)
+                w = F.affine_grid(torch.cat([theta[:, 2:3, :]] * 2, dim=1), size, align_corners=align_corners)
+                grid = xy / w[..., :1]
+            else:
+                grid = F.affine_grid(theta, size, align_corners=align_corners)
+            return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
+
+        @staticmethod
+        def symbolic(g, x, theta, out_size, transform, mode, padding, align_corners):
+            fields = schema.SamplerSettings(mode, padding, bool(align_corners)).plugin_fields()
+            spatial = [int(s) for s in out_size]
+            fields.update({
+                schema.FIELD_TRANSFORM: int(transform),
+                schema.FIELD_OUT_D: spatial[0] if len(spatial) == 3 else 0,
+                schema.FIELD_OUT_H: spatial[-2],
+                schema.FIELD_OUT_W: spatial[-1],
+            })
+            out = g.op(f"{schema.PLUGIN_DOMAIN}::{schema.AFFINE_GRID_SAMPLE_OP}", x, theta, **_plugin_attrs(fields))
+            out.setType(_out_type(x, spatial))
+            return out
+
+    return AffineGridSampleFn
+
+
+def _is_transformer(module) -> bool:
+    """Duck-typed ``models.SpatialTransformer`` (localisation, generator, out_size, settings, warp)."""
+    return all(hasattr(module, a) for a in ("generator", "settings", "out_size", "warp", "localisation"))
+
+
+def transformers(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+    """(qualified name, module) of every spatial transformer inside ``model``."""
+    return [(name or "<root>", m) for name, m in model.named_modules() if _is_transformer(m)]
+
+
+def transform_kind(theta) -> schema.Transform:
+    """AFFINE for [N,2,3] / [N,3,4] thetas, PROJECTIVE for [N,3,3]."""
+    return schema.Transform.PROJECTIVE if tuple(theta.shape[-2:]) == (3, 3) else schema.Transform.AFFINE
+
+
+@contextlib.contextmanager
+def plugin_warps(model: "nn.Module") -> Iterator[None]:
+    """Within the block, every spatial transformer's ``warp`` emits our plugin ops on export."""
+    gs_fn, ags_fn = _grid_sample_fn(), _affine_grid_sample_fn()
+
+    def warp(self, x, params):
+        s = self.settings
+        theta = self.generator.theta(params)
+        if theta is None:
+            grid = self.generator.grid(params, (x.shape[0], x.shape[1], *self.out_size), s.align_corners)
+            return gs_fn.apply(x, grid, s.mode, s.padding_mode, s.align_corners)
+        return ags_fn.apply(
+            x, theta, tuple(int(v) for v in self.out_size), int(transform_kind(theta)),
+            s.mode, s.padding_mode, s.align_corners,
+        )
+
+    patched = [m for _, m in transformers(model)]
+    for m in patched:
+        m.warp = types.MethodType(warp, m)  # instance attribute shadows the class method
+    try:
+        yield
+    finally:
+        for m in patched:
+            m.__dict__.pop("warp", None)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _hw_allowed(model: "nn.Module", input_shape: Sequence[int]) -> bool:
+    """Whether the model accepts another H/W (a localisation net with FC layers does not)."""
+    import torch
+
+    c, *spatial = input_shape
+    other = [s + 8 for s in spatial]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, *other))
+    except Exception:  # a shape mismatch inside the model, whatever its type
+        return False
+    return True
+
+
+def _samplers_meta(model: "nn.Module") -> list[dict]:
+    out = []
+    for name, m in transformers(model):
+        s = m.settings
+        out.append({
+            "module": name,
+            "generator": getattr(m.generator, "kind", type(m.generator).__name__),
+            "mode": s.mode,
+            "padding_mode": s.padding_mode,
+            "align_corners": bool(s.align_corners),
+            "out_size": [int(v) for v in m.out_size],
+        })
+    return out
+
+
+def to_onnx(
+    model: "nn.Module",
+    input_shape: Sequence[int],
+    *,
+    ops: str = "standard",
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    dynamic_hw: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> "onnx.ModelProto":
+    """Export ``model`` (eval mode, CPU) for inputs [N, *input_shape]; returns a checked model.
+
+    Raises:
+        UserError: unknown ``ops``, an opset below 20, or a graph that fails the checker.
+    """
+    import onnx
+    import torch
+
+    from stn_deploy.graph import PLUGIN_OPSET, check_model, register_onnx_schemas
+
+    if ops not in OPS_CHOICES:
+        raise UserError(f"unknown --ops {ops!r}; choose from {', '.join(OPS_CHOICES)}")
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} has no AffineGrid; use {MIN_OPSET} or later")
+    register_onnx_schemas()
+    model = model.eval().cpu()
+    example = torch.randn(2, *[int(s) for s in input_shape])
+    with torch.no_grad():
+        sample_out = model(example)
+    n_out = len(sample_out) if isinstance(sample_out, (tuple, list)) else 1
+    output_names = [OUTPUT_NAME] if n_out == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(n_out)]
+    axes: dict[str, dict[int, str]] = {INPUT_NAME: {}}
+    if dynamic_batch:
+        axes[INPUT_NAME][0] = BATCH_DIM
+        for o in output_names:
+            axes[o] = {0: BATCH_DIM}
+    if dynamic_hw:
+        names = [DEPTH_DIM, HEIGHT_DIM, WIDTH_DIM][-(len(input_shape) - 1):]
+        for i, n in enumerate(names):
+            axes[INPUT_NAME][2 + i] = n
+    buf = io.BytesIO()
+    ctx = plugin_warps(model) if ops == "plugin" else contextlib.nullcontext()
+    with ctx, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice: chosen on purpose
+        torch.onnx.export(
+            model, (example,), buf, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
+            custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" else None,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    proto = fold_constant_affine_grids(proto)
+    for k, v in (metadata or {}).items():
+        proto.metadata_props.add(key=k, value=str(v))
+    check_model(proto)
+    _check_flavour(proto, ops, len(transformers(model)))
+    return proto
+
+
+def fold_constant_affine_grids(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """Replace ``AffineGrid`` nodes whose inputs are all constants by an initializer.
+
+    The thin-plate spline builds its base points with ``F.affine_grid`` of a constant
+    identity; left as a node, it would be an ``AffineGrid`` that TensorRT cannot import.
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = n.attribute[0].t
+    keep = []
+    changed = False
+    for n in model.graph.node:
+        if n.op_type == "AffineGrid" and all(i in inits or i in consts for i in n.input):
+            feeds = {i: numpy_helper.to_array(inits[i] if i in inits else consts[i]) for i in n.input}
+            sub = onnx.helper.make_model(
+                onnx.helper.make_graph(
+                    [n], "fold",
+                    [onnx.helper.make_tensor_value_info(i, onnx.TensorProto.UNDEFINED, None) for i in n.input],
+                    [onnx.helper.make_tensor_value_info(n.output[0], onnx.TensorProto.UNDEFINED, None)],
+                ),
+                opset_imports=[onnx.helper.make_opsetid("", 20)],
+            )
+            value = ReferenceEvaluator(sub).run(None, feeds)[0]
+            model.graph.initializer.append(numpy_helper.from_array(value, n.output[0]))
+            changed = True
+            continue
+        keep.append(n)
+    if changed:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+        # Constants that fed only the folded nodes are now dead; ORT and TensorRT ignore them,
+        # but keep the graph tidy.
+        used = {i for n in keep for i in n.input} | {o.name for o in model.graph.output}
+        alive = [n for n in keep if n.op_type != "Constant" or n.output[0] in used]
+        del model.graph.node[:]
+        model.graph.node.extend(alive)
+    return model
+
+
+def _check_flavour(model: "onnx.ModelProto", ops: str, n_samplers: int) -> None:
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    if ops == "plugin":
+        left = {k: counts[k] for k in ("GridSample", "AffineGrid") if counts.get(k)}
+        n_plugin = counts.get(schema.GRID_SAMPLE_OP, 0) + counts.get(schema.AFFINE_GRID_SAMPLE_OP, 0)
+        if left or n_plugin != n_samplers:
+            raise UserError(f"plugin export left standard ops {left} or {n_plugin}/{n_samplers} samplers converted")
+    else:
+        if counts.get("GridSample", 0) != n_samplers:
+            raise UserError(f"standard export: {counts.get('GridSample', 0)} GridSample for {n_samplers} samplers")
+        from stn_deploy.doctor import decomposed_grid_nodes
+
+        if decomposed_grid_nodes(model):
+            raise UserError("standard export produced a decomposed affine grid (Mul+ReduceSum); expected AffineGrid")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(checkpoint: Path) -> tuple["nn.Module", tuple[int, ...], dict]:
+    """(model in eval mode, input shape (C, H, W), config dict) from a training checkpoint."""
+    from stn_deploy.train import load_checkpoint
+
+    loaded = load_checkpoint(Path(checkpoint))
+    model, config = _unpack_checkpoint(loaded)
+    if model is None or config is None:
+        raise UserError(f"{checkpoint}: load_checkpoint returned no model/config")
+    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    shape = tuple(int(s) for s in (getattr(config, "input_shape", None) or cfg.get("input_shape")))
+    return model.eval(), shape, cfg
+
+
+def _unpack_checkpoint(loaded):
+    """Accept the shapes ``train.load_checkpoint`` may return: (model, config[, ...]), an object
+    with ``.model``/``.config``, or a model carrying ``.config``."""
+    from torch import nn
+
+    if isinstance(loaded, nn.Module):
+        return loaded, getattr(loaded, "config", None)
+    if isinstance(loaded, (tuple, list)):
+        model = next((v for v in loaded if isinstance(v, nn.Module)), None)
+        config = next((v for v in loaded if hasattr(v, "input_shape")), None)
+        if config is None:
+            config = next((v.get("config") for v in loaded if isinstance(v, dict) and "config" in v), None)
+        return model, config
+    return getattr(loaded, "model", None), getattr(loaded, "config", None)
+
+
+def export(options: ExportOptions) -> ExportResult:
+    """Export a training checkpoint to ONNX with standard or plugin grid-sample ops.
+
+    Args:
+        options: see ``ExportOptions``.
+
+    Returns:
+        What was written: path, input/output names and shape, samplers, op counts, metadata.
+
+    Raises:
+        UserError: a missing/foreign checkpoint, an unknown flavour, a model that cannot take
+            dynamic H/W when required, or an unwritable output.
+    """
+    ckpt = Path(options.checkpoint)
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt}: no such checkpoint")
+    from stn_deploy.run import KIND_CHECKPOINT, detect_kind
+
+    kind = detect_kind(ckpt)
+    if kind != KIND_CHECKPOINT:
+        raise UserError(f"{ckpt} is an {kind} model, not a checkpoint (stn-deploy train writes those)")
+    model, input_shape, cfg = load_model(ckpt)
+    return export_module(
+        model, input_shape, options.output, ops=options.ops, opset=options.opset,
+        dynamic_batch=options.dynamic_batch, dynamic_hw=options.dynamic_hw,
+        source=ckpt, model_name=str(cfg.get("name", cfg.get("model", ""))),
+    )
+
+
+def export_module(
+    model: "nn.Module",
+    input_shape: Sequence[int],
+    output: Path,
+    *,
+    ops: str = "standard",
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    dynamic_hw: bool | None = None,
+    source: Path | None = None,
+    model_name: str = "",
+) -> ExportResult:
+    """``export`` for an in-memory module (tests, the demo). Same arguments as ``ExportOptions``."""
+    import onnx
+
+    from stn_deploy.io import atomic_path
+
+    allowed = _hw_allowed(model, input_shape)
+    if dynamic_hw and not allowed:
+        raise UserError("this model takes one input H/W only (its localisation net has FC layers); drop --dynamic-hw")
+    hw = allowed if dynamic_hw is None else bool(dynamic_hw)
+    meta = {
+        f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}plugin_version": schema.PLUGIN_VERSION,
+        f"{META_PREFIX}ops": ops,
+        f"{META_PREFIX}source_sha256": file_sha256(source) if source else "",
+        f"{META_PREFIX}source": Path(source).name if source else "",
+        f"{META_PREFIX}model": model_name,
+        f"{META_PREFIX}input_shape": json.dumps([int(s) for s in input_shape]),
+        f"{META_PREFIX}samplers": json.dumps(_samplers_meta(model)),
+    }
+    proto = to_onnx(model, input_shape, ops=ops, opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=hw, metadata=meta)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, str(tmp))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    counts: dict[str, int] = {}
+    for n in proto.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return ExportResult(
+        path=str(output), ops=ops, opset=opset, input_name=INPUT_NAME, input_shape=dims,
+        output_names=[o.name for o in proto.graph.output], dynamic_hw=hw,
+        samplers=_samplers_meta(model), op_counts=counts,
+        metadata={p.key: p.value for p in proto.metadata_props},
+    )

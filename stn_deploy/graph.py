@@ -1,0 +1,477 @@
+"""ONNX graphs: our plugin ops' schemas, safe loading, and the rewrite of third-party graphs.
+
+``rewrite`` turns the samplers of any ONNX graph into our plugin ops:
+
+- ``GridSample`` (opset 16 names ``bilinear|nearest|bicubic`` and opset 20 names
+  ``linear|nearest|cubic``, 4-D and 5-D) -> ``stn_deploy::STNGridSample``;
+- ``AffineGrid`` -> ``GridSample`` with a static output size -> ``stn_deploy::STNAffineGridSample``
+  (theta in, no grid tensor), ``transform=0``;
+- the projective grid that ``models.ProjectiveGenerator`` exports (two ``AffineGrid`` and a
+  ``Div``) -> ``STNAffineGridSample`` with ``transform=1``.
+
+Whatever it cannot replace it leaves in place, with the reason in the report. The doctor
+(``stn_deploy.doctor``) lints what is left.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stn_deploy import schema
+from stn_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    import onnx
+
+#: Name of the string attribute that carries the plugin version (the TensorRT parser reads it).
+PLUGIN_VERSION_ATTR = getattr(schema, "FIELD_PLUGIN_VERSION", "plugin_version")
+#: Opset of our domain in the graphs we write.
+PLUGIN_OPSET = 1
+
+#: GridSample ``mode`` names of both ONNX spellings (opset 16-19 and opset 20+).
+ONNX_MODE_NAMES: dict[str, schema.InterpolationMode] = {
+    "bilinear": schema.InterpolationMode.BILINEAR,
+    "linear": schema.InterpolationMode.BILINEAR,
+    "nearest": schema.InterpolationMode.NEAREST,
+    "bicubic": schema.InterpolationMode.BICUBIC,
+    "cubic": schema.InterpolationMode.BICUBIC,
+}
+
+_SCHEMA_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def _spatial_out_type(ctx, spatial: list) -> "onnx.TypeProto":
+    import onnx
+
+    x_type = ctx.get_input_type(0)
+    out = onnx.TypeProto()
+    out.tensor_type.elem_type = x_type.tensor_type.elem_type
+    if not x_type.tensor_type.HasField("shape"):
+        return out
+    dims = list(x_type.tensor_type.shape.dim)
+    shape = out.tensor_type.shape
+    for d in dims[:2]:
+        shape.dim.add().CopyFrom(d)
+    for s in spatial:
+        nd = shape.dim.add()
+        if isinstance(s, int):
+            nd.dim_value = s
+        elif s is not None:
+            nd.CopyFrom(s)
+    return out
+
+
+def _infer_grid_sample(ctx) -> None:
+    grid = ctx.get_input_type(1)
+    spatial: list = []
+    if grid.tensor_type.HasField("shape"):
+        spatial = list(grid.tensor_type.shape.dim)[1:-1]
+    elif ctx.get_input_type(0).tensor_type.HasField("shape"):
+        spatial = [None] * (len(ctx.get_input_type(0).tensor_type.shape.dim) - 2)
+    ctx.set_output_type(0, _spatial_out_type(ctx, spatial))
+
+
+def _infer_affine_grid_sample(ctx) -> None:
+    def attr(name: str) -> int:
+        a = ctx.get_attribute(name)
+        return int(a.i) if a is not None else 0
+
+    d = attr(schema.FIELD_OUT_D)
+    spatial = [d] if d > 0 else []
+    spatial += [attr(schema.FIELD_OUT_H), attr(schema.FIELD_OUT_W)]
+    ctx.set_output_type(0, _spatial_out_type(ctx, spatial))
+
+
+def register_onnx_schemas() -> None:
+    """Teach ``onnx.checker`` and shape inference our two ops (idempotent)."""
+    import onnx.defs as defs
+
+    with _SCHEMA_LOCK:
+        S = defs.OpSchema
+        ints = [schema.FIELD_INTERPOLATION_MODE, schema.FIELD_PADDING_MODE, schema.FIELD_ALIGN_CORNERS]
+        fused_ints = ints + [schema.FIELD_TRANSFORM, schema.FIELD_OUT_D, schema.FIELD_OUT_H, schema.FIELD_OUT_W]
+        specs = [
+            (schema.GRID_SAMPLE_OP, "grid", ints, _infer_grid_sample,
+             "F.grid_sample(X, grid): grid [N, *out, 2|3] in normalised coordinates."),
+            (schema.AFFINE_GRID_SAMPLE_OP, "theta", fused_ints, _infer_affine_grid_sample,
+             "F.grid_sample(X, F.affine_grid(theta, size)); projective theta [N,3,3] when transform=1."),
+        ]
+        for name, second, attr_names, infer, doc in specs:
+            if defs.has(name, schema.PLUGIN_DOMAIN):
+                continue
+            attrs = [S.Attribute(PLUGIN_VERSION_ATTR, defs.OpSchema.AttrType.STRING, "plugin version", required=False)]
+            attrs += [S.Attribute(a, defs.OpSchema.AttrType.INT, a, required=False) for a in attr_names]
+            op = S(
+                name, schema.PLUGIN_DOMAIN, PLUGIN_OPSET, doc,
+                inputs=[S.FormalParameter("X", "T"), S.FormalParameter(second, "T")],
+                outputs=[S.FormalParameter("Y", "T")],
+                type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float tensors")],
+                attributes=attrs,
+            )
+            op.set_type_and_shape_inference_function(infer)
+            defs.register_schema(op)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelProto":
+    """Load an ONNX model; any unreadable, non-ONNX or truncated file is a one-line UserError.
+
+    Args:
+        path: a file path, or the serialised model.
+        check: also run ``onnx.checker`` (catches truncated files that still parse).
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    register_onnx_schemas()
+    if isinstance(path, bytes):
+        data, label = path, "the model bytes"
+    else:
+        p = Path(path)
+        label = str(p)
+        if not p.is_file():
+            raise UserError(f"{p}: no such file")
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        model = onnx.load_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{label} is not an ONNX model (or it is truncated): {type(exc).__name__}") from None
+    if not model.graph.node or not model.opset_import:
+        raise UserError(f"{label} is not an ONNX model (or it is truncated): no graph")
+    if check:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:  # ValidationError and friends
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{label} is not a valid ONNX model (truncated?): {first}") from None
+    return model
+
+
+def opset_version(model: "onnx.ModelProto", domain: str = "") -> int:
+    """The model's opset for ``domain`` ("" = the default ONNX domain); 0 when not imported."""
+    for imp in model.opset_import:
+        if imp.domain in (domain, "ai.onnx" if domain == "" else domain):
+            return int(imp.version)
+    return 0
+
+
+def check_model(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """``onnx.checker`` (full) + strict shape inference; returns the shape-inferred model.
+
+    Raises:
+        UserError: the graph is invalid.
+    """
+    import onnx
+
+    register_onnx_schemas()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"the ONNX graph fails the checker: {first}") from None
+
+
+def plugin_nodes(model: "onnx.ModelProto") -> list:
+    """The nodes of ``model`` that are our plugin ops."""
+    return [n for n in model.graph.node if n.domain == schema.PLUGIN_DOMAIN]
+
+
+def attr_value(node, name: str, default: Any = None) -> Any:
+    """An attribute of an ONNX ``NodeProto`` as a Python value (str decoded), or ``default``."""
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            v = onnx.helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+# --------------------------------------------------------------------------- rewrite
+
+
+@dataclass(frozen=True)
+class RewriteOptions:
+    """Options of ``rewrite``.
+
+    Attributes:
+        input: the ONNX model to rewrite.
+        output: where to write the plugin ONNX (atomically).
+        fuse: fuse ``AffineGrid`` -> ``GridSample`` pairs into ``STNAffineGridSample``;
+            default True.
+    """
+
+    input: Path
+    output: Path
+    fuse: bool = True
+
+
+@dataclass
+class RewriteEntry:
+    node: str
+    op: str
+    replaced_by: str | None = None
+    reason: str = ""
+    attributes: dict = field(default_factory=dict)
+
+
+@dataclass
+class RewriteReport:
+    """What ``rewrite`` replaced and what it left (with reasons)."""
+
+    input: str
+    output: str | None
+    replaced: list[RewriteEntry] = field(default_factory=list)
+    left: list[RewriteEntry] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = [f"replaced {len(self.replaced)} node(s), left {len(self.left)}"]
+        for e in self.replaced:
+            out.append(f"  replaced {e.op} {e.node!r} -> {e.replaced_by}" + (f" ({e.reason})" if e.reason else ""))
+        for e in self.left:
+            out.append(f"  left     {e.op} {e.node!r}: {e.reason}")
+        return out
+
+
+def _shape_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
+    """name -> dims (int or None) and name -> elem_type for every typed tensor after inference."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        inferred = model
+    dims: dict = {}
+    types: dict = {}
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        tt = vi.type.tensor_type
+        types[vi.name] = tt.elem_type
+        if tt.HasField("shape"):
+            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    for init in g.initializer:
+        dims[init.name] = list(init.dims)
+        types[init.name] = init.data_type
+    return dims, types
+
+
+def _const_values(tensor) -> list | None:
+    """Values of a graph-surgeon constant tensor (or a Constant node's output), else None."""
+    import onnx_graphsurgeon as gs
+
+    if isinstance(tensor, gs.Constant):
+        return [int(v) for v in tensor.values.reshape(-1)]
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        v = tensor.inputs[0].attrs.get("value")
+        if v is not None and hasattr(v, "values"):
+            return [int(x) for x in v.values.reshape(-1)]
+    return None
+
+
+def _grid_sample_fields(node, opset: int) -> tuple[dict[str, int] | None, str]:
+    """Plugin fields of an ONNX GridSample node, or (None, reason)."""
+    default_mode = "linear" if opset >= 20 else "bilinear"
+    mode = node.attrs.get("mode", default_mode)
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    padding = node.attrs.get("padding_mode", "zeros")
+    padding = padding.decode() if isinstance(padding, bytes) else str(padding)
+    if mode not in ONNX_MODE_NAMES:
+        return None, f"mode {mode!r} is not a GridSample mode our plugin implements"
+    if padding not in schema.PADDING_NAMES:
+        return None, f"padding_mode {padding!r} is not one our plugin implements"
+    return {
+        schema.FIELD_INTERPOLATION_MODE: int(ONNX_MODE_NAMES[mode]),
+        schema.FIELD_PADDING_MODE: int(schema.padding_from_name(padding)),
+        schema.FIELD_ALIGN_CORNERS: int(node.attrs.get("align_corners", 0)),
+    }, ""
+
+
+def _single_consumer(tensor, graph_outputs: set) -> bool:
+    return len(tensor.outputs) == 1 and tensor.name not in graph_outputs
+
+
+def _producer(tensor, op: str | None = None):
+    if len(tensor.inputs) != 1:
+        return None
+    node = tensor.inputs[0]
+    return node if op is None or node.op == op else None
+
+
+def _match_projective(grid, graph_outputs: set):
+    """Match ``grid = AffineGrid(theta[:, :2]) / AffineGrid(cat(theta[:, 2:3] x2))[..., :1]``.
+
+    Returns (theta tensor, xy AffineGrid node, nodes to drop) or None.
+    """
+    div = _producer(grid, "Div")
+    if div is None:
+        return None
+    ag_xy = _producer(div.inputs[0], "AffineGrid")
+    if ag_xy is None:
+        return None
+    # theta[:, :2, :] is a Slice of the [N,3,3] theta.
+    sl = _producer(ag_xy.inputs[0], "Slice")
+    if sl is None:
+        return None
+    theta = sl.inputs[0]
+    # The denominator: Slice/Gather of a second AffineGrid whose theta comes from the same theta.
+    den = div.inputs[1]
+    hops = 0
+    node = _producer(den)
+    while node is not None and node.op != "AffineGrid" and hops < 3:
+        node = _producer(node.inputs[0])
+        hops += 1
+    if node is None or node.op != "AffineGrid":
+        return None
+    ancestors = {theta.name}
+    frontier = [node.inputs[0]]
+    seen_theta = False
+    for _ in range(6):
+        nxt = []
+        for t in frontier:
+            if t.name in ancestors:
+                seen_theta = True
+                continue
+            p = _producer(t)
+            if p is not None:
+                nxt.extend(p.inputs)
+        frontier = nxt
+    if not seen_theta:
+        return None
+    return theta, ag_xy, node
+
+
+def rewrite(options: RewriteOptions) -> RewriteReport:
+    """Replace the samplers of a third-party ONNX graph with our plugin ops.
+
+    Args:
+        options: input/output paths and whether to fuse grid generation.
+
+    Returns:
+        A report listing each replaced node and each sampler-related node left, with reasons.
+
+    Raises:
+        UserError: the input is not a loadable ONNX model, or nothing could be written.
+    """
+    import onnx
+
+    from stn_deploy.io import atomic_path
+
+    model = load_onnx(options.input)
+    report = RewriteReport(input=str(options.input), output=None)
+    new_model = rewrite_model(model, report, fuse=options.fuse)
+    check_model(new_model)
+    with atomic_path(options.output) as tmp:
+        onnx.save(new_model, str(tmp))
+    report.output = str(options.output)
+    return report
+
+
+def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None, *, fuse: bool = True) -> "onnx.ModelProto":
+    """In-memory ``rewrite``: returns a new model; fills ``report`` when given."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    report = report if report is not None else RewriteReport(input="<memory>", output=None)
+    opset = opset_version(model)
+    dims, types = _shape_table(model)
+    graph = gs.import_onnx(model)
+    outputs = {t.name for t in graph.outputs}
+    fused_grids: set[str] = set()
+    n_new = 0
+
+    for node in list(graph.nodes):
+        if node.op != "GridSample" or (node.domain or "") not in ("", "ai.onnx"):
+            continue
+        x, grid = node.inputs[0], node.inputs[1]
+        name = node.name or node.outputs[0].name
+        fields, reason = _grid_sample_fields(node, opset)
+        if fields is None:
+            report.left.append(RewriteEntry(name, "GridSample", reason=reason))
+            continue
+        x_dims = dims.get(x.name)
+        rank = len(x_dims) if x_dims is not None else None
+        if rank not in (4, 5, None):
+            report.left.append(RewriteEntry(name, "GridSample", reason=f"input rank {rank}: the plugin takes 4-D or 5-D"))
+            continue
+        dtype = types.get(x.name, onnx.TensorProto.FLOAT)
+        if dtype not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            report.left.append(RewriteEntry(
+                name, "GridSample",
+                reason=f"input dtype {onnx.TensorProto.DataType.Name(dtype).lower()}: the plugin takes float32/float16"))
+            continue
+
+        new_op, new_inputs, attrs, note = schema.GRID_SAMPLE_OP, [x, grid], dict(fields), ""
+        ag = _producer(grid, "AffineGrid")
+        proj = None if ag is not None else _match_projective(grid, outputs)
+        gen = ag if ag is not None else (proj[1] if proj else None)
+        if gen is not None and fuse:
+            ac_grid = int(gen.attrs.get("align_corners", 0))
+            out_dims = dims.get(gen.outputs[0].name) or []
+            size_vals = _const_values(gen.inputs[1])
+            spatial = size_vals[2:] if size_vals else [d for d in out_dims[1:-1]]
+            if ac_grid != fields[schema.FIELD_ALIGN_CORNERS]:
+                note = "AffineGrid kept: its align_corners differs from the sampler's"
+            elif not _single_consumer(grid, outputs):
+                note = "AffineGrid kept: its grid has other consumers"
+            elif not spatial or any(not isinstance(s, int) or s <= 0 for s in spatial):
+                note = "AffineGrid kept: its output size is not static (the fused op takes out_h/out_w attributes)"
+            else:
+                out_d = spatial[0] if len(spatial) == 3 else 0
+                attrs.update({
+                    schema.FIELD_TRANSFORM: int(schema.Transform.PROJECTIVE if proj else schema.Transform.AFFINE),
+                    schema.FIELD_OUT_D: int(out_d),
+                    schema.FIELD_OUT_H: int(spatial[-2]),
+                    schema.FIELD_OUT_W: int(spatial[-1]),
+                })
+                theta = proj[0] if proj else gen.inputs[0]
+                new_op, new_inputs = schema.AFFINE_GRID_SAMPLE_OP, [x, theta]
+                fused_grids.add(grid.name)
+                note = "fused with its projective grid (2 AffineGrid + Div)" if proj else f"fused with AffineGrid {gen.name!r}"
+        elif gen is None and _producer(grid) is not None:
+            note = f"grid made by {_producer(grid).op}: sampler replaced, grid kept"
+
+        attrs[PLUGIN_VERSION_ATTR] = schema.PLUGIN_VERSION
+        out = node.outputs[0]
+        node.outputs = []  # detach; cleanup drops the old node (and a fused grid's producers)
+        n_new += 1
+        graph.nodes.append(gs.Node(
+            op=new_op, name=f"{name}/{new_op}", domain=schema.PLUGIN_DOMAIN,
+            attrs=attrs, inputs=new_inputs, outputs=[out],
+        ))
+        report.replaced.append(RewriteEntry(name, "GridSample", replaced_by=new_op, reason=note, attributes=dict(attrs)))
+
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    # What is left that a TensorRT build would trip on.
+    for node in graph.nodes:
+        if node.op == "AffineGrid" and (node.domain or "") in ("", "ai.onnx"):
+            report.left.append(RewriteEntry(
+                node.name, "AffineGrid",
+                reason="not fused (see above, or not followed by a GridSample); TensorRT has no AffineGrid importer"))
+    new = gs.export_onnx(graph)
+    new.ir_version = model.ir_version
+    new.metadata_props.extend(model.metadata_props)
+    if n_new and not any(i.domain == schema.PLUGIN_DOMAIN for i in new.opset_import):
+        new.opset_import.append(onnx.helper.make_opsetid(schema.PLUGIN_DOMAIN, PLUGIN_OPSET))
+    return new
+
+
+def doctor(*args, **kwargs):
+    """See ``stn_deploy.doctor.doctor``."""
+    from stn_deploy.doctor import doctor as _doctor
+
+    return _doctor(*args, **kwargs)

@@ -1,0 +1,393 @@
+"""ctypes binding of the plugin library's C kernel API (``plugins/common/stnKernelApi.h``).
+
+The same ``libstn_deploy_plugins.so`` holds the TensorRT plugins ``STNGridSample`` /
+``STNAffineGridSample`` and plain C entry points: a CPU reference (the sampling maths header
+compiled for the host) and the CUDA launchers. This module calls them on numpy arrays or torch
+tensors, so parity with ``torch.nn.functional.grid_sample`` is testable without TensorRT and the
+CPU path of the toolkit (the ONNX Runtime custom op) can run the plugin's own maths.
+
+CPU tensors and numpy arrays go to the CPU reference; CUDA tensors go to the CUDA launchers on
+torch's current stream. torch is imported lazily (numpy inputs never import it).
+
+Example:
+    >>> from stn_deploy import kernels
+    >>> out = kernels.grid_sample(x, grid, mode="bilinear", padding_mode="zeros")
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from stn_deploy import schema
+from stn_deploy.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The CMake project of the plugins and kernels.
+PLUGIN_SOURCE_DIR = REPO_ROOT / "plugins"
+DEFAULT_BUILD_DIR = PLUGIN_SOURCE_DIR / "build"
+LIBRARY_NAME = "libstn_deploy_plugins.so"
+#: Environment variable that overrides the library path.
+LIBRARY_ENV = "STN_DEPLOY_PLUGIN_LIBRARY"
+#: Default CUDA architectures (SASS for each, plus PTX of the last).
+DEFAULT_CUDA_ARCHS: tuple[str, ...] = ("75", "80", "86", "89", "90", "120")
+#: C ABI version this module was written for (STN_ABI_VERSION).
+ABI_VERSION = 1
+
+_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+_SEMANTICS = {"device": -1, "cuda": 0, "cpu": None}  # cpu: 1 (4-D) or 2 (5-D)
+
+
+class _Desc(ctypes.Structure):
+    """Mirror of ``StnSampleDesc`` (stnKernelApi.h)."""
+
+    _fields_ = [
+        ("rank", ctypes.c_int32),
+        ("interpolation_mode", ctypes.c_int32),
+        ("padding_mode", ctypes.c_int32),
+        ("align_corners", ctypes.c_int32),
+        ("transform", ctypes.c_int32),
+        ("semantics", ctypes.c_int32),
+        ("x_dtype", ctypes.c_int32),
+        ("coord_dtype", ctypes.c_int32),
+        ("n", ctypes.c_int64),
+        ("c", ctypes.c_int64),
+        ("in_d", ctypes.c_int64),
+        ("in_h", ctypes.c_int64),
+        ("in_w", ctypes.c_int64),
+        ("out_d", ctypes.c_int64),
+        ("out_h", ctypes.c_int64),
+        ("out_w", ctypes.c_int64),
+    ]
+
+
+# ------------------------------------------------------------------------------- the library
+
+
+def library_path() -> Path:
+    """Path of ``libstn_deploy_plugins.so``.
+
+    ``$STN_DEPLOY_PLUGIN_LIBRARY`` overrides the default ``<repo>/plugins/build/libstn_deploy_plugins.so``.
+    The file may not exist yet (see :func:`build_library`).
+    """
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return DEFAULT_BUILD_DIR / LIBRARY_NAME
+
+
+def _cmake_archs(archs: Sequence[str] | str) -> str:
+    """``["75", "86"]`` or ``"75;86"`` -> ``"75-real;86-real;86-virtual"`` (SASS each, PTX of the last)."""
+    items = archs.replace(",", ";").split(";") if isinstance(archs, str) else list(archs)
+    items = [str(a).strip() for a in items if str(a).strip()]
+    if not items:
+        raise UserError("no CUDA architecture given (e.g. --archs 75;86)")
+    out: list[str] = []
+    for a in items:
+        base = a.split("-")[0]
+        if not base.isdigit():
+            raise UserError(f"bad CUDA architecture {a!r}: expected a number such as 86 (or 86-real / 86-virtual)")
+        out.append(a if "-" in a else f"{a}-real")
+    if not any(a.endswith("-virtual") for a in out):
+        out.append(f"{items[-1].split('-')[0]}-virtual")
+    return ";".join(out)
+
+
+def build_library(
+    build_dir: Path | None = None,
+    archs: Sequence[str] | str | None = None,
+    jobs: int | None = None,
+    tensorrt_include: Path | None = None,
+    build_type: str = "Release",
+    verbose: bool = False,
+) -> Path:
+    """Configure and build the plugin/kernel library with CMake.
+
+    Args:
+        build_dir: CMake build folder (default ``<repo>/plugins/build``).
+        archs: CUDA architectures, e.g. ``["75", "86"]`` or ``"75;86"`` (default
+            :data:`DEFAULT_CUDA_ARCHS`); SASS for each plus PTX of the last.
+        jobs: parallel build jobs (default: CPU count).
+        tensorrt_include: folder with ``NvInferRuntime.h`` (default ``<repo>/third_party/tensorrt/include``,
+            fetched by ``scripts/setup.sh``).
+        build_type: CMake build type.
+        verbose: stream CMake's output instead of capturing it.
+
+    Returns:
+        Path of the built ``libstn_deploy_plugins.so``.
+
+    Raises:
+        UserError: cmake/nvcc missing or the build failed (one line; the log's last error line).
+    """
+    if shutil.which("cmake") is None:
+        raise UserError("cmake not found on PATH; install CMake >= 3.24 to build the plugins")
+    build_dir = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
+    configure = [
+        "cmake",
+        "-S",
+        str(PLUGIN_SOURCE_DIR),
+        "-B",
+        str(build_dir),
+        f"-DCMAKE_BUILD_TYPE={build_type}",
+        f"-DSTN_CUDA_ARCHITECTURES={_cmake_archs(archs if archs is not None else DEFAULT_CUDA_ARCHS)}",
+    ]
+    if tensorrt_include is not None:
+        configure.append(f"-DSTN_TENSORRT_INCLUDE_DIR={Path(tensorrt_include).resolve()}")
+    build = ["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2)]
+    for step, cmd in (("configure", configure), ("build", build)):
+        proc = subprocess.run(cmd, capture_output=not verbose, text=True)
+        if proc.returncode != 0:
+            log = (proc.stdout or "") + (proc.stderr or "")
+            raise UserError(f"plugin {step} failed: {_last_error_line(log)} (rerun with --verbose for the full log)")
+    path = build_dir / LIBRARY_NAME
+    if not path.exists():
+        raise UserError(f"the build finished but {path} is missing")
+    return path
+
+
+def _last_error_line(log: str) -> str:
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for ln in lines:
+        if "error" in ln.lower():
+            return ln[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+_LOCK = threading.Lock()
+_LIBS: dict[Path, ctypes.CDLL] = {}
+
+
+def load_library(path: Path | None = None) -> ctypes.CDLL:
+    """Load (once) the library and declare the C signatures.
+
+    Raises:
+        UserError: the library is missing or is not the expected ABI.
+    """
+    path = Path(path) if path is not None else library_path()
+    with _LOCK:
+        lib = _LIBS.get(path)
+        if lib is not None:
+            return lib
+        if not path.exists():
+            raise UserError(f"plugin library {path} not found; run `stn-deploy plugins build`")
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise UserError(f"cannot load plugin library {path}: {exc}") from None
+        try:
+            for name in ("stn_grid_sample_cpu", "stn_affine_grid_sample_cpu"):
+                fn = getattr(lib, name)
+                fn.argtypes = [ctypes.POINTER(_Desc), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+                fn.restype = ctypes.c_int32
+            for name in ("stn_grid_sample_cuda", "stn_affine_grid_sample_cuda"):
+                fn = getattr(lib, name)
+                fn.argtypes = [ctypes.POINTER(_Desc), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                fn.restype = ctypes.c_int32
+            lib.stn_validate_desc.argtypes = [ctypes.POINTER(_Desc), ctypes.c_int32]
+            lib.stn_validate_desc.restype = ctypes.c_int32
+            lib.stn_last_error.argtypes = []
+            lib.stn_last_error.restype = ctypes.c_char_p
+            lib.stn_abi_version.argtypes = []
+            lib.stn_abi_version.restype = ctypes.c_int32
+            lib.stn_library_version.argtypes = []
+            lib.stn_library_version.restype = ctypes.c_char_p
+        except AttributeError as exc:
+            raise UserError(f"{path} is not a stn-deploy plugin library ({exc}); run `stn-deploy plugins build`") from None
+        if lib.stn_abi_version() != ABI_VERSION:
+            raise UserError(
+                f"{path} has C ABI {lib.stn_abi_version()}, expected {ABI_VERSION}; run `stn-deploy plugins build`"
+            )
+        _LIBS[path] = lib
+        return lib
+
+
+# ------------------------------------------------------------------------------ array access
+
+
+class _Array:
+    """A contiguous numpy array or torch tensor seen through its data pointer."""
+
+    def __init__(self, obj: Any, name: str):
+        self.name = name
+        self.is_torch = not isinstance(obj, np.ndarray)
+        if self.is_torch:
+            if not hasattr(obj, "data_ptr"):
+                raise UserError(f"{name} must be a numpy array or a torch tensor, got {type(obj).__name__}")
+            self.obj = obj.contiguous()
+            self.dtype = str(self.obj.dtype).removeprefix("torch.")
+            self.device = self.obj.device
+            self.is_cuda = self.obj.is_cuda
+            self.ptr = self.obj.data_ptr()
+        else:
+            self.obj = np.ascontiguousarray(obj)
+            self.dtype = self.obj.dtype.name
+            self.device = None
+            self.is_cuda = False
+            self.ptr = self.obj.ctypes.data
+        self.shape = tuple(int(s) for s in self.obj.shape)
+
+    @property
+    def code(self) -> int:
+        try:
+            return _DTYPE_CODES[self.dtype]
+        except KeyError:
+            raise UserError(f"{self.name} has dtype {self.dtype}; supported: float32, float16, bfloat16") from None
+
+
+def _options(mode: str, padding_mode: str, align_corners: bool) -> tuple[int, int, int]:
+    return (
+        int(schema.interpolation_from_name(mode)),
+        int(schema.padding_from_name(padding_mode)),
+        1 if align_corners else 0,
+    )
+
+
+def _semantics(semantics: str, rank: int) -> int:
+    if semantics not in _SEMANTICS:
+        raise UserError(f"unknown semantics {semantics!r}; choose from {', '.join(_SEMANTICS)}")
+    code = _SEMANTICS[semantics]
+    return (1 if rank == 4 else 2) if code is None else code
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _run(fused: bool, x: _Array, coords: _Array, desc: _Desc, num_threads: int | None):
+    lib = load_library()
+    if x.is_torch != coords.is_torch:
+        raise UserError(f"input and {coords.name} must both be numpy arrays or both torch tensors")
+    if x.is_torch and x.device != coords.device:
+        raise UserError(f"input is on {x.device} but {coords.name} is on {coords.device}")
+    if lib.stn_validate_desc(ctypes.byref(desc), int(fused)) != 0:
+        raise UserError(lib.stn_last_error().decode(errors="replace"))
+    out_shape = (desc.n, desc.c) + ((desc.out_d,) if desc.rank == 5 else ()) + (desc.out_h, desc.out_w)
+    if x.is_torch:
+        import torch
+
+        out = torch.empty(out_shape, dtype=x.obj.dtype, device=x.device)
+        out_ptr = out.data_ptr()
+    else:
+        out = np.empty(out_shape, dtype=x.obj.dtype)
+        out_ptr = out.ctypes.data
+    if x.is_cuda:
+        import torch
+
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        with torch.cuda.device(x.device):
+            fn = lib.stn_affine_grid_sample_cuda if fused else lib.stn_grid_sample_cuda
+            status = fn(ctypes.byref(desc), x.ptr, coords.ptr, out_ptr, stream)
+    else:
+        fn = lib.stn_affine_grid_sample_cpu if fused else lib.stn_grid_sample_cpu
+        status = fn(ctypes.byref(desc), x.ptr, coords.ptr, out_ptr, num_threads or _default_threads())
+    if status != 0:
+        raise UserError(lib.stn_last_error().decode(errors="replace"))
+    return out
+
+
+# ---------------------------------------------------------------------------------- the ops
+
+
+def grid_sample(
+    input: Any,
+    grid: Any,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    *,
+    semantics: str = "device",
+    num_threads: int | None = None,
+):
+    """``torch.nn.functional.grid_sample`` through the plugin library.
+
+    Args:
+        input: X, [N, C, H, W] or [N, C, D, H, W]; float32, float16 or bfloat16 (numpy: float32/float16).
+        grid: [N, Ho, Wo, 2] or [N, Do, Ho, Wo, 3]; float32 or the dtype of ``input``.
+        mode: ``bilinear``, ``nearest`` or ``bicubic`` (4-D only).
+        padding_mode: ``zeros``, ``border`` or ``reflection``.
+        align_corners: as PyTorch (default False).
+        semantics: non-finite coordinates as PyTorch on ``device`` (default: the device of the
+            data), or as PyTorch's ``cuda`` / ``cpu`` kernel (e.g. to predict a TensorRT engine on the CPU).
+        num_threads: CPU threads (default: CPU count, at most 8).
+
+    Returns:
+        The output, same type (numpy/torch), device and dtype as ``input``.
+
+    Raises:
+        UserError: bad shapes/dtypes/names, or the library is missing.
+    """
+    x = _Array(input, "input")
+    g = _Array(grid, "grid")
+    rank = len(x.shape)
+    if rank not in (4, 5):
+        raise UserError(f"input must be 4-D [N,C,H,W] or 5-D [N,C,D,H,W], got shape {list(x.shape)}")
+    if len(g.shape) != rank or g.shape[-1] != rank - 2 or g.shape[0] != x.shape[0]:
+        want = "[N,Ho,Wo,2]" if rank == 4 else "[N,Do,Ho,Wo,3]"
+        raise UserError(f"grid must be {want} with N={x.shape[0]}, got shape {list(g.shape)}")
+    if g.dtype not in ("float32", x.dtype):
+        raise UserError(f"grid has dtype {g.dtype}; supported: float32 or the dtype of input ({x.dtype})")
+    im, pm, ac = _options(mode, padding_mode, align_corners)
+    spatial_in = x.shape[2:] if rank == 5 else (1,) + x.shape[2:]
+    spatial_out = g.shape[1:-1] if rank == 5 else (1,) + g.shape[1:-1]
+    desc = _Desc(
+        rank, im, pm, ac, 0, _semantics(semantics, rank), x.code, g.code,
+        x.shape[0], x.shape[1], *spatial_in, *spatial_out,
+    )  # fmt: skip
+    return _run(False, x, g, desc, num_threads)
+
+
+def affine_grid_sample(
+    input: Any,
+    theta: Any,
+    size: Sequence[int],
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool = False,
+    *,
+    semantics: str = "device",
+    num_threads: int | None = None,
+):
+    """``grid_sample(input, affine_grid(theta, [N, C, *size]))`` fused, through the plugin library.
+
+    The transform is inferred from theta: [N,2,3] 2-D affine, [N,3,3] projective (homogeneous
+    divide: ``(x', y', w) = theta @ (x, y, 1)``, sample at ``(x'/w, y'/w)``), [N,3,4] 3-D affine
+    (5-D input).
+
+    Args:
+        input: X, [N, C, H, W] or [N, C, D, H, W].
+        theta: the transform, float32 or the dtype of ``input``.
+        size: output spatial size (Ho, Wo) or (Do, Ho, Wo).
+        mode, padding_mode, align_corners, semantics, num_threads: as :func:`grid_sample`.
+
+    Returns:
+        [N, C, *size], same type, device and dtype as ``input``.
+    """
+    x = _Array(input, "input")
+    t = _Array(theta, "theta")
+    rank = len(x.shape)
+    if rank not in (4, 5):
+        raise UserError(f"input must be 4-D [N,C,H,W] or 5-D [N,C,D,H,W], got shape {list(x.shape)}")
+    size = tuple(int(s) for s in size)
+    if len(size) != rank - 2 or any(s < 1 for s in size):
+        raise UserError(f"size must be {rank - 2} positive integers for a {rank}-D input, got {list(size)}")
+    wanted = {4: {(2, 3): 0, (3, 3): 1}, 5: {(3, 4): 0}}[rank]
+    if len(t.shape) != 3 or t.shape[0] != x.shape[0] or t.shape[1:] not in wanted:
+        shapes = " or ".join(f"[N,{r},{c}]" for r, c in wanted)
+        raise UserError(f"theta must be {shapes} with N={x.shape[0]} for a {rank}-D input, got {list(t.shape)}")
+    if t.dtype not in ("float32", x.dtype):
+        raise UserError(f"theta has dtype {t.dtype}; supported: float32 or the dtype of input ({x.dtype})")
+    im, pm, ac = _options(mode, padding_mode, align_corners)
+    spatial_in = x.shape[2:] if rank == 5 else (1,) + x.shape[2:]
+    spatial_out = size if rank == 5 else (1,) + size
+    desc = _Desc(
+        rank, im, pm, ac, wanted[t.shape[1:]], _semantics(semantics, rank), x.code, t.code,
+        x.shape[0], x.shape[1], *spatial_in, *spatial_out,
+    )  # fmt: skip
+    return _run(True, x, t, desc, num_threads)

@@ -1,0 +1,360 @@
+"""Run any model of the pipeline on inputs: a checkpoint (PyTorch), a standard or plugin ONNX
+(ONNX Runtime on the CPU; plugin ops through ``ort_ops``) or a TensorRT engine (GPU).
+
+``open_runner`` returns a Polygraphy runner (``with runner: runner.infer(feed)``), the one
+interface that ``validate``, ``bench`` and ``demo`` use for every backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from stn_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+KIND_CHECKPOINT = "checkpoint"
+KIND_ONNX_STANDARD = "onnx-standard"
+KIND_ONNX_PLUGIN = "onnx-plugin"
+KIND_ENGINE = "engine"
+MODEL_KINDS = (KIND_CHECKPOINT, KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN, KIND_ENGINE)
+BACKENDS = ("torch", "ort", "trt")
+DEFAULT_BACKEND = {KIND_CHECKPOINT: "torch", KIND_ONNX_STANDARD: "ort", KIND_ONNX_PLUGIN: "ort", KIND_ENGINE: "trt"}
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+#: torch.save writes a zip archive (PK..) by default, a pickle (0x80) with the legacy format.
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+# --------------------------------------------------------------------------- model kinds
+
+
+def detect_kind(path: Path | str) -> str:
+    """Which kind of model ``path`` is: one of ``MODEL_KINDS``.
+
+    Raises:
+        UserError: missing file, or neither a checkpoint, an ONNX model nor an engine
+            (including a truncated ONNX file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    if p.suffix.lower() in ENGINE_SUFFIXES:
+        return KIND_ENGINE
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if p.suffix.lower() in (".pt", ".pth", ".ckpt") or head.startswith(_CHECKPOINT_MAGIC):
+        return KIND_CHECKPOINT
+    from stn_deploy.graph import load_onnx
+    from stn_deploy.ort_ops import has_plugin_ops
+
+    try:
+        model = load_onnx(p)
+    except UserError:
+        if p.suffix.lower() == ".onnx":
+            raise
+        raise UserError(f"{p} is not a checkpoint, an ONNX model or a TensorRT engine (.engine/.plan)") from None
+    return KIND_ONNX_PLUGIN if has_plugin_ops(model) else KIND_ONNX_STANDARD
+
+
+# --------------------------------------------------------------------------- runners
+
+
+def _torch_runner_class():
+    import torch
+    from polygraphy.backend.base import BaseRunner
+
+    class TorchRunner(BaseRunner):
+        """A checkpoint in PyTorch, on the CPU (or ``device``). Polygraphy's ``PytRunner``
+        calls ``.cuda()`` and splits a single output tensor along the batch, so it is not used.
+
+        Args:
+            checkpoint: a checkpoint written by ``stn-deploy train``.
+            device: ``cpu`` (default) or ``cuda``.
+        """
+
+        def __init__(self, checkpoint: Path | str, device: str = "cpu", name: str | None = None) -> None:
+            super().__init__(name=name, prefix="stn-torch-runner")
+            from stn_deploy.export import INPUT_NAME, OUTPUT_NAME, load_model
+
+            self.checkpoint = Path(checkpoint)
+            self.device = device
+            self.model, self.input_shape, _ = load_model(self.checkpoint)
+            self.input_name, self.output_names = INPUT_NAME, [OUTPUT_NAME]
+
+        def activate_impl(self):
+            self.model = self.model.to(self.device).eval()
+
+        def get_input_metadata_impl(self):
+            from polygraphy.common import TensorMetadata
+
+            return TensorMetadata().add(self.input_name, np.float32, (-1, *self.input_shape))
+
+        def infer_impl(self, feed_dict):
+            x = torch.from_numpy(np.ascontiguousarray(feed_dict[self.input_name])).to(self.device)
+            with torch.no_grad():
+                start = time.perf_counter()
+                out = self.model(x)
+                if self.device != "cpu":
+                    torch.cuda.synchronize()
+                end = time.perf_counter()
+            outs = out if isinstance(out, (tuple, list)) else [out]
+            names = self.output_names if len(outs) == 1 else [f"{self.output_names[0]}_{i}" for i in range(len(outs))]
+            self.inference_time = end - start
+            return OrderedDict((n, o.detach().cpu().numpy()) for n, o in zip(names, outs))
+
+        def deactivate_impl(self):
+            pass
+
+    return TorchRunner
+
+
+def torch_runner(checkpoint: Path | str, device: str = "cpu") -> "BaseRunner":
+    """A Polygraphy runner for a checkpoint in PyTorch (CPU by default)."""
+    return _torch_runner_class()(checkpoint, device=device)
+
+
+def ort_runner(onnx_path: Path | str, threads: int | None = None) -> "BaseRunner":
+    """A Polygraphy ``OnnxrtRunner`` for a standard or plugin-op ONNX model on the CPU."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    from stn_deploy.ort_ops import ort_session
+
+    session = ort_session(Path(onnx_path), threads=threads)  # fail now, not at activate
+    return OnnxrtRunner(session, name=f"stn-ort-runner-{Path(onnx_path).stem}")
+
+
+def engine_runner(engine_path: Path | str) -> "BaseRunner":
+    """A TensorRT engine runner (``stn_deploy.trt.EngineRunner``); needs a CUDA GPU."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if not has_gpu:
+        raise UserError(f"{Path(engine_path).name} is a TensorRT engine and running it needs a CUDA GPU; "
+                        "none is available (run the ONNX model with --backend ort instead)")
+    from stn_deploy.trt import EngineRunner
+
+    return EngineRunner(engine_path)
+
+
+def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunner":
+    """A Polygraphy runner for any model of the pipeline.
+
+    Args:
+        model_path: a checkpoint, a standard or plugin ONNX model, or an engine.
+        backend: ``torch``, ``ort`` or ``trt``; default by kind (checkpoint -> torch,
+            ONNX -> ort, engine -> trt).
+
+    Returns:
+        An inactive runner; use it as a context manager (``with runner: runner.infer(feed)``).
+
+    Raises:
+        UserError: unreadable/foreign file, a backend that cannot run this kind of model,
+            an engine without a GPU.
+    """
+    kind = detect_kind(model_path)
+    backend = backend or DEFAULT_BACKEND[kind]
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "torch":
+        if kind != KIND_CHECKPOINT:
+            raise UserError(f"--backend torch runs checkpoints; {Path(model_path).name} is {kind}")
+        return torch_runner(model_path)
+    if backend == "ort":
+        if kind not in (KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN):
+            hint = "export it first (stn-deploy export)" if kind == KIND_CHECKPOINT else "run its ONNX model"
+            raise UserError(f"--backend ort runs ONNX models; {Path(model_path).name} is {kind}: {hint}")
+        return ort_runner(model_path)
+    if kind != KIND_ENGINE:
+        raise UserError(f"--backend trt runs engines; {Path(model_path).name} is {kind}: build it first (stn-deploy build)")
+    return engine_runner(model_path)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_inputs(path: Path | str) -> dict[str, np.ndarray]:
+    """Inputs keyed by graph input name from ``.npz`` or Polygraphy's JSON (``--save-inputs``).
+
+    A Polygraphy file holding several iterations yields the first.
+
+    Raises:
+        UserError: missing or unreadable file, or not a mapping of names to arrays.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such inputs file")
+    if p.suffix.lower() == ".json":
+        from polygraphy.json import load_json
+
+        try:
+            obj = load_json(str(p), description="inputs")
+        except Exception as exc:  # Polygraphy raises its own exception types
+            raise UserError(f"{p}: not a Polygraphy inputs JSON: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        if isinstance(obj, (list, tuple)):
+            if not obj:
+                raise UserError(f"{p}: holds no input iterations")
+            obj = obj[0]
+        if not isinstance(obj, Mapping):
+            raise UserError(f"{p}: expected a mapping of input names to arrays")
+        feed = dict(obj)
+    else:
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                feed = {k: data[k] for k in data.files}
+        except Exception as exc:  # zipfile/ValueError/OSError
+            raise UserError(f"{p}: not a .npz of arrays ({type(exc).__name__})") from None
+    bad = [k for k, v in feed.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise UserError(f"{p}: inputs {', '.join(bad)} are not arrays")
+    return feed
+
+
+def _static_shape(shape, batch: int, fallback: tuple[int, ...] | None) -> tuple[int, ...]:
+    out = []
+    for i, d in enumerate(shape):
+        if isinstance(d, int) and d >= 0:
+            out.append(d)
+        elif i == 0:
+            out.append(batch)
+        elif fallback is not None and i - 1 < len(fallback):
+            out.append(int(fallback[i - 1]))
+        else:
+            raise UserError(f"input dimension {i} is dynamic ({d}); give --inputs")
+    return tuple(out)
+
+
+def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
+                  sample_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """Seeded standard-normal inputs for every input in ``metadata`` (dynamic batch -> ``batch``).
+
+    Args:
+        metadata: a Polygraphy ``TensorMetadata`` (``runner.get_input_metadata()``).
+        batch: size of a dynamic first dimension; default 1.
+        seed: numpy seed; default 0.
+        sample_shape: (C, H, W) used for other dynamic dimensions.
+    """
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for name, meta in metadata.items():
+        shape = _static_shape(list(meta.shape), batch, sample_shape)
+        dtype = np.dtype(meta.dtype.numpy() if hasattr(meta.dtype, "numpy") else meta.dtype)
+        feed[name] = rng.standard_normal(shape).astype(dtype)
+    return feed
+
+
+def check_inputs(feed: Mapping[str, np.ndarray], metadata: "TensorMetadata") -> None:
+    """Raise UserError (one line) for unknown/missing names, wrong dtypes or shapes."""
+    expected = list(metadata.keys())
+    unknown = [k for k in feed if k not in metadata]
+    if unknown:
+        raise UserError(f"unknown input name(s) {', '.join(unknown)}; the model takes {', '.join(expected)}")
+    missing = [k for k in expected if k not in feed]
+    if missing:
+        raise UserError(f"missing input(s) {', '.join(missing)}")
+    for name, meta in metadata.items():
+        arr = feed[name]
+        want = np.dtype(meta.dtype.numpy() if hasattr(meta.dtype, "numpy") else meta.dtype)
+        if arr.dtype != want:
+            raise UserError(f"input {name!r} has dtype {arr.dtype}, the model takes {want}")
+        shape = list(meta.shape)
+        ok = len(arr.shape) == len(shape) and all(
+            not (isinstance(d, int) and d >= 0) or d == a for d, a in zip(shape, arr.shape))
+        if not ok:
+            want_s = "x".join(str(d) if isinstance(d, int) and d >= 0 else "?" for d in shape)
+            raise UserError(f"input {name!r} has shape {'x'.join(map(str, arr.shape))}, the model takes {want_s}")
+
+
+def _sample_shape(model_path: Path, kind: str) -> tuple[int, ...] | None:
+    """(C, H, W) recorded by the export, for filling dynamic H/W of random inputs."""
+    if kind not in (KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN):
+        return None
+    import json
+
+    import onnx
+
+    from stn_deploy.export import META_PREFIX
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    for p in m.metadata_props:
+        if p.key == f"{META_PREFIX}input_shape":
+            return tuple(json.loads(p.value))
+    return None
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of ``run``.
+
+    Attributes:
+        model: checkpoint, ONNX model or engine.
+        output: ``.npz`` to write the outputs to (atomically), keyed by output name.
+        inputs: ``.npz`` or Polygraphy JSON; default seeded random inputs.
+        backend: ``torch``, ``ort`` or ``trt``; default by model kind.
+        batch: batch size of random inputs; default 1.
+        seed: seed of random inputs; default 0.
+    """
+
+    model: Path
+    output: Path
+    inputs: Path | None = None
+    backend: str | None = None
+    batch: int = 1
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    kind: str
+    backend: str
+    output: str
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    inference_ms: float = 0.0
+
+
+def run(options: RunOptions) -> RunResult:
+    """Run a model once and write its outputs to ``options.output`` (``.npz``).
+
+    Raises:
+        UserError: bad model file, backend, inputs (names, shapes, dtypes) or output path.
+    """
+    if options.batch < 1:
+        raise UserError("--batch must be at least 1")
+    kind = detect_kind(options.model)
+    backend = options.backend or DEFAULT_BACKEND[kind]
+    feed = load_inputs(options.inputs) if options.inputs else None
+    runner = open_runner(options.model, backend)
+    with runner:
+        meta = runner.get_input_metadata()
+        if feed is None:
+            feed = random_inputs(meta, batch=options.batch, seed=options.seed,
+                                 sample_shape=_sample_shape(Path(options.model), kind))
+        check_inputs(feed, meta)
+        outputs = runner.infer(feed, check_inputs=False)
+        ms = 1000.0 * (runner.last_inference_time() or 0.0)
+    from stn_deploy.io import atomic_path
+
+    out = Path(options.output)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+            np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()})
+    return RunResult(
+        kind=kind, backend=backend, output=str(out),
+        inputs={k: list(v.shape) for k, v in feed.items()},
+        outputs={k: list(np.asarray(v).shape) for k, v in outputs.items()},
+        inference_ms=ms,
+    )

@@ -1,0 +1,104 @@
+"""One tolerance table and one comparison helper (max/mean/median abs and rel error, worst
+index), shared by ``validate`` and tests.
+
+A value passes when ``|actual - expected| <= atol + rtol * |expected|`` (numpy's allclose);
+NaN matches NaN and nothing else, inf matches an equal inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from stn_deploy.errors import UserError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+#: Per compute precision of the candidate. fp32 leaves room for TF32-free GPU reductions
+#: and ONNX Runtime's kernel order; fp16 has a 10-bit mantissa, bf16 a 7-bit one.
+TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(atol=1e-3, rtol=1e-3),
+    "float16": Tolerance(atol=3e-2, rtol=3e-2),
+    "bfloat16": Tolerance(atol=1.5e-1, rtol=1e-1),
+}
+#: ``--precision`` names -> table keys.
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def tolerance_for(dtype: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """The table entry for ``dtype`` ("float32", "fp16", ...) with optional overrides."""
+    key = PRECISION_DTYPES.get(dtype, dtype)
+    if key not in TOLERANCES:
+        raise UserError(f"no tolerance for dtype {dtype!r}; known: {', '.join(TOLERANCES)}")
+    base = TOLERANCES[key]
+    return Tolerance(base.atol if atol is None else atol, base.rtol if rtol is None else rtol)
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """How far ``actual`` is from ``expected``; ``worst_index`` is where the tolerance is
+    exceeded most (or the largest absolute error when nothing exceeds it)."""
+
+    shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    median_abs: float
+    max_rel: float
+    mean_rel: float
+    median_rel: float
+    worst_index: tuple[int, ...]
+    worst_actual: float
+    worst_expected: float
+    mismatches: int
+    atol: float
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatches == 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["passed"] = self.passed
+        return d
+
+    def line(self) -> str:
+        return (f"max abs {self.max_abs:.3g} (mean {self.mean_abs:.3g}, median {self.median_abs:.3g}), "
+                f"max rel {self.max_rel:.3g} (mean {self.mean_rel:.3g}, median {self.median_rel:.3g}), "
+                f"worst at {list(self.worst_index)}: {self.worst_actual:.6g} vs {self.worst_expected:.6g}, "
+                f"{self.mismatches} outside atol {self.atol:g} + rtol {self.rtol:g}")
+
+
+def compare(actual, expected, tol: Tolerance) -> ErrorStats:
+    """Elementwise comparison of two arrays of the same shape (compared in float64)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {e.shape}")
+    both_nan = np.isnan(a) & np.isnan(e)
+    same_inf = np.isinf(a) & (a == e)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(both_nan | same_inf, 0.0, np.abs(a - e))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny))
+    allowed = tol.atol + tol.rtol * np.abs(np.where(np.isfinite(e), e, 0.0))
+    excess = diff - allowed
+    bad = excess > 0
+    if a.size == 0:
+        return ErrorStats(a.shape, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, (), 0.0, 0.0, 0, tol.atol, tol.rtol)
+    flat = int(np.argmax(excess)) if bad.any() else int(np.argmax(diff))
+    idx = tuple(int(i) for i in np.unravel_index(flat, a.shape))
+    return ErrorStats(
+        shape=tuple(a.shape),
+        max_abs=float(diff.max()), mean_abs=float(diff.mean()), median_abs=float(np.median(diff)),
+        max_rel=float(rel.max()), mean_rel=float(rel.mean()), median_rel=float(np.median(rel)),
+        worst_index=idx, worst_actual=float(a[idx]), worst_expected=float(e[idx]),
+        mismatches=int(bad.sum()), atol=tol.atol, rtol=tol.rtol,
+    )

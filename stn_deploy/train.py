@@ -1,0 +1,285 @@
+"""Training, evaluation and checkpoints.
+
+Checkpoint (``model.pt``)::
+
+    {"format": "stn-deploy-checkpoint", "version": 1, "config": ModelConfig.to_dict(),
+     "state_dict": {...}, "train": {"dataset": ..., "seed": ..., "epochs": ..., ...}}
+
+It holds only tensors and plain Python values, so it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stn_deploy import io
+from stn_deploy.errors import UserError
+from stn_deploy.schema import SamplerSettings
+
+CHECKPOINT_FORMAT = "stn-deploy-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "model.pt"
+METRICS_NAME = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What to train and how.
+
+    Attributes:
+        model: a name from ``models.MODEL_NAMES``.
+        dataset: a name from ``data.DATASETS``; the model's input size follows it.
+        output_dir: where ``model.pt`` and ``metrics.json`` go; ``None`` writes nothing.
+        epochs: passes over the 1258 training digits, each with fresh distortions; default 10.
+        seed: seeds initialisation, distortions and shuffling; default 0.
+        batch_size: default 64.
+        lr: peak Adam learning rate, cosine-annealed to 0 over the run; default 3e-3.
+        loc_lr_scale: learning-rate factor for the localisation nets (the paper trains them
+            slower; a full-rate localisation net tends to collapse early); default 0.1.
+        sampler: the transformers' sampler settings.
+        test_seed: seed of the fixed test set used for the final test error; default 0.
+        progress: draw a progress bar; default True.
+    """
+
+    model: str
+    dataset: str
+    output_dir: Path | None = None
+    epochs: int = 10
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 3e-3
+    loc_lr_scale: float = 0.1
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    test_seed: int = 0
+    progress: bool = True
+
+
+def save_checkpoint(path: Path | str, model, config, extra: dict[str, Any] | None = None) -> Path:
+    """Atomically write a checkpoint of ``model`` (built from ``config``) to ``path``.
+
+    Args:
+        path: target file.
+        model: the ``nn.Module``.
+        config: its ``models.ModelConfig``.
+        extra: plain values stored under "train" (dataset, seed, metrics, ...).
+    """
+    import torch
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "train": dict(extra or {}),
+    }
+    with io.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load and check a checkpoint's dict (see module docstring).
+
+    Raises:
+        UserError: the file is missing, unreadable, or not an stn-deploy checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} not found")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types here (pickle, zip, OS errors)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first_line[:200]}") from None
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not an stn-deploy checkpoint (no format {CHECKPOINT_FORMAT!r})")
+    if obj.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"{path}: unsupported checkpoint version {obj.get('version')!r} (expected {CHECKPOINT_VERSION})")
+    if not isinstance(obj.get("state_dict"), dict) or not isinstance(obj.get("config"), dict):
+        raise UserError(f"{path}: checkpoint lacks its config or state_dict")
+    obj.setdefault("train", {})
+    return obj
+
+
+def load_checkpoint(path: Path | str):
+    """Rebuild the model stored at ``path``.
+
+    Returns:
+        (model in eval mode on the CPU, its ``models.ModelConfig``).
+
+    Raises:
+        UserError: missing, unreadable or foreign file, or weights that do not fit the config.
+    """
+    from stn_deploy.models import ModelConfig, build_model
+
+    obj = read_checkpoint(path)
+    config = ModelConfig.from_dict(obj["config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not match model {config.name!r}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), config
+
+
+def check_dataset_fits(config, dataset: str) -> None:
+    """Raise UserError unless images of ``dataset`` have the model's input size."""
+    from stn_deploy.data import DATASETS, IMAGE_SIZES
+
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    if tuple(config.in_size) != IMAGE_SIZES[dataset]:
+        h, w = IMAGE_SIZES[dataset]
+        raise UserError(
+            f"model {config.name!r} takes {config.in_size[0]}x{config.in_size[1]} images but dataset "
+            f"{dataset} has {h}x{w}"
+        )
+
+
+def evaluate(model, dataset_name: str, seed: int = 0, batch_size: int = 512) -> float:
+    """Test error of ``model`` on the fixed test set of ``dataset_name``.
+
+    Args:
+        model: a classifier taking [N, 1, H, W] images of the dataset's size.
+        dataset_name: one of ``data.DATASETS``.
+        seed: test-set seed; default 0 (the set every reported number uses).
+        batch_size: evaluation batch; default 512.
+
+    Returns:
+        Error in percent (0-100).
+    """
+    import torch
+
+    from stn_deploy.data import make_dataset
+
+    test = make_dataset(dataset_name, "test", seed)
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, len(test), batch_size):
+            logits = model(test.images[start : start + batch_size])
+            wrong += int((logits.argmax(1) != test.labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return 100.0 * wrong / len(test)
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    """Train a model on a distorted-digit set; write checkpoint and metrics if asked.
+
+    Adam with a cosine learning-rate schedule; each epoch draws fresh distortions of the
+    training digits. Writes ``output_dir/model.pt`` and ``output_dir/metrics.json``
+    atomically (the output folder is checked before training starts).
+
+    Returns:
+        Metrics: test_error (%), train_loss per epoch, train_error (% on the last epoch),
+        seconds, parameters, and the options.
+
+    Raises:
+        UserError: unknown model or dataset, bad numbers, unwritable output folder.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from stn_deploy.data import DATASETS, IMAGE_SIZES, make_dataset
+    from stn_deploy.models import ModelConfig, build_model, count_parameters, spatial_transformers
+
+    if options.dataset not in DATASETS:
+        raise UserError(f"unknown dataset {options.dataset!r}; choose from {', '.join(DATASETS)}")
+    if options.epochs < 1 or options.batch_size < 1 or not options.lr > 0:
+        raise UserError("epochs and batch size must be at least 1 and the learning rate positive")
+    config = ModelConfig(options.model, in_size=IMAGE_SIZES[options.dataset], sampler=options.sampler)
+    if options.output_dir is not None:
+        io.ensure_writable_dir(Path(options.output_dir))
+
+    torch.manual_seed(options.seed)
+    model = build_model(config)
+    loc_params = {id(p) for st in spatial_transformers(model) for p in st.localisation.parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in loc_params], "lr": options.lr},
+        {"params": [p for p in model.parameters() if id(p) in loc_params], "lr": options.lr * options.loc_lr_scale},
+    ]
+    optimiser = torch.optim.Adam([g for g in groups if g["params"]])
+    n_train = len(make_dataset(options.dataset, "train", 0))
+    steps_per_epoch = math.ceil(n_train / options.batch_size)
+    total_steps = steps_per_epoch * options.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+    shuffle = torch.Generator().manual_seed(options.seed)
+
+    losses: list[float] = []
+    train_error = float("nan")
+    start = time.perf_counter()
+    with _progress(options.progress) as bar:
+        task = bar.add_task(f"{options.model} on {options.dataset}", total=total_steps) if bar else None
+        model.train()
+        for epoch in range(options.epochs):
+            # Fresh distortions every epoch; the seed stream never meets the test set's.
+            data = make_dataset(options.dataset, "train", options.seed * 100_003 + epoch + 1)
+            order = torch.randperm(len(data), generator=shuffle)
+            total_loss, wrong = 0.0, 0
+            for i in range(0, len(data), options.batch_size):
+                idx = order[i : i + options.batch_size]
+                logits = model(data.images[idx])
+                loss = F.cross_entropy(logits, data.labels[idx])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                scheduler.step()
+                total_loss += float(loss.detach()) * len(idx)
+                wrong += int((logits.argmax(1) != data.labels[idx]).sum())
+                if bar is not None:
+                    bar.update(task, advance=1, description=f"{options.model} on {options.dataset} epoch {epoch + 1}/{options.epochs} loss {float(loss):.3f}")
+            losses.append(total_loss / len(data))
+            train_error = 100.0 * wrong / len(data)
+            if not math.isfinite(losses[-1]):
+                raise UserError(f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); try a lower --lr")
+    seconds = time.perf_counter() - start
+    test_error = evaluate(model, options.dataset, options.test_seed)
+
+    metrics: dict[str, Any] = {
+        "model": options.model,
+        "dataset": options.dataset,
+        "epochs": options.epochs,
+        "seed": options.seed,
+        "test_seed": options.test_seed,
+        "test_error": test_error,
+        "train_error": train_error,
+        "train_loss": losses,
+        "seconds": round(seconds, 3),
+        "parameters": count_parameters(model),
+        "batch_size": options.batch_size,
+        "lr": options.lr,
+        "loc_lr_scale": options.loc_lr_scale,
+        "torch": torch.__version__,
+        "config": config.to_dict(),
+    }
+    if options.output_dir is not None:
+        out = Path(options.output_dir)
+        train_info = {k: v for k, v in metrics.items() if k != "config"}
+        save_checkpoint(out / CHECKPOINT_NAME, model, config, train_info)
+        io.write_json(out / METRICS_NAME, metrics)
+    return metrics
+
+
+def _progress(enabled: bool):
+    """A rich progress bar (on stderr), or a stand-in yielding ``None`` when disabled."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=False,
+    )

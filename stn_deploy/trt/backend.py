@@ -1,0 +1,182 @@
+"""Backend adapter: full TensorRT (``tensorrt``) or TensorRT-RTX (``tensorrt_rtx``).
+
+Both expose the same Python API for what we use (Builder, OnnxParser, Runtime). The
+differences we paper over are listed on :class:`Backend`. ``tensorrt`` is imported only when
+a backend is asked for, so that ``stn-deploy --help`` works on machines without TensorRT.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from stn_deploy.errors import UserError
+
+#: backend name -> Python module.
+MODULES = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
+#: first 4 bytes of a serialised engine -> backend name ("ftrt" TensorRT, "vtrt" TensorRT-RTX).
+ENGINE_MAGIC = {b"ftrt": "tensorrt", b"vtrt": "rtx"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An imported TensorRT flavour.
+
+    Attributes:
+        name: "tensorrt" or "rtx".
+        trt: the imported module (``tensorrt`` or ``tensorrt_rtx``).
+        version: the module's ``__version__``.
+    """
+
+    name: str
+    trt: ModuleType
+    version: str
+
+    @property
+    def strongly_typed(self) -> bool:
+        """True where precision comes from the graph's types only (TensorRT-RTX, TensorRT 11):
+        there is no FP16 builder flag, so reduced precision means converting the graph."""
+        return not hasattr(self.trt.BuilderFlag, "FP16")
+
+    @property
+    def has_compute_capabilities(self) -> bool:
+        """TensorRT-RTX builds ahead of time for a list of compute capabilities."""
+        return hasattr(self.trt, "ComputeCapability")
+
+    @property
+    def label(self) -> str:
+        return f"{'TensorRT-RTX' if self.name == 'rtx' else 'TensorRT'} {self.version}"
+
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.version.split(".")[:3] if p.isdigit())
+
+
+def available_backends() -> list[str]:
+    """Names of the installed backends, without importing them."""
+    return [name for name, mod in MODULES.items() if importlib.util.find_spec(mod) is not None]
+
+
+@functools.lru_cache(maxsize=None)
+def get_backend(choice: str = "auto") -> Backend:
+    """Import and return a backend.
+
+    Args:
+        choice: "tensorrt", "rtx", or "auto" (full TensorRT where installed, else RTX).
+
+    Raises:
+        UserError: the chosen backend is not installed.
+    """
+    if choice == "auto":
+        found = available_backends()
+        if not found:
+            raise UserError("no TensorRT found: install tensorrt, or tensorrt-rtx "
+                            "(pip install 'stn-deploy[rtx]')")
+        choice = found[0]
+    if choice not in MODULES:
+        raise UserError(f"unknown TensorRT backend {choice!r}; choose from auto, {', '.join(MODULES)}")
+    try:
+        module = importlib.import_module(MODULES[choice])
+    except ImportError as exc:
+        raise UserError(f"--trt {choice}: cannot import {MODULES[choice]} ({exc})") from None
+    return Backend(choice, module, str(getattr(module, "__version__", "unknown")))
+
+
+def make_logger(backend: Backend, sink=None, min_severity: str = "WARNING"):
+    """A logger that forwards messages at ``min_severity`` or worse to ``sink(sev, msg)``.
+
+    Every message is also kept in ``logger.messages`` so that failures can quote the
+    builder's and the plugin creator's own words.
+    """
+    trt = backend.trt
+    threshold = getattr(trt.ILogger.Severity, min_severity)
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[str, str]] = []
+
+        def log(self, severity, msg):  # noqa: D401 - TensorRT callback
+            if severity <= threshold:
+                name = severity.name
+                self.messages.append((name, msg))
+                if sink is not None:
+                    sink(name, msg)
+
+    return _Logger()
+
+
+def sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_plugin_library(backend: Backend, registry, path: Path | str) -> None:
+    """Load our plugin library into ``registry`` (the builder's or the runtime's).
+
+    Call it after a Builder or Runtime exists: before that, TensorRT's registry returns
+    silently without loading anything (DESIGN.md).
+
+    Raises:
+        UserError: the file is missing or TensorRT cannot load it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plugin library not found: {path} (build it with: stn-deploy plugins build)")
+    try:
+        handle = registry.load_library(str(path))
+    except Exception as exc:  # TensorRT raises plain RuntimeError/TypeError here
+        raise UserError(f"{backend.label} cannot load plugin library {path}: {exc}") from None
+    if handle is None:
+        raise UserError(f"{backend.label} cannot load plugin library {path}")
+
+
+def default_plugin_library() -> Path | None:
+    """``kernels.library_path()`` when the kernels module is importable and the file exists."""
+    try:
+        from stn_deploy import kernels
+    except ImportError:
+        return None
+    try:
+        path = Path(kernels.library_path())
+    except UserError:
+        return None
+    return path if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_available() -> bool:
+    """Whether a CUDA device can be used, asked of the driver itself (no torch, no TensorRT):
+    TensorRT cannot deserialise an engine without one (cudaError 35)."""
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            cuda = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return False
+
+
+def engine_backend_from_header(head: bytes) -> str | None:
+    """"tensorrt" or "rtx" from an engine's magic bytes; None when it is not an engine."""
+    return ENGINE_MAGIC.get(head[:4])
+
+
+def engine_version_from_header(head: bytes) -> tuple[int, int, int] | None:
+    """(major, minor, patch) written in a TensorRT-RTX engine header (bytes 24..26).
+
+    Read from engines built with TensorRT-RTX 1.7.1 (bytes ``01 07 01``); the layout is not
+    documented, so callers treat a mismatch as a strong hint and the runtime as the judge.
+    """
+    if engine_backend_from_header(head) != "rtx" or len(head) < 27:
+        return None
+    return head[24], head[25], head[26]

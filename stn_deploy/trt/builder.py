@@ -1,0 +1,305 @@
+"""Build TensorRT / TensorRT-RTX engines from ONNX, in a child process.
+
+The parser and builder run in ``stn_deploy.trt.build_worker`` so that an abort inside
+TensorRT or a plugin cannot take the caller down, and so that Ctrl-C leaves no partial
+engine: the engine is written to a temporary file that is renamed only after the build
+succeeded (``io.atomic_path``).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from stn_deploy import __version__
+from stn_deploy import schema
+from stn_deploy.errors import UserError
+from stn_deploy.io import atomic_path
+from stn_deploy.trt.backend import available_backends, default_plugin_library, sha256
+from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildOptions, BuildResult
+
+#: ``progress(event)`` receives the worker's events: dicts with "event" = "progress"
+#: (kind start/step/finish, phase, parent, steps/step) or "log" (severity, message).
+ProgressCallback = Callable[[dict], None]
+
+PLUGIN_OPS = (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP)
+
+
+class BuildError(UserError):
+    """The parser or builder rejected the model (one line; the CLI exits 2)."""
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """One build of ``build_many``: ``result`` on success, else ``error`` (one line)."""
+
+    options: BuildOptions
+    result: BuildResult | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    if not path.is_file():
+        raise UserError(f"ONNX model not found: {path}")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:
+        raise UserError(f"not an ONNX model: {path}") from None
+
+
+def plugin_ops_in(model) -> list[str]:
+    """Our plugin op types used by ``model`` (graph and local functions)."""
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    return sorted({n.op_type for n in nodes if n.op_type in PLUGIN_OPS})
+
+
+def doctor_target(backend: str) -> str:
+    """The ``doctor`` target matching a build backend choice, without importing TensorRT."""
+    name = backend if backend != "auto" else (available_backends() or ["rtx"])[0]
+    if name == "rtx":
+        return "rtx"
+    try:
+        from importlib.metadata import version
+
+        major = int(version("tensorrt").split(".")[0])
+    except Exception:  # a tensorrt without distribution metadata: assume the common one
+        major = 10
+    return "trt11" if major >= 11 else "trt10"
+
+
+def _run_doctor(path: Path, backend: str) -> None:
+    """Stop the build on the doctor's errors (``graph.doctor``, lint of known traps)."""
+    from stn_deploy import graph
+
+    report = graph.doctor(path, target=doctor_target(backend))
+    errors = [f"{f.node}: {f.message}" for f in report.errors]
+    if errors:
+        raise UserError(f"doctor found {len(errors)} error(s) in {path.name}: {errors[0]}"
+                        + (f" (and {len(errors) - 1} more; see stn-deploy doctor)" if len(errors) > 1 else "")
+                        + "; use --no-doctor to build anyway")
+
+
+def _prepare(options: BuildOptions) -> dict:
+    """Check what can be checked without TensorRT; return the worker's job (less "out")."""
+    model = _load_onnx(options.onnx)
+    if not available_backends():
+        raise UserError("no TensorRT found: install tensorrt, or tensorrt-rtx (pip install 'stn-deploy[rtx]')")
+    inputs = {v.name for v in model.graph.input} - {i.name for i in model.graph.initializer}
+    unknown = sorted({s.name for s in options.shapes} - inputs)
+    if unknown:
+        raise UserError(f"--shapes names {', '.join(unknown)}, not an input of {options.onnx.name} "
+                        f"(inputs: {', '.join(sorted(inputs))})")
+    plugin = options.plugin_library
+    ops = plugin_ops_in(model)
+    if plugin is not None and not Path(plugin).is_file():
+        raise UserError(f"plugin library not found: {plugin}")
+    if plugin is None and ops:
+        plugin = default_plugin_library()
+        if plugin is None:
+            raise UserError(f"{options.onnx.name} uses plugin ops ({', '.join(ops)}) but the plugin "
+                            "library is missing; build it with: stn-deploy plugins build")
+    if options.compute_capabilities and options.backend == "tensorrt":
+        raise UserError("--compute-capability is a TensorRT-RTX option; full TensorRT builds for the GPU it runs on")
+    if options.doctor:
+        _run_doctor(options.onnx, options.backend)
+    return {
+        "onnx": str(options.onnx.resolve()),
+        "backend": options.backend,
+        "precision": options.precision,
+        "shapes": [s.to_dict() for s in options.shapes],
+        "default_batch": list(DEFAULT_BATCH_RANGE),
+        "timing_cache": str(options.timing_cache) if options.timing_cache else None,
+        "opt_level": options.opt_level,
+        "workspace_mib": options.workspace_mib,
+        "compute_capabilities": list(options.compute_capabilities),
+        "plugin_library": str(Path(plugin).resolve()) if plugin else None,
+        "plugin_ops": ops,
+    }
+
+
+class _Worker:
+    """One ``build_worker`` child; restarted by ``build_many`` after a crash."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stn_deploy.trt.build_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, env=env)
+        self.stderr = collections.deque(maxlen=200)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip())
+
+    def run(self, job: dict, progress: ProgressCallback | None) -> dict:
+        """Send one job; return its result event. A dead child raises BuildError."""
+        try:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("event") == "result":
+                return event
+            if progress is not None:
+                progress(event)
+        self.proc.wait()
+        self._drain.join(timeout=2)
+        raise BuildError(self._crash_message())
+
+    def _crash_message(self) -> str:
+        rc = self.proc.returncode
+        how = (f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0
+               else f"exit code {rc}")
+        tail = [l for l in self.stderr if l.strip()]
+        said = [l for l in tail if "[E]" in l or "[F]" in l or "rror" in l] or tail
+        reason = " | ".join(said[-3:]) if said else "no message"
+        return f"TensorRT stopped the build process ({how}): {reason}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _public(path: Path) -> None:
+    """Give a temporary file (mkstemp: 0600) the mode a plain ``open`` would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _sidecar(options: BuildOptions, job: dict, info: dict, engine_tmp: Path) -> dict:
+    plugin = job["plugin_library"]
+    return {
+        "format": "stn-deploy-engine",
+        "version": 1,
+        "stn_deploy": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "engine": {"file": options.engine.name, "bytes": engine_tmp.stat().st_size,
+                   "sha256": sha256(engine_tmp)},
+        "backend": info["backend"],
+        "onnx": {"path": job["onnx"], "sha256": sha256(job["onnx"])},
+        "plugin_library": ({"path": plugin, "sha256": sha256(plugin), "ops": job["plugin_ops"]}
+                           if plugin else None),
+        "precision": options.precision,
+        "precision_method": ("graph converted (strongly typed builder)" if info["graph_converted_to"]
+                             else "builder flag" if options.precision != "fp32" else "as exported"),
+        "profiles": info["profiles"],
+        "compute_capabilities": (job["compute_capabilities"] or
+                                 (["default: sm80, sm86, sm89, sm120+ (no sm90)"]
+                                  if info["backend"]["name"] == "rtx" else ["the build GPU"])),
+        "opt_level": options.opt_level,
+        "workspace_mib": options.workspace_mib,
+        "timing_cache": (None if not options.timing_cache else
+                         {"path": str(options.timing_cache),
+                          "used": info["backend"]["name"] != "rtx"}),
+        "build_seconds": info["build_seconds"],
+        "network": info["network"],
+        "warnings": info["warnings"],
+    }
+
+
+def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback | None = None,
+               ) -> list[BuildOutcome]:
+    """Build several engines in one child process (restarted after a crash).
+
+    Bad input found before TensorRT runs (a missing file, malformed shapes) and build
+    failures are reported per build, not raised; KeyboardInterrupt stops the child, removes
+    the partial engine and propagates.
+    """
+    outcomes: list[BuildOutcome] = []
+    worker: _Worker | None = None
+    try:
+        for options in options_list:
+            try:
+                job = _prepare(options)
+            except UserError as exc:
+                outcomes.append(BuildOutcome(options, None, str(exc)))
+                continue
+            if worker is None or worker.proc.poll() is not None:
+                worker = _Worker()
+            try:
+                with atomic_path(options.engine) as tmp:
+                    event = worker.run({**job, "out": str(tmp)}, progress)
+                    if not event["ok"]:
+                        raise BuildError(event["error"])
+                    sidecar = _sidecar(options, job, event["info"], tmp)
+                    _public(tmp)
+                with atomic_path(options.sidecar) as tmp_json:
+                    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
+                    _public(tmp_json)
+            except UserError as exc:
+                outcomes.append(BuildOutcome(options, None, str(exc)))
+                continue
+            outcomes.append(BuildOutcome(options, BuildResult(
+                options.engine, options.sidecar, sidecar["build_seconds"], sidecar), None))
+    except BaseException:
+        if worker is not None:
+            worker.kill()
+        raise
+    if worker is not None:
+        worker.close()
+    return outcomes
+
+
+def build(options: BuildOptions, progress: ProgressCallback | None = None) -> BuildResult:
+    """Build one engine and its sidecar JSON (``<engine>.json``), both written atomically.
+
+    Runs ``graph.doctor`` first unless ``options.doctor`` is False.
+
+    Raises:
+        UserError: bad input (not ONNX, missing plugin library, unknown ``--shapes`` name)
+            or a build that TensorRT rejected (``BuildError``, one line naming the reason).
+    """
+    (outcome,) = build_many([options], progress)
+    if outcome.error is not None:
+        raise BuildError(outcome.error)
+    return outcome.result
+
+
+def build_all(options_list: Iterable[BuildOptions], progress: ProgressCallback | None = None,
+              ) -> list[BuildResult]:
+    """``build`` for several engines in one child process; raises on the first failure."""
+    results = []
+    for outcome in build_many(list(options_list), progress):
+        if outcome.error is not None:
+            raise BuildError(outcome.error)
+        results.append(outcome.result)
+    return results

@@ -1,0 +1,176 @@
+"""What an engine file holds: I/O, profiles, layers (plugin layers named) and its sidecar.
+
+Deserialising an engine needs a GPU (TensorRT-RTX: cudaError 35 without one). Without a
+GPU, ``inspect`` reports what the file header and the sidecar written by ``build`` say —
+the network as parsed, before TensorRT fused it — and names what it could not read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stn_deploy.errors import UserError
+from stn_deploy.trt.backend import (engine_backend_from_header, engine_version_from_header,
+                                    get_backend, gpu_available, sha256)
+from stn_deploy.trt.options import sidecar_path
+
+NEEDS_GPU = ("reading the engine itself (fused layers, tactics, device memory) needs a GPU: TensorRT "
+             "deserialises engines only on a CUDA device; shown here is the network as parsed at build "
+             "time (from the sidecar), before layer fusion")
+
+
+def read_sidecar(engine: Path) -> dict | None:
+    """The sidecar dict of ``engine``, or None when there is none.
+
+    Raises:
+        UserError: the sidecar exists but is not valid JSON.
+    """
+    path = sidecar_path(engine)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"unreadable engine sidecar {path}: {exc}") from None
+
+
+def check_engine_file(path: Path, backend_choice: str = "auto") -> tuple[str, "Backend"]:
+    """Check that ``path`` is an engine this installation can load; return (kind, backend).
+
+    Raises:
+        UserError: missing file, not an engine, or built by another TensorRT (version).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"engine not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    kind = engine_backend_from_header(head)
+    if kind is None:
+        raise UserError(f"not a TensorRT engine: {path} (no TensorRT/TensorRT-RTX header)")
+    if backend_choice not in ("auto", kind):
+        raise UserError(f"{path.name} is a {'TensorRT-RTX' if kind == 'rtx' else 'TensorRT'} engine; "
+                        f"it cannot run with --trt {backend_choice}")
+    backend = get_backend(kind)
+    built = engine_version_from_header(head)
+    if built is not None and built[:2] != backend.version_tuple()[:2]:
+        raise UserError(f"{path.name} was built by TensorRT-RTX {'.'.join(map(str, built))}; this is "
+                        f"{backend.label}: rebuild it with stn-deploy build")
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        made = sidecar.get("backend", {})
+        if made.get("name") == backend.name and made.get("version") and \
+                tuple(made["version"].split(".")[:2]) != tuple(backend.version.split(".")[:2]):
+            raise UserError(f"{path.name} was built by {made['version']} (sidecar); this is "
+                            f"{backend.label}: rebuild it with stn-deploy build")
+    return kind, backend
+
+
+def _from_engine(path: Path, backend, sidecar: dict | None) -> dict:
+    """Read I/O, profiles and layers from a deserialised engine (GPU only)."""
+    from stn_deploy.trt.runner import deserialize
+
+    engine, _runtime = deserialize(path, backend, sidecar)
+    trt = backend.trt
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    io = {"inputs": [], "outputs": []}
+    for name in names:
+        mode = engine.get_tensor_mode(name)
+        entry = {"name": name, "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower(),
+                 "shape": list(engine.get_tensor_shape(name))}
+        io["inputs" if mode == trt.TensorIOMode.INPUT else "outputs"].append(entry)
+    profiles = []
+    for p in range(engine.num_optimization_profiles):
+        ranges = []
+        for entry in io["inputs"]:
+            lo, opt, hi = engine.get_tensor_profile_shape(entry["name"], p)
+            ranges.append({"name": entry["name"], "min": list(lo), "opt": list(opt), "max": list(hi)})
+        profiles.append(ranges)
+    inspector = engine.create_engine_inspector()
+    try:
+        layers_json = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        layers = layers_json.get("Layers", [])
+    except Exception as exc:  # layer details depend on the profiling verbosity of the build
+        layers = [f"unavailable: {exc}"]
+    return {**io, "profiles": profiles, "layers": layers, "layers_source": "engine"}
+
+
+def inspect(path: Path | str, backend: str = "auto") -> dict:
+    """Describe an engine file.
+
+    Args:
+        path: the engine.
+        backend: "auto" (from the engine header), "tensorrt" or "rtx".
+
+    Returns:
+        A dict with ``engine`` (file, bytes, sha256, backend), ``inputs``, ``outputs``,
+        ``profiles``, ``layers`` (each with ``plugin`` where it is one of ours),
+        ``layers_source`` ("engine" or "sidecar: network as parsed"), ``sidecar`` (or
+        None) and ``needs_gpu`` (what could not be read here, or None).
+
+    Raises:
+        UserError: missing file, not an engine, another TensorRT version.
+    """
+    path = Path(path)
+    kind, be = check_engine_file(path, backend)
+    sidecar = read_sidecar(path)
+    digest = sha256(path)
+    report: dict = {
+        "engine": {"path": str(path), "bytes": path.stat().st_size, "sha256": digest,
+                   "backend": {"name": kind, "version": be.version}},
+        "sidecar": sidecar,
+        "sidecar_matches": None if sidecar is None else sidecar.get("engine", {}).get("sha256") == digest,
+        "needs_gpu": None,
+    }
+    if gpu_available():
+        report.update(_from_engine(path, be, sidecar))
+        return report
+    network = (sidecar or {}).get("network", {})
+    report.update({
+        "inputs": network.get("inputs", []),
+        "outputs": network.get("outputs", []),
+        "profiles": (sidecar or {}).get("profiles", []),
+        "layers": network.get("layers", []),
+        "layers_source": "sidecar: network as parsed" if sidecar else None,
+        "needs_gpu": NEEDS_GPU if sidecar else NEEDS_GPU.split(":")[0] + "; and there is no sidecar",
+    })
+    return report
+
+
+def format_report(report: dict) -> list[str]:
+    """Human-readable lines of an ``inspect`` report."""
+    eng = report["engine"]
+    side = report.get("sidecar") or {}
+    label = "TensorRT-RTX" if eng["backend"]["name"] == "rtx" else "TensorRT"
+    lines = [f"engine   {eng['path']}  ({eng['bytes']} bytes, {label} engine; installed {eng['backend']['version']})"]
+    if side:
+        lines.append(f"built    {side.get('backend', {}).get('version')} in {side.get('build_seconds')} s, "
+                     f"precision {side.get('precision')}, targets {', '.join(side.get('compute_capabilities') or [])}")
+        plugin = side.get("plugin_library")
+        if plugin:
+            lines.append(f"plugin   {plugin['path']} (sha256 {plugin['sha256'][:12]}…, ops {', '.join(plugin.get('ops', []))})")
+        if report.get("sidecar_matches") is False:
+            lines.append("warning  the sidecar describes another engine file (sha256 differs)")
+    else:
+        lines.append("sidecar  none (not built by stn-deploy build?)")
+    for kind in ("inputs", "outputs"):
+        for t in report.get(kind, []):
+            lines.append(f"{kind[:-1]:<8} {t['name']}: {t['dtype']} {t['shape']}")
+    for i, profile in enumerate(report.get("profiles", [])):
+        for r in profile:
+            lines.append(f"profile  {i} {r['name']}: min {r['min']} opt {r['opt']} max {r['max']}")
+    layers = report.get("layers") or []
+    lines.append(f"layers   {len(layers)} ({report.get('layers_source')})")
+    for layer in layers:
+        if isinstance(layer, dict):
+            name = layer.get("name") or layer.get("Name")
+            kind = layer.get("type") or layer.get("LayerType", "")
+            plugin = layer.get("plugin")
+            extra = f"  plugin {plugin.get('name')} v{plugin.get('version')}" if isinstance(plugin, dict) and plugin.get("name") else ""
+            lines.append(f"  {kind:<18} {name}{extra}")
+        else:
+            lines.append(f"  {layer}")
+    if report.get("needs_gpu"):
+        lines.append(f"note     {report['needs_gpu']}")
+    return lines

@@ -1,0 +1,162 @@
+"""Build options and the ``--shapes`` syntax. No TensorRT import here: the CLI and the
+parent process of a build use these without loading TensorRT.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stn_deploy.errors import UserError
+
+#: ``--trt`` choices; "auto" prefers full TensorRT where it is installed, else TensorRT-RTX.
+BACKEND_CHOICES = ("auto", "tensorrt", "rtx")
+#: ``--precision`` choices: the compute precision of the engine (I/O stays fp32).
+PRECISION_CHOICES = ("fp32", "fp16", "bf16")
+#: ``--compute-capability`` choices (TensorRT-RTX only). "default" leaves the builder's own
+#: choice (portable across sm80/86/89/120+); "current" targets the GPU of this machine
+#: (needs one). TensorRT-RTX 1.7 has no sm90 target.
+COMPUTE_CAPABILITY_CHOICES = ("default", "current", "sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
+#: Dynamic batch dimension of inputs not named by ``--shapes``: (min, opt, max).
+DEFAULT_BATCH_RANGE = (1, 8, 64)
+#: ``builder_optimization_level`` range accepted by TensorRT and TensorRT-RTX.
+OPT_LEVEL_RANGE = (0, 5)
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """One input's optimisation-profile range: min, opt and max shapes."""
+
+    name: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not (len(self.min) == len(self.opt) == len(self.max)):
+            raise UserError(f"--shapes {self.name}: min, opt and max must have the same rank")
+        for lo, mid, hi in zip(self.min, self.opt, self.max):
+            if lo < 0 or not (lo <= mid <= hi):
+                raise UserError(f"--shapes {self.name}: need 0 <= min <= opt <= max in every "
+                                f"dimension, got {self.spec()}")
+
+    def spec(self) -> str:
+        """The ``NAME:MIN,OPT,MAX`` text of this range."""
+        dims = lambda s: "x".join(map(str, s))  # noqa: E731
+        return f"{self.name}:{dims(self.min)},{dims(self.opt)},{dims(self.max)}"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    def contains(self, shape: tuple[int, ...]) -> bool:
+        """Whether ``shape`` lies inside [min, max] in every dimension."""
+        return len(shape) == len(self.min) and all(
+            lo <= s <= hi for s, lo, hi in zip(shape, self.min, self.max))
+
+
+_SHAPE_RE = re.compile(r"^(?P<name>[^:]+):(?P<min>[0-9x]+),(?P<opt>[0-9x]+),(?P<max>[0-9x]+)$")
+
+
+def parse_shape_spec(spec: str) -> ShapeRange:
+    """Parse ``NAME:MIN,OPT,MAX`` where each shape is dims joined by ``x``.
+
+    Example: ``input:1x1x28x28,8x1x28x28,64x1x28x28``. A single shape (``NAME:SHAPE``)
+    means min = opt = max.
+
+    Raises:
+        UserError: the text is malformed.
+    """
+    text = spec.strip()
+    single = re.match(r"^([^:]+):([0-9x]+)$", text)
+    if single:
+        text = f"{single.group(1)}:{single.group(2)},{single.group(2)},{single.group(2)}"
+    m = _SHAPE_RE.match(text)
+    if not m:
+        raise UserError(f"malformed --shapes {spec!r}: expected NAME:MIN,OPT,MAX with shapes "
+                        "like 1x1x28x28, e.g. input:1x1x28x28,8x1x28x28,64x1x28x28")
+
+    def dims(part: str) -> tuple[int, ...]:
+        items = part.split("x")
+        if any(not item.isdigit() for item in items):
+            raise UserError(f"malformed --shapes {spec!r}: shape {part!r} must be integers joined by 'x'")
+        return tuple(int(item) for item in items)
+
+    return ShapeRange(m.group("name"), dims(m.group("min")), dims(m.group("opt")), dims(m.group("max")))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``trt.build`` builds and how.
+
+    Attributes:
+        onnx: the ONNX model to build (standard or plugin ops).
+        engine: where to write the serialised engine; a sidecar JSON goes to
+            ``<engine>.json``. Both are written atomically.
+        backend: "auto", "tensorrt" or "rtx" (TensorRT-RTX). Default "auto".
+        precision: compute precision, "fp32" (default), "fp16" or "bf16". Network I/O stays
+            fp32. Strongly typed backends (TensorRT-RTX) get a converted copy of the graph;
+            weakly typed ones (TensorRT 10) get the builder flag.
+        shapes: optimisation-profile ranges for dynamic inputs (one profile). Inputs not
+            named get ``DEFAULT_BATCH_RANGE`` on a dynamic first dimension.
+        timing_cache: file to read and update (full TensorRT; a no-op in TensorRT-RTX).
+        opt_level: builder optimisation level 0..5; None keeps the default (3).
+        workspace_mib: workspace memory-pool limit in MiB; None keeps the default.
+        compute_capabilities: TensorRT-RTX targets (``COMPUTE_CAPABILITY_CHOICES`` less
+            "default"); empty = the builder default.
+        plugin_library: the plugin library to load; None = ``kernels.library_path()`` when
+            the graph holds our plugin ops, else none.
+        doctor: run ``graph.doctor`` first and stop on its errors.
+    """
+
+    onnx: Path
+    engine: Path
+    backend: str = "auto"
+    precision: str = "fp32"
+    shapes: tuple[ShapeRange, ...] = ()
+    timing_cache: Path | None = None
+    opt_level: int | None = None
+    workspace_mib: int | None = None
+    compute_capabilities: tuple[str, ...] = ()
+    plugin_library: Path | None = None
+    doctor: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "onnx", Path(self.onnx))
+        object.__setattr__(self, "engine", Path(self.engine))
+        if self.backend not in BACKEND_CHOICES:
+            raise UserError(f"unknown TensorRT backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
+        if self.precision not in PRECISION_CHOICES:
+            raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISION_CHOICES)}")
+        if self.opt_level is not None and not OPT_LEVEL_RANGE[0] <= self.opt_level <= OPT_LEVEL_RANGE[1]:
+            raise UserError(f"--opt-level must be in {OPT_LEVEL_RANGE[0]}..{OPT_LEVEL_RANGE[1]}, got {self.opt_level}")
+        if self.workspace_mib is not None and self.workspace_mib <= 0:
+            raise UserError(f"--workspace must be a positive number of MiB, got {self.workspace_mib}")
+        for cc in self.compute_capabilities:
+            if cc not in COMPUTE_CAPABILITY_CHOICES or cc == "default":
+                raise UserError(f"unknown compute capability {cc!r}; choose from "
+                                f"{', '.join(c for c in COMPUTE_CAPABILITY_CHOICES if c != 'default')}")
+        names = [s.name for s in self.shapes]
+        if len(set(names)) != len(names):
+            raise UserError(f"--shapes names an input twice: {', '.join(sorted(names))}")
+
+    @property
+    def sidecar(self) -> Path:
+        """The sidecar JSON path, ``<engine>.json``."""
+        return sidecar_path(self.engine)
+
+
+def sidecar_path(engine: Path | str) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced. ``sidecar`` is the dict written to ``sidecar_path``."""
+
+    engine: Path
+    sidecar_path: Path
+    seconds: float
+    sidecar: dict = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""Reduced-precision copies of an ONNX graph for strongly typed builders.
+
+TensorRT-RTX (and TensorRT 11) take precision from the network's tensor types: there is no
+FP16 builder flag. ``convert`` casts every floating-point constant and computation of the
+graph to fp16 or bf16 while the graph inputs and outputs stay fp32 (a Cast at each end), so
+callers feed and read fp32 whatever the engine computes in. It is a plain cast, not NVIDIA
+ModelOpt's AutoCast: no operator is kept in fp32 for range reasons, which is adequate for the
+small STN graphs here and checked by ``stn-deploy validate``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: ONNX inputs that must stay fp32 whatever the precision: (op_type, input index).
+_FP32_ONLY_INPUTS = {("Resize", 1), ("Resize", 2)}
+
+
+def _to_bf16_bits(array: np.ndarray) -> np.ndarray:
+    """fp32 -> bf16 bit patterns (uint16), round to nearest even; NaN stays NaN."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(array)
+    return np.where(nan, np.uint16(0x7FC0), rounded)
+
+
+def _convert_tensor(tensor, elem_type: int) -> None:
+    from onnx import TensorProto, numpy_helper
+
+    array = numpy_helper.to_array(tensor).astype(np.float32)
+    name = tensor.name
+    tensor.Clear()
+    tensor.name = name
+    tensor.data_type = elem_type
+    tensor.dims.extend(array.shape)
+    if elem_type == TensorProto.FLOAT16:
+        tensor.raw_data = array.astype(np.float16).tobytes()
+    else:
+        tensor.raw_data = _to_bf16_bits(array).tobytes()
+
+
+def convert(model, precision: str):
+    """Return a copy of ``model`` computing in ``precision`` ("fp16" or "bf16") with fp32 I/O.
+
+    Args:
+        model: an ``onnx.ModelProto`` (not modified).
+        precision: "fp16" or "bf16"; "fp32" returns the model unchanged.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    if precision == "fp32":
+        return model
+    elem = {"fp16": TensorProto.FLOAT16, "bf16": TensorProto.BFLOAT16}[precision]
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+
+    keep = {node.input[i] for node in graph.node for i in range(len(node.input))
+            if (node.op_type, i) in _FP32_ONLY_INPUTS}
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and init.name not in keep:
+            _convert_tensor(init, elem)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.name == "to" and node.op_type == "Cast" and attr.i == TensorProto.FLOAT:
+                attr.i = elem
+            elif attr.name == "dtype" and attr.i == TensorProto.FLOAT:
+                attr.i = elem
+            elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT \
+                    and not (set(node.output) & keep):
+                _convert_tensor(attr.t, elem)
+
+    initializers = {i.name for i in graph.initializer}
+    casts_in = []
+    for value in graph.input:
+        if value.name in initializers or value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        low = f"{value.name}__{precision}"
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == value.name and (node.op_type, i) not in _FP32_ONLY_INPUTS:
+                    node.input[i] = low
+        casts_in.append(helper.make_node("Cast", [value.name], [low], name=f"cast_in_{value.name}", to=elem))
+    casts_out = []
+    for value in graph.output:
+        if value.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        low = f"{value.name}__{precision}"
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name == value.name:
+                    node.output[i] = low
+            for i, name in enumerate(node.input):
+                if name == value.name:
+                    node.input[i] = low
+        casts_out.append(helper.make_node("Cast", [low], [value.name], name=f"cast_out_{value.name}",
+                                          to=TensorProto.FLOAT))
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # Intermediate type annotations are now stale; TensorRT infers types itself.
+    del graph.value_info[:]
+    return model

@@ -1,0 +1,541 @@
+"""Numerical validation of a deployed model against PyTorch.
+
+The candidate (a TensorRT engine run on the GPU, or a plugin / standard ONNX run in ONNX
+Runtime on the CPU) and the reference (a checkpoint run in PyTorch, or an ONNX run in ONNX
+Runtime) see the same inputs, in sets that are compared and reported separately:
+
+``test-images``
+    The distorted-digit test set of the checkpoint's dataset (``data.make_dataset(...,
+    split="test")``); task accuracy of both models is computed on it and must agree within
+    ``max_accuracy_drop`` points.
+``adversarial-stress``
+    Model-agnostic images that push the localisation net outside what it was trained on:
+    blank, saturated (x4), negated, pixel-pitch checkerboards, uniform and large Gaussian
+    noise. They need nothing but the input shape, so they are used for any reference.
+``adversarial-crafted`` (checkpoint reference only)
+    The sampler only ever sees the transform that the localisation net computes from the
+    image, so the honest way to feed extreme transforms through a candidate we cannot edit
+    (an engine) is to craft *images* that make the model itself produce them: starting from
+    test images, gradient descent on the input drives the first spatial transformer's
+    sampling grid towards a target grid — grids leaving the image (shifted by 1.5),
+    zoomed out x3 and in x0.05, shifted by half a pixel (ties between pixels), rotated 180
+    degrees, and a near-singular projective map (denominator down to 0.05 at the image
+    edge). Each generator gets as close as its family allows (an affine net cannot make a
+    projective grid); the report records how close it came (fraction of grid points outside
+    the image, coordinate range, remaining error). Images are unconstrained reals.
+``inputs-file``
+    Inputs from ``--inputs`` (``.npz`` or Polygraphy JSON), when given.
+
+Each output of each set is compared with the per-dtype tolerance of the candidate's compute
+precision (``tolerances.TOLERANCES``; fp16/bf16 engines get looser ones), reporting max /
+mean / median absolute and relative error and the worst index. Runners come from
+``run.open_runner``; Polygraphy's ``Comparator.run`` drives them over the same feeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from stn_deploy.errors import UserError
+from stn_deploy.tolerances import TOLERANCES, ErrorStats, Tolerance, compare, tolerance_for
+
+#: Size (H, W) -> dataset used when neither the checkpoint nor the ONNX names one.
+_DATASET_BY_SIZE = {(28, 28): "R", (42, 42): "RTS", (60, 60): "cluttered"}
+#: Crafted-input targets: name -> what the grid should do.
+CRAFTED_TARGETS = ("leave-image", "zoom-out-x3", "zoom-in-x0.05", "half-pixel-shift", "rotate-180",
+                   "projective-near-singular")
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """What ``validate`` compares and how strictly.
+
+    Attributes:
+        candidate: an engine (.engine/.plan), a plugin ONNX or a standard ONNX.
+        reference: a checkpoint (PyTorch) or an ONNX model (ONNX Runtime).
+        atol, rtol: tolerances for every output, by output name ("" = all outputs);
+            unset entries come from ``tolerances.TOLERANCES`` for the candidate's precision.
+        inputs: extra inputs (``.npz`` / Polygraphy JSON) to compare on as well.
+        dataset: test set to use; default: the checkpoint's training set, else by input size.
+        report: where to write the JSON report (atomically); None = nowhere.
+        adversarial: include the adversarial sets; default True.
+        max_images: cap on test images (default: the whole test set, 539 x 4).
+        batch_size: images per inference call (capped by an engine's profile).
+        max_accuracy_drop: allowed accuracy difference in percentage points; default 0.1.
+        crafted_steps: gradient steps of the crafted inputs; default 100.
+        seed: seed of the random adversarial images.
+    """
+
+    candidate: Path
+    reference: Path
+    atol: dict[str, float] = field(default_factory=dict)
+    rtol: dict[str, float] = field(default_factory=dict)
+    inputs: Path | None = None
+    dataset: str | None = None
+    report: Path | None = None
+    adversarial: bool = True
+    max_images: int | None = None
+    batch_size: int = 256
+    max_accuracy_drop: float = 0.1
+    crafted_steps: int = 100
+    seed: int = 0
+
+
+def parse_tolerance(specs, what: str = "--atol") -> dict[str, float]:
+    """``["1e-3", "output:1e-2"]`` -> ``{"": 1e-3, "output": 1e-2}`` (Polygraphy's syntax).
+
+    Raises:
+        UserError: a value that is not a non-negative number.
+    """
+    out: dict[str, float] = {}
+    for spec in specs or ():
+        name, _, value = str(spec).rpartition(":")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"malformed {what} {spec!r}: expected a number or OUTPUT:NUMBER") from None
+        if not math.isfinite(number) or number < 0:
+            raise UserError(f"{what} must be a finite non-negative number, got {spec!r}")
+        out[name] = number
+    return out
+
+
+@dataclass
+class SetResult:
+    """One input set: per-output statistics and whether all passed."""
+
+    name: str
+    count: int
+    outputs: dict[str, ErrorStats]
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.outputs.values())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "count": self.count, "passed": self.passed,
+                "outputs": {k: v.to_dict() for k, v in self.outputs.items()}, **self.notes}
+
+
+@dataclass
+class ValidationReport:
+    """Everything ``validate`` found; ``passed`` is the verdict."""
+
+    candidate: dict
+    reference: dict
+    dataset: str
+    tolerances: dict[str, dict]
+    sets: list[SetResult]
+    accuracy: dict
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.sets) and bool(self.accuracy.get("passed", True))
+
+    def failures(self) -> list[str]:
+        """One phrase per failed check."""
+        out = []
+        for s in self.sets:
+            for name, st in s.outputs.items():
+                if not st.passed:
+                    out.append(f"{s.name} output {name}: {st.mismatches} values outside tolerance "
+                               f"(max abs {st.max_abs:.3g} at {list(st.worst_index)})")
+        acc = self.accuracy
+        if acc and not acc.get("passed", True):
+            out.append(f"accuracy {acc['candidate']:.2f}% vs {acc['reference']:.2f}% "
+                       f"(difference {acc['difference']:.2f} > {acc['limit']} points)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"format": "stn-deploy-validation", "version": 1, "passed": self.passed,
+                "candidate": self.candidate, "reference": self.reference, "dataset": self.dataset,
+                "tolerances": self.tolerances, "accuracy": self.accuracy,
+                "sets": [s.to_dict() for s in self.sets], "failures": self.failures(),
+                "seconds": round(self.seconds, 3)}
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        out = [f"candidate {self.candidate['path']} ({self.candidate['kind']}, {self.candidate['precision']}) "
+               f"vs reference {self.reference['path']} ({self.reference['kind']}), dataset {self.dataset}"]
+        for s in self.sets:
+            for name, st in s.outputs.items():
+                out.append(f"{'ok  ' if st.passed else 'FAIL'} {s.name:<20} {name} [{s.count}]: {st.line()}")
+        acc = self.accuracy
+        if acc:
+            out.append(f"{'ok  ' if acc['passed'] else 'FAIL'} accuracy: candidate {acc['candidate']:.2f}%, "
+                       f"reference {acc['reference']:.2f}% (difference {acc['difference']:.3f} points, "
+                       f"limit {acc['limit']})")
+        out.append(("PASSED" if self.passed else "FAILED") + f" in {self.seconds:.1f} s")
+        return out
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _describe(path: Path) -> tuple[str, str]:
+    """(kind, compute precision) of a model file; precision as a tolerance-table key."""
+    from stn_deploy import run
+
+    kind = run.detect_kind(path)
+    if kind == run.KIND_ENGINE:
+        from stn_deploy.trt.inspector import read_sidecar
+
+        side = read_sidecar(path) or {}
+        return kind, {"fp16": "float16", "bf16": "bfloat16"}.get(side.get("precision"), "float32")
+    if kind in (run.KIND_ONNX_STANDARD, run.KIND_ONNX_PLUGIN):
+        return kind, _onnx_precision(path)
+    return kind, "float32"
+
+
+def _onnx_precision(path: Path) -> str:
+    import onnx
+    from onnx import TensorProto
+
+    model = onnx.load(str(path), load_external_data=False)
+    counts = {TensorProto.FLOAT: 0, TensorProto.FLOAT16: 0, TensorProto.BFLOAT16: 0}
+    for init in model.graph.initializer:
+        if init.data_type in counts:
+            counts[init.data_type] += 1
+    top = max(counts, key=counts.get)
+    return {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}.get(top, "float32") \
+        if counts[top] else "float32"
+
+
+def _reference_model(path: Path):
+    """(torch model, config, train info) of a checkpoint reference; (None, None, {}) for ONNX."""
+    from stn_deploy import run
+
+    if run.detect_kind(path) != run.KIND_CHECKPOINT:
+        return None, None, {}
+    from stn_deploy.train import load_checkpoint, read_checkpoint
+
+    model, config = load_checkpoint(path)
+    return model, config, dict(read_checkpoint(path).get("train") or {})
+
+
+def _onnx_meta(path: Path) -> dict[str, str]:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _choose_dataset(options: ValidateOptions, train_info: dict, input_shape) -> str:
+    from stn_deploy.data import DATASETS, IMAGE_SIZES
+
+    if options.dataset:
+        if options.dataset not in DATASETS:
+            raise UserError(f"unknown dataset {options.dataset!r}; choose from {', '.join(DATASETS)}")
+        name = options.dataset
+    elif train_info.get("dataset") in DATASETS:
+        name = train_info["dataset"]
+    else:
+        hw = tuple(int(d) for d in input_shape[-2:]) if all(isinstance(d, int) and d > 0 for d in input_shape[-2:]) else None
+        if hw not in _DATASET_BY_SIZE:
+            raise UserError(f"cannot tell which test set fits input shape {list(input_shape)}; pass --dataset")
+        name = _DATASET_BY_SIZE[hw]
+    hw = tuple(int(d) for d in input_shape[-2:]) if all(isinstance(d, int) and d > 0 for d in input_shape[-2:]) else None
+    if hw is not None and hw != IMAGE_SIZES[name]:
+        raise UserError(f"dataset {name} has {IMAGE_SIZES[name]} images but the model takes {list(hw)}")
+    return name
+
+
+def _batch_limit(candidate: Path, kind: str, input_shape, wanted: int) -> tuple[int, bool]:
+    """(batch size, fixed?) the candidate accepts: an engine's profile max, a fixed ONNX batch."""
+    from stn_deploy import run
+
+    first = input_shape[0] if input_shape else -1
+    if isinstance(first, int) and first > 0:
+        return first, True
+    if kind == run.KIND_ENGINE:
+        from stn_deploy.trt.inspector import read_sidecar
+
+        side = read_sidecar(candidate) or {}
+        for profile in side.get("profiles", [])[:1]:
+            for r in profile:
+                return max(1, min(wanted, int(r["max"][0]))), False
+    return wanted, False
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def stress_images(shape: tuple[int, ...], test_images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Model-agnostic adversarial images of ``shape`` (C, H, W) and their names."""
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    some = test_images[:4] if len(test_images) else np.zeros((4, c, h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    checker = ((yy + xx) % 2).astype(np.float32)[None].repeat(c, 0)
+    items = [("blank", np.zeros((c, h, w), np.float32)), ("ones", np.ones((c, h, w), np.float32)),
+             ("checkerboard", checker), ("checkerboard-x4", 4 * checker)]
+    items += [(f"saturated-x4-{i}", 4 * img) for i, img in enumerate(some)]
+    items += [(f"negated-{i}", -img) for i, img in enumerate(some)]
+    items += [(f"uniform-{i}", rng.uniform(0, 1, (c, h, w))) for i in range(4)]
+    items += [(f"gaussian-x3-{i}", rng.normal(0, 3, (c, h, w))) for i in range(4)]
+    return np.stack([x for _, x in items]).astype(np.float32), [n for n, _ in items]
+
+
+def _target_grid(name: str, n: int, size, align_corners: bool):
+    """The grid a crafted input should make the transformer sample at."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = size[-2:]
+    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    if name == "projective-near-singular":
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        # Denominator 1 - 0.95 x: 0.05 at the left edge, so coordinates reach 20.
+        den = 1 - 0.95 * xs
+        grid = torch.stack([xs / den, ys / den], -1)
+        return grid.expand(n, h, w, 2).clone()
+    theta = {
+        "leave-image": eye + torch.tensor([[0, 0, 1.5], [0, 0, -1.5]]),
+        "zoom-out-x3": 3 * eye,
+        "zoom-in-x0.05": 0.05 * eye,
+        "half-pixel-shift": eye + torch.tensor([[0, 0, 1.0 / w], [0, 0, 1.0 / h]]),
+        "rotate-180": -eye,
+    }[name]
+    return F.affine_grid(theta.expand(n, 2, 3), [n, 1, h, w], align_corners=align_corners)
+
+
+def crafted_images(model, images: np.ndarray, steps: int = 150, per_target: int = 4,
+                   seed: int = 0) -> tuple[np.ndarray, list[dict]]:
+    """Images that make ``model``'s first spatial transformer sample at extreme grids.
+
+    All targets are optimised together as one batch (Adam on the pixels, MSE between the
+    sampling grid and the target grid). Returns the images (``per_target`` per entry of
+    ``CRAFTED_TARGETS``) and, per target, what was reached. Models without a spatial
+    transformer (or with a 3-D one) get none.
+    """
+    import torch
+
+    from stn_deploy.models import spatial_transformers
+
+    sts = spatial_transformers(model)
+    if not sts or len(images) == 0:
+        return np.zeros((0, *images.shape[1:]), np.float32), []
+    st = sts[0]
+    gen = torch.Generator().manual_seed(seed)
+    n = per_target * len(CRAFTED_TARGETS)
+    pick = torch.randint(0, len(images), (n,), generator=gen)
+    x = torch.tensor(images[pick.numpy()], dtype=torch.float32).requires_grad_(True)
+    with torch.no_grad():
+        probe = st.sampling_grid(x, st.localisation(x))
+    if probe.dim() != 4:
+        return np.zeros((0, *images.shape[1:]), np.float32), []
+    target = torch.cat([_target_grid(name, per_target, probe.shape[1:3], st.settings.align_corners)
+                        for name in CRAFTED_TARGETS])
+    opt = torch.optim.Adam([x], lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        grid = st.sampling_grid(x, st.localisation(x))
+        torch.nn.functional.mse_loss(grid, target).backward()
+        opt.step()
+    notes = []
+    with torch.no_grad():
+        grid = st.sampling_grid(x, st.localisation(x))
+        for k, name in enumerate(CRAFTED_TARGETS):
+            g, t = grid[k * per_target:(k + 1) * per_target], target[k * per_target:(k + 1) * per_target]
+            notes.append({"target": name, "images": per_target,
+                          "grid_rmse_to_target": round(float(torch.nn.functional.mse_loss(g, t).sqrt()), 4),
+                          "grid_outside_image": round(float((g.abs() > 1).any(-1).float().mean()), 4),
+                          "grid_min": round(float(g.min()), 4), "grid_max": round(float(g.max()), 4),
+                          "finite": bool(torch.isfinite(g).all())})
+    return x.detach().numpy().astype(np.float32), notes
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _run_pair(candidate_runner, reference_runner, image_sets: list[np.ndarray], batch: int, fixed: bool,
+              cand_name: str, ref_name: str) -> list[tuple[dict, dict]]:
+    """Run both runners over every set in batches with Polygraphy's ``Comparator.run``
+    (one activation per runner); per set, the concatenated (candidate, reference) outputs."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    feeds_c, feeds_r, sizes, owner = [], [], [], []
+    for k, images in enumerate(image_sets):
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            sizes.append(len(chunk))
+            owner.append(k)
+            if fixed and len(chunk) < batch:  # a fixed-batch model: pad, drop the padding after
+                chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            feeds_c.append({cand_name: np.ascontiguousarray(chunk, dtype=np.float32)})
+            feeds_r.append({ref_name: np.ascontiguousarray(chunk, dtype=np.float32)})
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.WARNING
+    try:
+        if cand_name == ref_name:
+            # By position: two runners may carry the same name (same file stem).
+            c_iters, r_iters = Comparator.run([candidate_runner, reference_runner], data_loader=feeds_c).values()
+        else:
+            (c_iters,) = Comparator.run([candidate_runner], data_loader=feeds_c).values()
+            (r_iters,) = Comparator.run([reference_runner], data_loader=feeds_r).values()
+    finally:
+        G_LOGGER.module_severity = severity
+
+    def gather(iterations, k: int) -> dict:
+        outs: dict[str, list] = {}
+        for it, n, o in zip(iterations, sizes, owner):
+            if o == k:
+                for name, v in it.items():
+                    outs.setdefault(name, []).append(np.array(v)[:n])
+        return {name: np.concatenate(v) for name, v in outs.items()}
+
+    return [(gather(c_iters, k), gather(r_iters, k)) for k in range(len(image_sets))]
+
+
+def _pair_outputs(cand: dict, ref: dict) -> list[tuple[str, str]]:
+    """(candidate name, reference name) pairs: by name, else by position."""
+    if set(cand) == set(ref):
+        return [(k, k) for k in cand]
+    if len(cand) == len(ref):
+        return list(zip(cand, ref))
+    raise UserError(f"candidate outputs {list(cand)} do not match reference outputs {list(ref)}")
+
+
+def _compare_set(name: str, cand: dict, ref: dict, tols: dict[str, Tolerance], notes: dict | None = None) -> SetResult:
+    stats = {}
+    for c_name, r_name in _pair_outputs(cand, ref):
+        if cand[c_name].shape != ref[r_name].shape:
+            raise UserError(f"output {c_name}: candidate shape {list(cand[c_name].shape)} vs reference "
+                            f"{list(ref[r_name].shape)}")
+        stats[c_name] = compare(cand[c_name], ref[r_name], tols[c_name])
+    return SetResult(name, len(next(iter(cand.values()))) if cand else 0, stats, notes or {})
+
+
+def _logits_name(outputs: dict, num_classes: int | None) -> str | None:
+    for name, value in outputs.items():
+        if value.ndim == 2 and (num_classes is None or value.shape[1] == num_classes):
+            return name
+    return None
+
+
+def validate(options: ValidateOptions, progress: Callable[[str], None] | None = None) -> ValidationReport:
+    """Compare a candidate with its reference; write the JSON report if asked.
+
+    Returns:
+        The report; ``report.passed`` is the verdict (the CLI exits 1 when False).
+
+    Raises:
+        UserError: unreadable or unsuitable files, a candidate that cannot run here (an
+            engine without a GPU), malformed inputs.
+    """
+    from stn_deploy import run
+    from stn_deploy.data import make_dataset
+
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    cand_kind, precision = _describe(options.candidate)
+    if cand_kind == run.KIND_CHECKPOINT:
+        raise UserError(f"{options.candidate.name} is a checkpoint: the candidate is an engine or an ONNX model")
+    ref_kind, _ = _describe(options.reference)
+    if ref_kind == run.KIND_ENGINE:
+        raise UserError(f"{options.reference.name} is an engine: the reference is a checkpoint or an ONNX model")
+    model, config, train_info = _reference_model(options.reference)
+    if not train_info.get("dataset"):
+        train_info["dataset"] = _onnx_meta(options.candidate).get("stn_deploy.dataset")
+
+    cand_runner = run.open_runner(options.candidate)
+    ref_runner = run.open_runner(options.reference)
+    with cand_runner:
+        cand_meta = cand_runner.get_input_metadata()
+    with ref_runner:
+        ref_meta = ref_runner.get_input_metadata()
+    if len(cand_meta) != 1 or len(ref_meta) != 1:
+        raise UserError("validate compares single-input image models; "
+                        f"candidate inputs {list(cand_meta)}, reference inputs {list(ref_meta)}")
+    cand_name, cand_info = next(iter(cand_meta.items()))
+    ref_name = next(iter(ref_meta))
+    input_shape = [d if isinstance(d, int) else -1 for d in cand_info.shape]
+    if config is not None and len(input_shape) == 1 + len(config.input_shape):
+        input_shape = [input_shape[0], *config.input_shape]
+    dataset = _choose_dataset(options, train_info, input_shape)
+    batch, fixed = _batch_limit(options.candidate, cand_kind, input_shape, options.batch_size)
+
+    say(f"test images: {dataset}")
+    test = make_dataset(dataset, "test")
+    images, labels = test.images.numpy(), test.labels.numpy()
+    if options.max_images:
+        images, labels = images[:options.max_images], labels[:options.max_images]
+    # (name, images, notes) of every input set; all run in one Comparator pass.
+    plan: list[tuple[str, np.ndarray, dict]] = [("test-images", images, {})]
+    if options.adversarial:
+        stress, stress_names = stress_images(tuple(images.shape[1:]), images, options.seed)
+        plan.append(("adversarial-stress", stress, {"images": stress_names}))
+        if model is not None:
+            say("adversarial: crafting images for extreme sampling grids")
+            crafted, notes = crafted_images(model, images, steps=options.crafted_steps, seed=options.seed)
+            if len(crafted):
+                plan.append(("adversarial-crafted", crafted, {"targets": notes}))
+    if options.inputs is not None:
+        feed = run.load_inputs(options.inputs)
+        if len(feed) != 1:
+            raise UserError(f"{options.inputs}: expected one input array, found {list(feed)}")
+        extra = np.asarray(next(iter(feed.values())), dtype=np.float32)
+        if extra.ndim != images.ndim or extra.shape[1:] != images.shape[1:]:
+            raise UserError(f"{options.inputs}: input shape {list(extra.shape)} does not fit the model "
+                            f"(N x {list(images.shape[1:])})")
+        plan.append(("inputs-file", extra, {}))
+
+    say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} inputs")
+    outputs = _run_pair(cand_runner, ref_runner, [p[1] for p in plan], batch, fixed, cand_name, ref_name)
+    cand_out = outputs[0][0]
+    tols = {name: tolerance_for(precision, options.atol.get(name, options.atol.get("")),
+                                options.rtol.get(name, options.rtol.get("")))
+            for name in cand_out}
+    sets = [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, outputs)]
+
+    accuracy: dict = {}
+    ref_out = outputs[0][1]
+    c_logits = _logits_name(cand_out, config.num_classes if config is not None else None)
+    if c_logits is not None:
+        r_logits = dict(_pair_outputs(cand_out, ref_out))[c_logits]
+        acc_c = float((cand_out[c_logits].argmax(1) == labels).mean() * 100)
+        acc_r = float((ref_out[r_logits].argmax(1) == labels).mean() * 100)
+        diff = abs(acc_c - acc_r)
+        accuracy = {"output": c_logits, "images": int(len(labels)), "candidate": round(acc_c, 4),
+                    "reference": round(acc_r, 4), "difference": round(diff, 4),
+                    "limit": options.max_accuracy_drop, "passed": diff <= options.max_accuracy_drop + 1e-9}
+
+    report = ValidationReport(
+        candidate={"path": str(options.candidate), "kind": cand_kind, "precision": precision},
+        reference={"path": str(options.reference), "kind": ref_kind,
+                   "model": config.name if config is not None else _onnx_meta(options.reference).get("stn_deploy.model")},
+        dataset=dataset,
+        tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision} for k, v in tols.items()},
+        sets=sets, accuracy=accuracy, seconds=time.perf_counter() - started)
+    if options.report is not None:
+        from stn_deploy.io import write_json
+
+        write_json(options.report, report.to_dict())
+    return report
+
+
+def check(report: ValidationReport) -> None:
+    """Raise ``ValidationFailed`` (exit 1) with a one-line summary unless the report passed."""
+    from stn_deploy.errors import ValidationFailed
+
+    if not report.passed:
+        fails = report.failures()
+        raise ValidationFailed(f"{len(fails)} check(s) failed: {fails[0]}"
+                               + (f"; and {len(fails) - 1} more" if len(fails) > 1 else ""))
+
+
+__all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "validate", "check",
+           "parse_tolerance", "stress_images", "crafted_images", "CRAFTED_TARGETS"]

@@ -1,0 +1,291 @@
+"""stn_deploy.graph.rewrite: hand-built graphs and a user's own torch.onnx.export of an STN."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from stn_deploy import schema
+from stn_deploy.cli import main
+from stn_deploy.errors import UserError
+from stn_deploy.graph import (
+    PLUGIN_VERSION_ATTR,
+    RewriteOptions,
+    attr_value,
+    load_onnx,
+    rewrite,
+    rewrite_model,
+)
+from stn_deploy.ort_ops import ort_session
+from helpers_export import assert_close, kernels_available
+
+FLOAT = TensorProto.FLOAT
+
+
+def _out(name: str, rank: int = 4):
+    return helper.make_tensor_value_info(name, FLOAT, [f"{name}{i}" for i in range(rank)])
+needs_kernels = pytest.mark.plugin
+
+
+def _skip_without_kernels():
+    why = kernels_available()
+    if why:
+        pytest.skip(why)
+
+
+def _grid_sample_model(opset: int, mode: str, padding: str = "zeros", align: int = 0, rank: int = 4) -> onnx.ModelProto:
+    spatial_in = ["H", "W"] if rank == 4 else [5, 6, 7]
+    spatial_out = [4, 5] if rank == 4 else [3, 4, 5]
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding, align_corners=align)
+    graph = helper.make_graph(
+        [node], "gs",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 2, *spatial_in]),
+         helper.make_tensor_value_info("grid", FLOAT, ["N", *spatial_out, rank - 2])],
+        [_out("y", rank)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _affine_grid_model(size, align_x: int = 0, align_s: int = 0, mode: str = "linear", dynamic_size: bool = False):
+    rank = len(size)
+    nodes, inits = [], []
+    if dynamic_size:
+        inputs = [helper.make_tensor_value_info("size", TensorProto.INT64, [rank])]
+        size_name = "size"
+    else:
+        inputs = []
+        inits.append(helper.make_tensor("size", TensorProto.INT64, [rank], list(size)))
+        size_name = "size"
+    nodes.append(helper.make_node("AffineGrid", ["theta", size_name], ["grid"], align_corners=align_x))
+    nodes.append(helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, align_corners=align_s))
+    t_shape = [size[0], 2, 3] if rank == 4 else [size[0], 3, 4]
+    graph = helper.make_graph(
+        nodes, "ag",
+        [helper.make_tensor_value_info("x", FLOAT, [size[0], size[1], 9, 10] if rank == 4 else [size[0], size[1], 5, 6, 7]),
+         helper.make_tensor_value_info("theta", FLOAT, t_shape), *inputs],
+        [_out("y", rank)],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def _random_feed(model: onnx.ModelProto, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else 3 for d in vi.type.tensor_type.shape.dim]
+        if vi.name == "grid":
+            feed[vi.name] = rng.uniform(-1.3, 1.3, dims).astype(np.float32)  # leaves the image too
+        elif vi.name == "theta":
+            base = np.eye(dims[1], dims[2], dtype=np.float32)
+            feed[vi.name] = (base + 0.2 * rng.standard_normal(dims)).astype(np.float32)
+        elif vi.name == "size":
+            feed[vi.name] = np.array([2, 2, 4, 5], dtype=np.int64)
+        else:
+            feed[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    return feed
+
+
+def _parity(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> None:
+    feed = _random_feed(original)
+    expected = ort_session(original).run(None, feed)[0]
+    actual = ort_session(rewritten).run(None, {k: v for k, v in feed.items() if k in {i.name for i in rewritten.graph.input}})[0]
+    assert_close(actual, expected, what="rewritten vs original in ONNX Runtime")
+
+
+def _plugin_nodes(model):
+    return [n for n in model.graph.node if n.domain == schema.PLUGIN_DOMAIN]
+
+
+GRID_SAMPLE_CASES = [
+    (16, "bilinear", 4), (16, "nearest", 4), (16, "bicubic", 4),
+    (20, "linear", 4), (20, "nearest", 4), (20, "cubic", 4),
+    (20, "linear", 5), (20, "nearest", 5),
+]
+
+
+@pytest.mark.parametrize("opset,mode,rank", GRID_SAMPLE_CASES, ids=[f"opset{o}-{m}-{r}d" for o, m, r in GRID_SAMPLE_CASES])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+def test_grid_sample_becomes_plugin_op(opset, mode, rank, padding):
+    original = _grid_sample_model(opset, mode, padding, align=1, rank=rank)
+    new = rewrite_model(original)
+    (node,) = _plugin_nodes(new)
+    assert node.op_type == schema.GRID_SAMPLE_OP
+    expected_mode = {"bilinear": 0, "linear": 0, "nearest": 1, "bicubic": 2, "cubic": 2}[mode]
+    assert attr_value(node, schema.FIELD_INTERPOLATION_MODE) == expected_mode
+    assert attr_value(node, schema.FIELD_PADDING_MODE) == int(schema.padding_from_name(padding))
+    assert attr_value(node, schema.FIELD_ALIGN_CORNERS) == 1
+    assert attr_value(node, PLUGIN_VERSION_ATTR) == schema.PLUGIN_VERSION
+    assert not [n for n in new.graph.node if n.op_type == "GridSample"]
+
+
+@needs_kernels
+@pytest.mark.parametrize("opset,mode,rank", GRID_SAMPLE_CASES, ids=[f"opset{o}-{m}-{r}d" for o, m, r in GRID_SAMPLE_CASES])
+def test_grid_sample_rewrite_parity(opset, mode, rank):
+    _skip_without_kernels()
+    original = _grid_sample_model(opset, mode, "border", align=0, rank=rank)
+    _parity(original, rewrite_model(original))
+
+
+@pytest.mark.parametrize("rank", [4, 5], ids=["2d", "3d"])
+def test_affine_grid_pair_is_fused(rank):
+    size = [2, 3, 4, 5] if rank == 4 else [2, 3, 2, 3, 4]
+    original = _affine_grid_model(size, mode="linear")
+    new = rewrite_model(original)
+    (node,) = _plugin_nodes(new)
+    assert node.op_type == schema.AFFINE_GRID_SAMPLE_OP
+    assert list(node.input) == ["x", "theta"]
+    assert attr_value(node, schema.FIELD_TRANSFORM) == int(schema.Transform.AFFINE)
+    spatial = size[2:]
+    assert [attr_value(node, k) for k in (schema.FIELD_OUT_D, schema.FIELD_OUT_H, schema.FIELD_OUT_W)] == \
+        ([0] if rank == 4 else []) + spatial
+    assert not [n for n in new.graph.node if n.op_type in ("AffineGrid", "GridSample")]
+    if kernels_available() is None:
+        _parity(original, new)
+
+
+@pytest.mark.parametrize(
+    "case,reason",
+    [("align-differs", "align_corners differs"), ("dynamic-size", "not static")],
+)
+def test_affine_grid_not_fused_is_reported(case, reason):
+    if case == "align-differs":
+        original = _affine_grid_model([2, 3, 4, 5], align_x=1, align_s=0)
+    else:
+        original = _affine_grid_model([2, 3, 4, 5], dynamic_size=True)
+    from stn_deploy.graph import RewriteReport
+
+    report = RewriteReport("<memory>", None)
+    new = rewrite_model(original, report)
+    (node,) = _plugin_nodes(new)
+    assert node.op_type == schema.GRID_SAMPLE_OP
+    assert reason in report.replaced[0].reason
+    assert [e.op for e in report.left] == ["AffineGrid"]
+    assert "no AffineGrid importer" in report.left[0].reason
+
+
+def test_grid_made_by_other_ops():
+    nodes = [helper.make_node("Tanh", ["g0"], ["grid"]),
+             helper.make_node("GridSample", ["x", "grid"], ["y"], mode="linear")]
+    graph = helper.make_graph(
+        nodes, "other",
+        [helper.make_tensor_value_info("x", FLOAT, [2, 1, 8, 8]),
+         helper.make_tensor_value_info("g0", FLOAT, [2, 5, 6, 2])],
+        [_out("y")],
+    )
+    from stn_deploy.graph import RewriteReport
+
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    report = RewriteReport("<memory>", None)
+    new = rewrite_model(original, report)
+    assert [n.op_type for n in new.graph.node] == ["Tanh", schema.GRID_SAMPLE_OP]
+    assert "Tanh" in report.replaced[0].reason
+    if kernels_available() is None:
+        _parity(original, new)
+
+
+def test_lone_affine_grid_is_left_with_reason():
+    nodes = [helper.make_node("AffineGrid", ["theta", "size"], ["grid"])]
+    graph = helper.make_graph(
+        nodes, "lone", [helper.make_tensor_value_info("theta", FLOAT, [2, 2, 3])],
+        [_out("grid")],
+        initializer=[helper.make_tensor("size", TensorProto.INT64, [4], [2, 1, 4, 4])],
+    )
+    from stn_deploy.graph import RewriteReport
+
+    report = RewriteReport("<memory>", None)
+    rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), report)
+    assert not report.replaced and report.left[0].op == "AffineGrid"
+
+
+class _UserSTN(torch.nn.Module):
+    """An STN as a user writes it (the PyTorch tutorial's pattern), not built by our zoo."""
+
+    def __init__(self, projective: bool = False):
+        super().__init__()
+        self.projective = projective
+        self.loc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten())
+        self.fc = torch.nn.Linear(4 * 10 * 10, 9 if projective else 6)
+        torch.nn.init.normal_(self.fc.weight, std=0.01)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.eye(3).flatten()[: self.fc.out_features] + 0.05 * torch.randn(self.fc.out_features))
+            if projective:
+                self.fc.bias[8] = 1.0
+
+    def forward(self, x):
+        t = self.fc(self.loc(x))
+        if self.projective:
+            theta = t.view(-1, 3, 3)
+            size = [x.shape[0], x.shape[1], 20, 20]
+            xy = F.affine_grid(theta[:, :2, :], size, align_corners=False)
+            w = F.affine_grid(torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1), size, align_corners=False)
+            grid = xy / w[..., :1]
+        else:
+            grid = F.affine_grid(t.view(-1, 2, 3), x.size(), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+def _user_export(model: torch.nn.Module) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), buf, dynamo=False, opset_version=20,
+                          input_names=["img"], output_names=["warped"],
+                          dynamic_axes={"img": {0: "n"}, "warped": {0: "n"}})
+    return onnx.load_from_string(buf.getvalue())
+
+
+@pytest.mark.parametrize("projective", [False, True], ids=["affine", "projective"])
+def test_user_exported_stn_is_fused_and_matches_pytorch(projective, tmp_path):
+    torch.manual_seed(0)
+    model = _UserSTN(projective).eval()
+    src = tmp_path / "user.onnx"
+    onnx.save(_user_export(model), src)
+    report = rewrite(RewriteOptions(src, tmp_path / "plugin.onnx"))
+    assert [e.replaced_by for e in report.replaced] == [schema.AFFINE_GRID_SAMPLE_OP]
+    assert not report.left
+    new = onnx.load(report.output)
+    (node,) = _plugin_nodes(new)
+    want = schema.Transform.PROJECTIVE if projective else schema.Transform.AFFINE
+    assert attr_value(node, schema.FIELD_TRANSFORM) == int(want)
+    assert [attr_value(node, schema.FIELD_OUT_H), attr_value(node, schema.FIELD_OUT_W)] == ([20, 20] if projective else [24, 24])
+    why = kernels_available()
+    if why:
+        pytest.skip(f"structure checked; parity needs the kernels: {why}")
+    x = torch.randn(3, 1, 24, 24)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert_close(ort_session(new).run(None, {"img": x.numpy()})[0], expected, what="rewritten user STN vs PyTorch")
+
+
+def test_cli_rewrite_reports_and_rejects_bad_input(tmp_path):
+    src = tmp_path / "gs.onnx"
+    onnx.save(_grid_sample_model(20, "linear"), src)
+    runner = CliRunner()
+    out = tmp_path / "out.onnx"
+    res = runner.invoke(main, ["rewrite", str(src), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "replaced 1 node(s)" in res.output and load_onnx(out)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(src.read_bytes()[: len(src.read_bytes()) // 2])
+    for bad in (junk, tmp_path / "missing.onnx"):
+        target = tmp_path / "never.onnx"
+        res = runner.invoke(main, ["rewrite", str(bad), "-o", str(target)])
+        assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+        assert not target.exists()
+
+
+def test_load_onnx_rejects_non_onnx(tmp_path):
+    p = tmp_path / "x.onnx"
+    p.write_text("hello, I am not a protobuf")
+    with pytest.raises(UserError, match="not an ONNX model"):
+        load_onnx(p)
