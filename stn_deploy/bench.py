@@ -386,6 +386,11 @@ class _Sources:
     def config(self):
         return self._config
 
+    @property
+    def onnx_path(self) -> Path | None:
+        """The ONNX the ort backend runs, once known (given, MODEL itself, or exported)."""
+        return self._onnx
+
     def input_shape(self) -> tuple[list[int | str], str]:
         """Per-sample input dims (without batch) and the numpy dtype name."""
         if self._config is not None:
@@ -683,7 +688,6 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
     import torch
 
     say = progress or (lambda _msg: None)
-    ensure_writable_dir(options.output_dir)
     name = options.name or f"bench-{options.model.stem}"
     if options.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda given but no CUDA GPU is available")
@@ -692,6 +696,7 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
     with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
         sources = _Sources(options, Path(tmp))
         dims, dtype = sources.input_shape()
+        ensure_writable_dir(options.output_dir)  # after the input checks: bad input creates nothing
         report: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
@@ -720,8 +725,8 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
             report["results"].extend(_bench_backend(backend_name, sources, options, device, say))
         if sources.onnx_exported:
             report["model"]["onnx"] = "exported to a temporary folder (standard ops)"
-        elif sources._onnx is not None:
-            report["model"]["onnx"] = str(sources._onnx)
+        elif sources.onnx_path is not None:
+            report["model"]["onnx"] = str(sources.onnx_path)
         if options.sampler:
             say("sampler vs copy")
             report["sampler"] = _sampler_section(sources, options, device)

@@ -45,6 +45,112 @@ def main() -> None:
 
 # === section: models, train, evaluate, visualize (stn_deploy/models, train.py, viz.py) ===
 
+# These imports are torch-free (names and option defaults only).
+from dataclasses import fields as _fields  # noqa: E402
+
+from stn_deploy.data import DATASETS  # noqa: E402
+from stn_deploy.models import MODEL_NAMES  # noqa: E402
+from stn_deploy.schema import INTERPOLATION_NAMES, PADDING_NAMES  # noqa: E402
+from stn_deploy.train import TrainOptions  # noqa: E402
+
+_TRAIN_DEFAULTS = {f.name: f.default for f in _fields(TrainOptions)}
+
+
+class _NameChoice(click.Choice):
+    """A choice whose bad value is a ``UserError`` (one line, exit 2) rather than a usage screen."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            raise UserError(f"unknown {param.name} {value!r}; choose from {', '.join(self.choices)}") from None
+
+
+@main.command("models")
+@click.option("--dataset", type=_NameChoice(DATASETS), default="R", show_default=True,
+              help="Count parameters at this dataset's input size.")
+def models_command(dataset):
+    """List the model zoo: names, parameter counts and descriptions."""
+    from stn_deploy.data import IMAGE_SIZES
+    from stn_deploy.models import model_table
+
+    rows = model_table(IMAGE_SIZES[dataset])
+    width = max(len(name) for name, _, _ in rows)
+    h, w = IMAGE_SIZES[dataset]
+    click.echo(f"{'model':<{width}}  {'parameters':>10}  description   (input {h}x{w})")
+    for name, count, description in rows:
+        click.echo(f"{name:<{width}}  {count:>10,}  {description}")
+
+
+@main.command("train")
+@click.option("--model", type=_NameChoice(MODEL_NAMES), required=True, help="Model to train.")
+@click.option("--dataset", type=_NameChoice(DATASETS), required=True,
+              help="Distorted digits: R, RTS, P, E (Table 1) or cluttered (60x60).")
+@click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN_DEFAULTS["epochs"], show_default=True,
+              help="Passes over the training digits, fresh distortions each.")
+@click.option("--seed", type=int, default=_TRAIN_DEFAULTS["seed"], show_default=True,
+              help="Seeds initialisation, distortions and shuffling.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_TRAIN_DEFAULTS["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_TRAIN_DEFAULTS["lr"], show_default=True,
+              help="Peak Adam learning rate (cosine schedule).")
+@click.option("--mode", type=_NameChoice(INTERPOLATION_NAMES), default="bilinear", show_default=True,
+              help="Sampler interpolation of the spatial transformers.")
+@click.option("--padding-mode", type=_NameChoice(PADDING_NAMES), default="zeros", show_default=True,
+              help="Sampler padding of the spatial transformers.")
+@click.option("--align-corners/--no-align-corners", default=False, show_default=True,
+              help="Sampler align_corners of the spatial transformers.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads  [default: torch's]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Draw a progress bar.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for model.pt and metrics.json.")
+def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mode, align_corners, threads,
+                  progress, output_dir):
+    """Train a model; write OUTPUT_DIR/model.pt and OUTPUT_DIR/metrics.json."""
+    import torch
+
+    from stn_deploy.schema import SamplerSettings
+    from stn_deploy.train import train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    options = TrainOptions(
+        model=model, dataset=dataset, output_dir=output_dir, epochs=epochs, seed=seed, batch_size=batch_size,
+        lr=lr, sampler=SamplerSettings(mode, padding_mode, align_corners), progress=progress,
+    )
+    metrics = train(options)
+    click.echo(f"{model} on {dataset}: test error {metrics['test_error']:.2f}% after {epochs} epochs "
+               f"({metrics['seconds']:.1f} s) -> {output_dir}")
+
+
+@main.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--dataset", type=_NameChoice(DATASETS), default=None,
+              help="Test set  [default: the one the model was trained on]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+def evaluate_command(checkpoint, dataset, seed):
+    """Print the test error (%) of a checkpoint."""
+    from stn_deploy.train import evaluate, load_checkpoint, resolve_dataset
+
+    model, config = load_checkpoint(checkpoint)
+    dataset = resolve_dataset(checkpoint, config, dataset)
+    click.echo(f"{config.name} on {dataset} (test seed {seed}): test error {evaluate(model, dataset, seed):.2f}%")
+
+
+@main.command("visualize")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Picture to write (.png, .pdf, .svg, .jpg).")
+@click.option("--dataset", type=_NameChoice(DATASETS), default=None,
+              help="Test set to draw from  [default: the one the model was trained on]")
+@click.option("--count", type=click.IntRange(min=1, max=32), default=8, show_default=True, help="Examples drawn.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+def visualize_command(checkpoint, output, dataset, count, seed):
+    """Draw test inputs with the sampling grid beside the transformed outputs."""
+    from stn_deploy.viz import VisualizeOptions, visualize
+
+    path = visualize(VisualizeOptions(checkpoint, output, dataset=dataset, count=count, seed=seed))
+    click.echo(f"wrote {path}")
+
 # === section: export, rewrite, doctor, run (export.py, graph.py, run.py) ===
 
 # Choices declared here from the modules' constants (those modules import torch/onnx lazily).
@@ -190,7 +296,7 @@ from stn_deploy.trt import options as _trt_options  # noqa: E402  (no TensorRT i
 
 def _build_progress():
     """A progress callback for ``trt.build``: a live status line on a terminal, else one
-    line per top-level build phase (logs and CI)."""
+    line per top-level build phase on stdout (logs and CI; stderr keeps only errors)."""
     depth: dict[str, int] = {}
     tty = sys.stderr.isatty()
     if tty:
@@ -210,7 +316,7 @@ def _build_progress():
         if status is not None:
             status.update(f"building: {event['phase']}")
         elif level <= 1:
-            click.echo(f"building: {event['phase']}", err=True)
+            click.echo(f"building: {event['phase']}")
 
     progress.stop = (lambda: status.stop()) if status is not None else (lambda: None)
     return progress
@@ -319,7 +425,7 @@ def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, 
         candidate=candidate, reference=reference, atol=_validate.parse_tolerance(atol, "--atol"),
         rtol=_validate.parse_tolerance(rtol, "--rtol"), inputs=inputs, dataset=dataset, report=report,
         adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
-    result = _validate.validate(options, progress=lambda msg: click.echo(msg, err=True))
+    result = _validate.validate(options, progress=lambda msg: click.echo(f"validate: {msg}"))
     for line in result.lines():
         click.echo(line)
     if report is not None:
@@ -390,8 +496,17 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 @click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="Bench timed iterations.")
 @click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
+@click.option("--validate-images", type=click.IntRange(min=1), default=None,
+              help="Cap on the test images validation compares on  [default: the whole test set]")
+@click.option("--crafted-steps", type=click.IntRange(min=1), default=None,
+              help="Gradient steps of validation's crafted inputs  [default: validate's]")
+@click.option("--quick", is_flag=True, help="About a minute: " + ", ".join(
+              f"--{'batch' if k == 'batches' else k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+              for k, v in _demo.QUICK.items()) + " (options given explicitly win).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the training progress bar.")
-def demo_command(output_dir, model, dataset, epochs, seed, backends, batches, warmup, iters, build_engine, progress):
+@click.pass_context
+def demo_command(ctx, output_dir, model, dataset, epochs, seed, backends, batches, warmup, iters, build_engine,
+                 validate_images, crafted_steps, quick, progress):
     """Walk the whole path on the bundled digits: train a small ST-CNN, export standard and
     plugin ONNX, run doctor, build a CPU-AOT engine with our plugin, validate the plugin ONNX
     on the CPU (and the engine on a GPU when present), benchmark the available backends.
@@ -400,15 +515,20 @@ def demo_command(output_dir, model, dataset, epochs, seed, backends, batches, wa
     model.plugin.onnx, doctor.json, model.engine + .json, validate.json, bench.json/.png,
     warp.png, summary.json). Steps that need a GPU or TensorRT are skipped with a reason
     where those are missing. Exit 1 when a step failed. About 3-5 minutes on 2 CPU cores;
-    --epochs 1 --iters 5 --backends torch,ort,trt --batch 1,8 is a quick check.
+    --quick runs the same path in about a minute with an undertrained model.
     """
     from rich.console import Console
 
-    options = _demo.DemoOptions(
-        output_dir=output_dir, model=model, dataset=dataset, epochs=epochs, seed=seed,
-        backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
-        warmup=warmup, iters=iters, build_engine=build_engine, progress=progress,
+    values = dict(
+        epochs=epochs, backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
+        warmup=warmup, iters=iters, validate_images=validate_images, crafted_steps=crafted_steps,
     )
+    if quick:  # the preset fills only what the user left at its default
+        for key, value in _demo.QUICK.items():
+            if ctx.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
+                values[key] = value
+    options = _demo.DemoOptions(output_dir=output_dir, model=model, dataset=dataset, seed=seed,
+                                build_engine=build_engine, progress=progress, **values)
     err = Console(stderr=True)
     result = _demo.demo(options, progress=lambda line: err.print(line, highlight=False))
     console = Console()

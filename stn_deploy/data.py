@@ -25,12 +25,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from stn_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+# torch is imported inside the functions so that the CLI can build its choices from
+# DATASETS without importing torch (``stn-deploy --help`` stays fast).
 
 DATASETS: tuple[str, ...] = ("R", "RTS", "P", "E", "cluttered")
 #: Image (H, W) of each dataset.
@@ -51,8 +55,8 @@ _DIGIT = 28  # MNIST-style canvas of one digit
 
 
 @dataclass(frozen=True)
-class DigitSet(torch.utils.data.Dataset):
-    """A distorted-digit set; also a ``torch.utils.data.Dataset`` of (image, label) pairs.
+class DigitSet:
+    """A distorted-digit set; also a map-style dataset of (image, label) pairs (DataLoader-ready).
 
     Attributes:
         images: float32 [N, 1, H, W], values in [0, 1].
@@ -74,6 +78,9 @@ class DigitSet(torch.utils.data.Dataset):
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[Tensor, Tensor]:
     """All 1797 sklearn digits as float32 [N, 1, 28, 28] in [0, 1], and their labels."""
+    import torch
+    import torch.nn.functional as F
+
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -85,6 +92,8 @@ def _digits() -> tuple[Tensor, Tensor]:
 @functools.lru_cache(maxsize=1)
 def source_split() -> dict[str, Tensor]:
     """The fixed partition of source digit indices: {"train": ..., "test": ...}, disjoint."""
+    import torch
+
     n = _digits()[1].shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
     n_test = int(round(n * _TEST_FRACTION))
@@ -111,6 +120,8 @@ def make_dataset(name: str, split: str = "train", seed: int = 0) -> DigitSet:
     Raises:
         UserError: unknown dataset name or split.
     """
+    import torch
+
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     if split not in SPLITS:
@@ -127,11 +138,15 @@ def make_dataset(name: str, split: str = "train", seed: int = 0) -> DigitSet:
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> Tensor:
+    import torch
+
     return torch.rand(n, generator=gen) * (high - low) + low
 
 
 def _warp(images: Tensor, theta: Tensor, out_hw: tuple[int, int]) -> Tensor:
     """Sample ``images`` with per-image theta [N, 2, 3] (output -> input, normalised coords)."""
+    import torch.nn.functional as F
+
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *out_hw], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -143,6 +158,8 @@ def _similarity_theta(angle: Tensor, scale: Tensor, shift_px: Tensor, out_half: 
     With align_corners=False a normalised coordinate u is u * half pixels from the centre, so
     u_in = (1 / in_half) * A^-1 (out_half * u_out - shift).
     """
+    import torch
+
     cos, sin = torch.cos(angle), torch.sin(angle)
     inv = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2) / scale[:, None, None]
     linear = inv * (out_half / in_half)
@@ -151,6 +168,8 @@ def _similarity_theta(angle: Tensor, scale: Tensor, shift_px: Tensor, out_half: 
 
 
 def _rotate(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor:
+    import torch
+
     n = images.shape[0]
     angle = _uniform(gen, n, -math.pi / 2, math.pi / 2)
     theta = _similarity_theta(angle, torch.ones(n), torch.zeros(n, 2), _DIGIT / 2, _DIGIT / 2)
@@ -158,6 +177,8 @@ def _rotate(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor:
 
 
 def _rts(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor:
+    import torch
+
     n = images.shape[0]
     size = IMAGE_SIZES["RTS"][0]
     angle = _uniform(gen, n, -math.pi / 4, math.pi / 4)
@@ -170,6 +191,8 @@ def _rts(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor:
 
 def _homography(src: Tensor, dst: Tensor) -> Tensor:
     """Batched DLT: H [N, 3, 3] (h33 = 1) with H src_k ~ dst_k for 4 point pairs [N, 4, 2]."""
+    import torch
+
     x, y = src[..., 0], src[..., 1]
     u, v = dst[..., 0], dst[..., 1]
     zero, one = torch.zeros_like(x), torch.ones_like(x)
@@ -182,6 +205,9 @@ def _homography(src: Tensor, dst: Tensor) -> Tensor:
 
 
 def _projective(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor:
+    import torch
+    import torch.nn.functional as F
+
     n = images.shape[0]
     corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
     scale = _uniform(gen, n, 0.75, 1.0)
@@ -195,6 +221,8 @@ def _projective(images: Tensor, gen: torch.Generator, sources: Tensor) -> Tensor
 
 
 def _gaussian_kernel(sigma: float) -> Tensor:
+    import torch
+
     radius = int(math.ceil(2 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -202,6 +230,9 @@ def _gaussian_kernel(sigma: float) -> Tensor:
 
 
 def _elastic(images: Tensor, gen: torch.Generator, sources: Tensor, alpha: float = 34.0, sigma: float = 4.0) -> Tensor:
+    import torch
+    import torch.nn.functional as F
+
     n = images.shape[0]
     field = torch.rand(n * 2, 1, _DIGIT, _DIGIT, generator=gen) * 2 - 1
     k = _gaussian_kernel(sigma)
@@ -218,6 +249,8 @@ def _elastic(images: Tensor, gen: torch.Generator, sources: Tensor, alpha: float
 def _paste(canvas: Tensor, patches: Tensor, owner: Tensor, at: Tensor) -> None:
     """Paste square ``patches`` [M, k, k] into ``canvas`` [N, S, S] in place (maximum where they
     overlap); patch m goes to image ``owner[m]`` with its top-left pixel at ``at[m]`` = (x, y)."""
+    import torch
+
     n, size, _ = canvas.shape
     k = patches.shape[-1]
     r = torch.arange(k)
@@ -228,6 +261,8 @@ def _paste(canvas: Tensor, patches: Tensor, owner: Tensor, at: Tensor) -> None:
 
 
 def _cluttered(images: Tensor, gen: torch.Generator, sources: Tensor, fragments: int = 6, frag: int = 8) -> Tensor:
+    import torch
+
     n = images.shape[0]
     size = IMAGE_SIZES["cluttered"][0]
     canvas = torch.zeros(n, size, size)

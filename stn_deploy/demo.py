@@ -40,6 +40,12 @@ DEFAULT_BATCHES = (1, 8, 64)
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
+#: ``--quick``: the whole path in about a minute (an undertrained model; for checks and tests).
+QUICK: dict[str, Any] = {
+    "epochs": 1, "backends": ("torch", "ort", "trt"), "batches": (1, 8), "warmup": 1, "iters": 5,
+    "validate_images": 64, "crafted_steps": 10,
+}
+
 ARTEFACTS = {
     "checkpoint": "model.pt",
     "metrics": "metrics.json",
@@ -70,6 +76,10 @@ class DemoOptions:
         warmup: bench warm-up iterations; default 5.
         iters: bench timed iterations; default 50.
         build_engine: build the CPU-AOT engine (needs TensorRT-RTX or TensorRT); default True.
+        validate_images: cap on the test images validation compares on; None (default) = the
+            whole test set.
+        crafted_steps: gradient steps of validation's crafted inputs; None (default) =
+            validate's default.
         progress: show the training progress bar; default True.
     """
 
@@ -83,6 +93,8 @@ class DemoOptions:
     warmup: int = 5
     iters: int = 50
     build_engine: bool = True
+    validate_images: int | None = None
+    crafted_steps: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -92,6 +104,20 @@ class DemoOptions:
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        from stn_deploy.bench import BACKENDS
+        from stn_deploy.data import DATASETS
+        from stn_deploy.models import MODEL_NAMES
+
+        # Checked here so that a typo fails before the run folder exists, not as a failed step.
+        if self.model not in MODEL_NAMES:
+            raise UserError(f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
+        if self.dataset not in DATASETS:
+            raise UserError(f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASETS)}")
+        for backend in self.backends:
+            if backend not in BACKENDS:
+                raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UserError(f"batch sizes must be positive integers, got {list(self.batches)}")
         if self.iters < 1 or self.warmup < 0:
             raise UserError("--iters must be at least 1 and --warmup 0 or more")
 
@@ -284,13 +310,14 @@ def _validate(options: DemoOptions, r: _Runner):
             targets.append(("engine", "trt"))
         else:
             step.detail["engine"] = "skipped: needs a GPU" if not torch.cuda.is_available() else "skipped: no engine"
-        for key, backend in targets:
-            rep = validate.validate(validate.ValidateOptions(model=r.path(key), reference=r.path("checkpoint")))
-            d = rep.to_dict() if hasattr(rep, "to_dict") else dict(rep)
-            reports[ARTEFACTS[key]] = d
-            passed = bool(getattr(rep, "ok", d.get("ok", d.get("passed"))))
-            step.detail[ARTEFACTS[key]] = "passed" if passed else "FAILED"
-            if not passed:
+        for key, _backend in targets:
+            rep = validate.validate(validate.ValidateOptions(
+                candidate=r.path(key), reference=r.path("checkpoint"), max_images=options.validate_images,
+                seed=options.seed, **({"crafted_steps": options.crafted_steps} if options.crafted_steps else {}),
+            ))
+            reports[ARTEFACTS[key]] = rep.to_dict()
+            step.detail[ARTEFACTS[key]] = "passed" if rep.passed else "FAILED: " + "; ".join(rep.failures()[:2])
+            if not rep.passed:
                 failed.append(ARTEFACTS[key])
         write_json(r.path("validate"), reports)
         step.artefacts.append(ARTEFACTS["validate"])
@@ -324,14 +351,9 @@ def _bench(options: DemoOptions, r: _Runner):
 def _visualize(options: DemoOptions, r: _Runner):
     def run(step: Step) -> None:
         r.needs("train")
-        try:
-            from stn_deploy import viz
-        except ImportError:
-            raise _Skip("stn_deploy.viz is not available") from None
-        fn = getattr(viz, "visualize", None)
-        if fn is None:
-            raise _Skip("stn_deploy.viz has no visualize()")
-        fn(r.path("checkpoint"), r.path("warp"), dataset=options.dataset)
+        from stn_deploy import viz
+
+        viz.visualize(viz.VisualizeOptions(checkpoint=r.path("checkpoint"), output=r.path("warp"), seed=options.seed))
         step.artefacts.append(ARTEFACTS["warp"])
 
     return run

@@ -19,6 +19,7 @@ What is an error depends on the target runtime (``--target``).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,7 +74,7 @@ class DoctorReport:
     model: str
     target: str
     findings: list[Finding] = field(default_factory=list)
-    plugin_versions: list[str] = field(default_factory=list)
+    plugin_versions: dict[str, list[str]] = field(default_factory=dict)
     plugin_versions_source: str = ""
 
     @property
@@ -157,27 +158,33 @@ def decomposed_grid_nodes(model: "onnx.ModelProto") -> list:
     return found
 
 
-def library_plugin_versions() -> tuple[list[str], str]:
-    """Versions of our plugin ops the built library implements, and where that came from.
+def library_plugin_versions() -> tuple[dict[str, list[str]], str]:
+    """Versions of each plugin op that the built library's creators implement, and the source.
 
-    Asks ``stn_deploy.kernels`` (``plugin_versions()``) when it can; otherwise falls back on
-    ``schema.PLUGIN_VERSION`` (the version this Python package writes).
+    Asks ``stn_deploy.kernels`` (``plugin_versions()`` if it has one, else the library's
+    ``stn_library_version()`` string, "... (STNGridSample 1, STNAffineGridSample 1)"). Without a
+    built library it falls back on ``schema.PLUGIN_VERSION`` and says so in the source.
     """
+    fallback = {op: [schema.PLUGIN_VERSION] for op in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP)}
     try:
         from stn_deploy import kernels
 
         fn = getattr(kernels, "plugin_versions", None)
         if fn is not None:
-            versions = fn()
-            if isinstance(versions, dict):
-                flat = sorted({str(v) for vs in versions.values() for v in ([vs] if isinstance(vs, str) else vs)})
-            else:
-                flat = sorted({str(v) for v in versions})
-            if flat:
-                return flat, "plugin library"
+            found = {str(k): sorted({str(v) for v in ([vs] if isinstance(vs, str) else vs)}) for k, vs in fn().items()}
+        else:
+            text = kernels.load_library().stn_library_version().decode(errors="replace")
+            inner = re.search(r"\((.*)\)", text)
+            found = {}
+            for part in (inner.group(1).split(",") if inner else []):
+                bits = part.split()
+                if len(bits) == 2:
+                    found.setdefault(bits[0], []).append(bits[1])
+        if found:
+            return found, f"plugin library {kernels.library_path()}"
     except Exception:  # no library built, or an older kernels module: fall back, say so
         pass
-    return [schema.PLUGIN_VERSION], "schema.PLUGIN_VERSION (plugin library not queried)"
+    return fallback, "schema.PLUGIN_VERSION (plugin library not built or not queried)"
 
 
 # --------------------------------------------------------------------------- rules
@@ -226,10 +233,11 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                             "replace with stn_deploy::STNGridSample"))
         elif node.domain == schema.PLUGIN_DOMAIN:
             version = attr_value(node, PLUGIN_VERSION_ATTR, None)
-            if version is not None and version not in report.plugin_versions:
+            known = report.plugin_versions.get(node.op_type, [])
+            if version is not None and version not in known:
                 add(Finding("plugin-version", name, "error",
-                            f"plugin_version {version!r} unknown to the plugin library "
-                            f"(it has {', '.join(report.plugin_versions)}; {report.plugin_versions_source})",
+                            f"{node.op_type} plugin_version {version!r} unknown to the plugin library "
+                            f"(it has {', '.join(known) or 'no such op'}; {report.plugin_versions_source})",
                             "rebuild the plugin library, or re-export/rewrite with this stn-deploy"))
             elif version is None:
                 add(Finding("plugin-version", name, "info",

@@ -282,7 +282,7 @@ def to_onnx(
         torch.onnx.export(
             model, (example,), buf, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
-            custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" else None,
+            custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" and transformers(model) else None,
             do_constant_folding=True,
         )
     proto = onnx.load_from_string(buf.getvalue())
@@ -416,10 +416,14 @@ def export(options: ExportOptions) -> ExportResult:
     if kind != KIND_CHECKPOINT:
         raise UserError(f"{ckpt} is an {kind} model, not a checkpoint (stn-deploy train writes those)")
     model, input_shape, cfg = load_model(ckpt)
+    from stn_deploy.train import read_checkpoint
+
+    train = read_checkpoint(ckpt).get("train") or {}
+    extra = {f"{META_PREFIX}{k}": str(train[k]) for k in ("dataset", "test_error", "seed") if k in train}
     return export_module(
         model, input_shape, options.output, ops=options.ops, opset=options.opset,
         dynamic_batch=options.dynamic_batch, dynamic_hw=options.dynamic_hw,
-        source=ckpt, model_name=str(cfg.get("name", cfg.get("model", ""))),
+        source=ckpt, model_name=str(cfg.get("name", cfg.get("model", ""))), extra_metadata=extra,
     )
 
 
@@ -434,6 +438,7 @@ def export_module(
     dynamic_hw: bool | None = None,
     source: Path | None = None,
     model_name: str = "",
+    extra_metadata: dict[str, str] | None = None,
 ) -> ExportResult:
     """``export`` for an in-memory module (tests, the demo). Same arguments as ``ExportOptions``."""
     import onnx
@@ -453,6 +458,7 @@ def export_module(
         f"{META_PREFIX}model": model_name,
         f"{META_PREFIX}input_shape": json.dumps([int(s) for s in input_shape]),
         f"{META_PREFIX}samplers": json.dumps(_samplers_meta(model)),
+        **(extra_metadata or {}),
     }
     proto = to_onnx(model, input_shape, ops=ops, opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=hw, metadata=meta)
     with atomic_path(output) as tmp:

@@ -132,19 +132,14 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
     from google.protobuf.message import DecodeError
 
     register_onnx_schemas()
-    if isinstance(path, bytes):
-        data, label = path, "the model bytes"
-    else:
-        p = Path(path)
-        label = str(p)
-        if not p.is_file():
-            raise UserError(f"{p}: no such file")
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise UserError(f"{p}: cannot read: {exc.strerror}") from None
+    label = "the model bytes" if isinstance(path, bytes) else str(path)
+    if not isinstance(path, bytes) and not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
     try:
-        model = onnx.load_from_string(data)
+        # From a path, onnx.load also reads external data files (the dynamo exporter writes them).
+        model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read: {exc.strerror or exc}") from None
     except (DecodeError, ValueError, RuntimeError) as exc:
         raise UserError(f"{label} is not an ONNX model (or it is truncated): {type(exc).__name__}") from None
     if not model.graph.node or not model.opset_import:
@@ -355,6 +350,57 @@ def _match_projective(grid, graph_outputs: set):
     return theta, ag_xy, node
 
 
+def _affine_base_grid(spatial: list[int], align_corners: bool):
+    """The base points [P, r+1] (x fastest, then y, z; last column 1) of ``F.affine_grid``."""
+    import numpy as np
+
+    def coords(n: int):
+        c = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+        return c if align_corners else c * (n - 1) / n
+
+    axes = [coords(n) for n in spatial]  # (D,) H, W
+    mesh = np.meshgrid(*axes, indexing="ij")
+    cols = [m.reshape(-1) for m in reversed(mesh)]  # x, y(, z)
+    return np.stack([*cols, np.ones_like(cols[0])], axis=1)
+
+
+def _match_decomposed(grid, dims: dict):
+    """Match the dynamo exporter's decomposed ``F.affine_grid``:
+    ``Reshape(ReduceSum(Mul(base [P, r+1, 1], Unsqueeze(Transpose(theta, [0, 2, 1]))), -2))``.
+
+    Returns (theta tensor, spatial sizes, align_corners) or None. align_corners is read back
+    from the base grid's values.
+    """
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    reshape = _producer(grid, "Reshape")
+    rs = _producer(reshape.inputs[0], "ReduceSum") if reshape is not None else None
+    mul = _producer(rs.inputs[0], "Mul") if rs is not None else None
+    if mul is None:
+        return None
+    base_t = next((t for t in mul.inputs if isinstance(t, gs.Constant)), None)
+    other = next((t for t in mul.inputs if not isinstance(t, gs.Constant)), None)
+    if base_t is None or other is None:
+        return None
+    unsq = _producer(other, "Unsqueeze")
+    tr = _producer(unsq.inputs[0], "Transpose") if unsq is not None else None
+    if tr is None or list(tr.attrs.get("perm", [])) != [0, 2, 1]:
+        return None
+    base = np.asarray(base_t.values, dtype=np.float64)
+    grid_dims = dims.get(grid.name) or []
+    if base.ndim != 3 or base.shape[2] != 1 or len(grid_dims) not in (4, 5):
+        return None
+    spatial = grid_dims[1:-1]
+    if any(not isinstance(d, int) or d <= 0 for d in spatial) or base.shape[1] != len(spatial) + 1:
+        return None
+    for ac in (False, True):
+        ref = _affine_base_grid(list(spatial), ac)
+        if ref.shape == base[..., 0].shape and np.allclose(ref, base[..., 0], atol=1e-6):
+            return tr.inputs[0], [int(d) for d in spatial], ac
+    return None
+
+
 def rewrite(options: RewriteOptions) -> RewriteReport:
     """Replace the samplers of a third-party ONNX graph with our plugin ops.
 
@@ -419,7 +465,23 @@ def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None,
         ag = _producer(grid, "AffineGrid")
         proj = None if ag is not None else _match_projective(grid, outputs)
         gen = ag if ag is not None else (proj[1] if proj else None)
-        if gen is not None and fuse:
+        decomposed = _match_decomposed(grid, dims) if gen is None and fuse else None
+        if decomposed is not None:
+            theta, spatial, ac_grid = decomposed
+            if int(ac_grid) != fields[schema.FIELD_ALIGN_CORNERS]:
+                note = "decomposed affine grid kept: its align_corners differs from the sampler's"
+            elif not _single_consumer(grid, outputs):
+                note = "decomposed affine grid kept: its grid has other consumers"
+            else:
+                attrs.update({
+                    schema.FIELD_TRANSFORM: int(schema.Transform.AFFINE),
+                    schema.FIELD_OUT_D: spatial[0] if len(spatial) == 3 else 0,
+                    schema.FIELD_OUT_H: spatial[-2],
+                    schema.FIELD_OUT_W: spatial[-1],
+                })
+                new_op, new_inputs = schema.AFFINE_GRID_SAMPLE_OP, [x, theta]
+                note = "fused with the dynamo exporter's decomposed affine grid (Mul+ReduceSum)"
+        elif gen is not None and fuse:
             ac_grid = int(gen.attrs.get("align_corners", 0))
             out_dims = dims.get(gen.outputs[0].name) or []
             size_vals = _const_values(gen.inputs[1])
@@ -442,7 +504,7 @@ def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None,
                 new_op, new_inputs = schema.AFFINE_GRID_SAMPLE_OP, [x, theta]
                 fused_grids.add(grid.name)
                 note = "fused with its projective grid (2 AffineGrid + Div)" if proj else f"fused with AffineGrid {gen.name!r}"
-        elif gen is None and _producer(grid) is not None:
+        elif gen is None and _producer(grid) is not None and decomposed is None:
             note = f"grid made by {_producer(grid).op}: sampler replaced, grid kept"
 
         attrs[PLUGIN_VERSION_ATTR] = schema.PLUGIN_VERSION

@@ -94,8 +94,9 @@ def _torch_runner_class():
 
         def get_input_metadata_impl(self):
             from polygraphy.common import TensorMetadata
+            from polygraphy.datatype import DataType
 
-            return TensorMetadata().add(self.input_name, np.float32, (-1, *self.input_shape))
+            return TensorMetadata().add(self.input_name, DataType.FLOAT32, ("batch", *self.input_shape))
 
         def infer_impl(self, feed_dict):
             x = torch.from_numpy(np.ascontiguousarray(feed_dict[self.input_name])).to(self.device)
@@ -339,7 +340,7 @@ def run(options: RunOptions) -> RunResult:
     feed = load_inputs(options.inputs) if options.inputs else None
     runner = open_runner(options.model, backend)
     with runner:
-        meta = runner.get_input_metadata()
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feed is None:
             feed = random_inputs(meta, batch=options.batch, seed=options.seed,
                                  sample_shape=_sample_shape(Path(options.model), kind))

@@ -454,9 +454,9 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     cand_runner = run.open_runner(options.candidate)
     ref_runner = run.open_runner(options.reference)
     with cand_runner:
-        cand_meta = cand_runner.get_input_metadata()
+        cand_meta = cand_runner.get_input_metadata(use_numpy_dtypes=False)
     with ref_runner:
-        ref_meta = ref_runner.get_input_metadata()
+        ref_meta = ref_runner.get_input_metadata(use_numpy_dtypes=False)
     if len(cand_meta) != 1 or len(ref_meta) != 1:
         raise UserError("validate compares single-input image models; "
                         f"candidate inputs {list(cand_meta)}, reference inputs {list(ref_meta)}")

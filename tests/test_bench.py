@@ -212,6 +212,23 @@ def test_onnx_model_runs_ort_and_skips_torch(checkpoint, tmp_path):
     assert result.report["model"]["kind"] == "onnx" and result.report["model"]["input_shape"][-2:] == [28, 28]
 
 
+@pytest.mark.plugin
+def test_plugin_onnx_in_ort_is_marked_a_validation_path(checkpoint, tmp_path):
+    from stn_deploy import export, kernels
+
+    try:
+        kernels.library_path()
+    except UserError as exc:
+        pytest.skip(f"needs the plugin library: {exc}")
+    onnx_path = tmp_path / "model.plugin.onnx"
+    export.export(export.ExportOptions(checkpoint=checkpoint, output=onnx_path, ops="plugin"))
+    result = bench.bench(bench.BenchOptions(model=checkpoint, onnx=onnx_path, backends=("torch", "ort"), batches=(2,),
+                                            warmup=0, iters=3, output_dir=tmp_path / "out", sampler=False))
+    row = next(r for r in result.report["results"] if r["backend"] == "ort")
+    assert row["status"] == "ok" and row["note"] == bench.ORT_PLUGIN_NOTE
+    assert result.report["model"]["onnx"] == str(onnx_path)
+
+
 @pytest.mark.slow
 def test_torch_compile_reports_compile_time(checkpoint, tmp_path):
     result = bench.bench(bench.BenchOptions(model=checkpoint, backends=("torch", "torch-compile"), batches=(2,),
@@ -262,7 +279,7 @@ def test_cli_missing_model_exits_2(tmp_path):
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "nope.pt" in lines[0]
-    assert not (tmp_path / "out" / "bench-nope.json").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_foreign_model_file_exits_2(tmp_path):

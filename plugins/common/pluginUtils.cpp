@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -61,7 +60,6 @@ bool readInteger(nvinfer1::PluginField const& f, int64_t& v, std::string& why)
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
     gLoggerFinder.store(finder);
-    if (std::getenv("STN_DEBUG_LOGGER")) std::fprintf(stderr, "setLoggerFinder(%p) -> logger %p\n", (void*) finder, finder ? (void*) finder->findLogger() : nullptr);
 }
 
 void logError(char const* op, std::string const& message) noexcept

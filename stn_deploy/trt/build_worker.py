@@ -61,7 +61,7 @@ def _layer_info(backend: Backend, layer) -> dict:
     return info
 
 
-def _parser_errors(parser) -> list[str]:
+def _parser_errors(parser, detail: bool = True) -> list[str]:
     """One phrase per parser error: which node, what code, TensorRT's words (when useful)."""
     out = []
     for i in range(parser.num_errors):
@@ -73,8 +73,8 @@ def _parser_errors(parser) -> list[str]:
             node += f" ({err.node_operator()})"
         code = str(err.code()).split(".")[-1]
         desc = " ".join(err.desc().split())
-        detail = "" if desc in ("", "false") else f": {desc}"
-        out.append(f"{node}: {code} in {err.func()}{detail}")
+        said = "" if desc in ("", "false") or not detail else f": {desc}"
+        out.append(f"{node}: {code} in {err.func()}{said}")
     return out
 
 
@@ -89,11 +89,30 @@ def _fail(logger, *first: str) -> str:
         if sev not in ("ERROR", "INTERNAL_ERROR") or any(n in msg for n in _NOISE):
             continue
         text = " ".join(msg.split())
-        if text.endswith("] false") or text.endswith(":"):
+        # The parser's own report (already in ``first``) repeated with file and line.
+        if text.endswith("] false") or text.endswith(":") or text.startswith("ModelImporter.cpp"):
             continue
         errors.append(text)
     parts = [p for p in first if p] + errors
     return "; ".join(dict.fromkeys(parts)) or "TensorRT reported no reason"
+
+
+#: Prefix of the lines our plugin library writes to stderr (TensorRT-RTX 1.7 hands plugins
+#: no logger; plugins/README.md).
+PLUGIN_PREFIX = "[stn_deploy_plugins]"
+
+
+def _native_errors(job: dict) -> list[str]:
+    """What the plugin library wrote to stderr during this job (it names the bad field)."""
+    path = job.get("stderr")
+    if not path:
+        return []
+    try:
+        sys.stderr.flush()
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [" ".join(line.split(PLUGIN_PREFIX, 1)[1].split()) for line in lines if PLUGIN_PREFIX in line]
 
 
 def _profile_shapes(job: dict, network) -> list[dict]:
@@ -174,7 +193,11 @@ def run_job(job: dict) -> dict:
     else:
         data = onnx_path.read_bytes()
     if not parser.parse(data, str(onnx_path)):
-        raise UserError(f"cannot parse {onnx_path.name}: " + _fail(logger, *_parser_errors(parser)))
+        native = _native_errors(job)
+        # The plugin's own line names the bad field or input; TensorRT's echo of it is noise.
+        raise UserError(f"cannot parse {onnx_path.name}: " + (
+            "; ".join([*native, *_parser_errors(parser, detail=False)]) if native
+            else _fail(logger, *_parser_errors(parser))))
 
     config = builder.create_builder_config()
     if precision != "fp32" and not convert_graph:
@@ -211,7 +234,8 @@ def run_job(job: dict) -> dict:
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
-        raise UserError(f"{backend.label} could not build {onnx_path.name}: " + _fail(logger))
+        raise UserError(f"{backend.label} could not build {onnx_path.name}: "
+                        + _fail(logger, *_native_errors(job)))
     with open(job["out"], "wb") as f:
         f.write(serialized)
     if cache is not None:
@@ -242,14 +266,28 @@ def main() -> int:
         if not line.strip():
             continue
         job = json.loads(line)
+        # Native stderr (TensorRT, the plugin) goes to the job's file, which the parent
+        # reads if we die and we read to explain a failure.
+        saved = os.dup(2)
+        if job.get("stderr"):
+            fd = os.open(job["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(fd, 2)
+            os.dup2(fd, 1)
+            os.close(fd)
         try:
             info = run_job(job)
         except UserError as exc:
-            emit("result", ok=False, error=str(exc))
+            result = {"ok": False, "error": str(exc)}
         except Exception as exc:  # report anything else as a one-line build failure too
-            emit("result", ok=False, error=f"{type(exc).__name__}: {exc}")
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         else:
-            emit("result", ok=True, info=info)
+            result = {"ok": True, "info": info}
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.dup2(saved, 1)
+            os.close(saved)
+        emit("result", **result)
     return 0
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,10 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1, env=env)
         self.stderr = collections.deque(maxlen=200)
+        # Each job's native stderr (TensorRT, plugin messages) goes to this file.
+        fd, name = tempfile.mkstemp(prefix="stn-deploy-build-", suffix=".log")
+        os.close(fd)
+        self.stderr_file = Path(name)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
 
@@ -175,12 +180,18 @@ class _Worker:
         rc = self.proc.returncode
         how = (f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0
                else f"exit code {rc}")
-        tail = [l for l in self.stderr if l.strip()]
-        said = [l for l in tail if "[E]" in l or "[F]" in l or "rror" in l] or tail
+        try:
+            native = self.stderr_file.read_text(errors="replace").splitlines()
+        except OSError:
+            native = []
+        tail = [line for line in [*self.stderr, *native] if line.strip()]
+        said = [line for line in tail if "[E]" in line or "[F]" in line or "rror" in line
+                or "stn_deploy_plugins" in line] or tail
         reason = " | ".join(said[-3:]) if said else "no message"
         return f"TensorRT stopped the build process ({how}): {reason}"
 
     def close(self) -> None:
+        self._remove_log()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -196,6 +207,10 @@ class _Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._remove_log()
+
+    def _remove_log(self) -> None:
+        self.stderr_file.unlink(missing_ok=True)
 
 
 def _public(path: Path) -> None:
@@ -254,10 +269,12 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
                 outcomes.append(BuildOutcome(options, None, str(exc)))
                 continue
             if worker is None or worker.proc.poll() is not None:
+                if worker is not None:  # it crashed on the previous build: start afresh
+                    worker.kill()
                 worker = _Worker()
             try:
                 with atomic_path(options.engine) as tmp:
-                    event = worker.run({**job, "out": str(tmp)}, progress)
+                    event = worker.run({**job, "out": str(tmp), "stderr": str(worker.stderr_file)}, progress)
                     if not event["ok"]:
                         raise BuildError(event["error"])
                     sidecar = _sidecar(options, job, event["info"], tmp)

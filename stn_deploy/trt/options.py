@@ -55,7 +55,7 @@ class ShapeRange:
             lo <= s <= hi for s, lo, hi in zip(shape, self.min, self.max))
 
 
-_SHAPE_RE = re.compile(r"^(?P<name>[^:]+):(?P<min>[0-9x]+),(?P<opt>[0-9x]+),(?P<max>[0-9x]+)$")
+_SHAPE_RE = re.compile(r"^(?P<name>.+):(?P<min>[0-9x]+),(?P<opt>[0-9x]+),(?P<max>[0-9x]+)$")
 
 
 def parse_shape_spec(spec: str) -> ShapeRange:
@@ -68,7 +68,7 @@ def parse_shape_spec(spec: str) -> ShapeRange:
         UserError: the text is malformed.
     """
     text = spec.strip()
-    single = re.match(r"^([^:]+):([0-9x]+)$", text)
+    single = re.match(r"^(.+):([0-9x]+)$", text)
     if single:
         text = f"{single.group(1)}:{single.group(2)},{single.group(2)},{single.group(2)}"
     m = _SHAPE_RE.match(text)

@@ -1,0 +1,170 @@
+"""stn_deploy.doctor: each trap found in a crafted graph, nothing in a clean one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+
+from stn_deploy import schema
+from stn_deploy.cli import main
+from stn_deploy.doctor import RULES, TARGETS, doctor
+from stn_deploy.errors import UserError
+from stn_deploy.graph import PLUGIN_VERSION_ATTR
+
+F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
+
+
+def _vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=20, plugin=False):
+    opsets = [helper.make_opsetid("", opset)]
+    if plugin:
+        opsets.append(helper.make_opsetid(schema.PLUGIN_DOMAIN, 1))
+    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits)),
+                             opset_imports=opsets)
+
+
+def grid_sample(mode="linear", opset=20, rank=4, dtype=F32, hw=(8, 8)):
+    spatial = list(hw) if rank == 4 else [4, *hw]
+    return _model(
+        [helper.make_node("GridSample", ["x", "grid"], ["y"], name="gs", mode=mode)],
+        [_vi("x", dtype, [1, 1, *spatial]), _vi("grid", dtype, [1, *spatial, rank - 2])],
+        [_vi("y", dtype, [1, 1, *spatial])], opset=opset,
+    )
+
+
+def affine_grid():
+    return _model(
+        [helper.make_node("AffineGrid", ["theta", "size"], ["grid"], name="ag"),
+         helper.make_node("GridSample", ["x", "grid"], ["y"], name="gs", mode="nearest")],
+        [_vi("x", F32, [2, 1, 8, 8]), _vi("theta", F32, [2, 2, 3])], [_vi("y", F32, [2, 1, 8, 8])],
+        inits=[helper.make_tensor("size", TensorProto.INT64, [4], [2, 1, 8, 8])],
+    )
+
+
+def decomposed_grid():
+    """The dynamo exporter's affine grid: Mul(constant base, theta) -> ReduceSum -> Reshape."""
+    base = numpy_helper.from_array(np.zeros((64, 3, 1), np.float32), "base")
+    axes = numpy_helper.from_array(np.array([-2], np.int64), "axes")
+    shape = numpy_helper.from_array(np.array([2, 8, 8, 2], np.int64), "shape")
+    nodes = [
+        helper.make_node("Transpose", ["theta"], ["tt"], perm=[0, 2, 1]),
+        helper.make_node("Unsqueeze", ["tt", "one"], ["tu"]),
+        helper.make_node("Mul", ["base", "tu"], ["prod"]),
+        helper.make_node("ReduceSum", ["prod", "axes"], ["summed"], keepdims=0),
+        helper.make_node("Reshape", ["summed", "shape"], ["grid"]),
+        helper.make_node("GridSample", ["x", "grid"], ["y"], name="gs", mode="nearest"),
+    ]
+    one = numpy_helper.from_array(np.array([1], np.int64), "one")
+    return _model(nodes, [_vi("x", F32, [2, 1, 8, 8]), _vi("theta", F32, [2, 2, 3])],
+                  [_vi("y", F32, [2, 1, 8, 8])], inits=[base, axes, shape, one])
+
+
+def plugin_op(version=schema.PLUGIN_VERSION, dtype=F32, hw=(8, 8)):
+    node = helper.make_node(schema.GRID_SAMPLE_OP, ["x", "grid"], ["y"], name="stn", domain=schema.PLUGIN_DOMAIN,
+                            **{PLUGIN_VERSION_ATTR: version, **schema.SamplerSettings().plugin_fields()})
+    return _model([node], [_vi("x", dtype, [1, 1, *hw]), _vi("grid", dtype, [1, *hw, 2])],
+                  [_vi("y", dtype, [1, 1, *hw])], plugin=True)
+
+
+def mmdeploy_bicubic():
+    node = helper.make_node("grid_sampler", ["x", "grid"], ["y"], name="mm", domain="mmdeploy",
+                            interpolation_mode=2, padding_mode=0, align_corners=0)
+    model = _model([node], [_vi("x", F32, [1, 1, 8, 8]), _vi("grid", F32, [1, 8, 8, 2])],
+                   [_vi("y", F32, [1, 1, 8, 8])], opset=16)
+    model.opset_import.append(helper.make_opsetid("mmdeploy", 1))
+    return model
+
+
+# (case id, model builder, target, rule expected, severity expected)
+TRAPS = [
+    ("opset20-linear-trt10", lambda: grid_sample("linear"), "trt10", "trt-gridsample-mode", "error"),
+    ("opset20-cubic-trt10", lambda: grid_sample("cubic"), "trt10", "trt-gridsample-mode", "error"),
+    ("affinegrid-trt10", affine_grid, "trt10", "trt-affinegrid", "error"),
+    ("affinegrid-rtx", affine_grid, "rtx", "trt-affinegrid", "error"),
+    ("gridsample-5d-trt10", lambda: grid_sample("nearest", rank=5), "trt10", "trt-gridsample-5d", "error"),
+    ("gridsample-5d-trt11", lambda: grid_sample("nearest", rank=5), "trt11", "trt-gridsample-5d", "warning"),
+    ("bicubic-opset16-ort", lambda: grid_sample("bicubic", opset=16), "ort", "bicubic-outside-plugin", "info"),
+    ("bicubic-opset16-rtx", lambda: grid_sample("bicubic", opset=16), "rtx", "bicubic-outside-plugin", "warning"),
+    ("bicubic-mmdeploy", mmdeploy_bicubic, "trt10", "bicubic-outside-plugin", "error"),
+    ("decomposed-grid", decomposed_grid, "ort", "decomposed-affine-grid", "warning"),
+    ("fp16-4096-trt10", lambda: grid_sample("nearest", dtype=F16, hw=(8, 4096)), "trt10", "fp16-large-coordinates", "error"),
+    ("fp16-plugin-4096", lambda: plugin_op(dtype=F16, hw=(3000, 8)), "rtx", "fp16-large-coordinates", "error"),
+    ("plugin-version-unknown", lambda: plugin_op(version="99"), "trt10", "plugin-version", "error"),
+    ("plugin-on-ort", plugin_op, "ort", "plugin-ops-on-ort", "info"),
+]
+
+
+@pytest.mark.parametrize("case,build,target,rule,severity", TRAPS, ids=[t[0] for t in TRAPS])
+def test_doctor_finds_trap(case, build, target, rule, severity, tmp_path):
+    path = tmp_path / f"{case}.onnx"
+    onnx.save(build(), path)
+    report = doctor(path, target)
+    hits = [f for f in report.findings if f.rule == rule]
+    assert hits, f"{rule} not found; got {[f.rule for f in report.findings]}"
+    assert hits[0].severity == severity
+    assert hits[0].node and hits[0].hint and hits[0].message
+    assert report.ok == (not any(f.severity == "error" for f in report.findings))
+
+
+def test_every_rule_is_tested():
+    assert {t[3] for t in TRAPS} == set(RULES)
+
+
+CLEAN = [
+    ("plugin", plugin_op),
+    ("opset16-bilinear", lambda: grid_sample("bilinear", opset=16)),
+    ("fp16-small", lambda: grid_sample("nearest", dtype=F16, hw=(64, 64))),
+]
+
+
+@pytest.mark.parametrize("name,build", CLEAN, ids=[c[0] for c in CLEAN])
+@pytest.mark.parametrize("target", ["trt10", "trt11"])
+def test_clean_graph_has_no_findings(name, build, target, tmp_path):
+    path = tmp_path / "clean.onnx"
+    onnx.save(build(), path)
+    assert doctor(path, target).findings == []
+
+
+def test_our_plugin_export_is_clean_for_every_trt_target(tmp_path):
+    from stn_deploy.export import export_module
+    from stn_deploy.models import ModelConfig, build_model
+
+    config = ModelConfig("st-cnn-projective")
+    res = export_module(build_model(config), config.input_shape, tmp_path / "p.onnx", ops="plugin")
+    for target in ("trt10", "trt11", "rtx"):
+        assert doctor(res.path, target).findings == [], target
+
+
+def test_cli_doctor_exit_codes_and_json(tmp_path):
+    runner = CliRunner()
+    bad, good = tmp_path / "bad.onnx", tmp_path / "good.onnx"
+    onnx.save(affine_grid(), bad)
+    onnx.save(plugin_op(), good)
+    res = runner.invoke(main, ["doctor", str(bad), "--json"])
+    assert res.exit_code == 1
+    payload = json.loads(res.stdout)
+    assert payload["ok"] is False and payload["counts"]["error"] >= 1
+    assert {"rule", "node", "severity", "message", "hint"} <= set(payload["findings"][0])
+    res = runner.invoke(main, ["doctor", str(good), "--target", "rtx"])
+    assert res.exit_code == 0, res.output
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07junk")
+    res = runner.invoke(main, ["doctor", str(junk)])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1
+
+
+def test_unknown_target_is_user_error(tmp_path):
+    path = tmp_path / "m.onnx"
+    onnx.save(plugin_op(), path)
+    assert "ort" in TARGETS
+    with pytest.raises(UserError, match="unknown target"):
+        doctor(path, "trt9")

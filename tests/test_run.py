@@ -1,0 +1,151 @@
+"""stn_deploy.run: model kinds, runners, inputs (npz / Polygraphy JSON), bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stn_deploy.cli import main
+from stn_deploy.errors import UserError
+from stn_deploy.export import export_module
+from stn_deploy.models import ModelConfig, build_model
+from stn_deploy.run import (
+    KIND_CHECKPOINT,
+    KIND_ENGINE,
+    KIND_ONNX_PLUGIN,
+    KIND_ONNX_STANDARD,
+    RunOptions,
+    check_inputs,
+    detect_kind,
+    load_inputs,
+    open_runner,
+    random_inputs,
+    run,
+)
+from stn_deploy.train import save_checkpoint
+from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint of tutorial-stn and its two exports."""
+    d = tmp_path_factory.mktemp("run")
+    config = ModelConfig("tutorial-stn")
+    model = perturb_transformers(build_model(config))
+    save_checkpoint(d / "m.pt", model, config)
+    export_module(model, config.input_shape, d / "std.onnx", ops="standard", source=d / "m.pt")
+    export_module(model, config.input_shape, d / "plugin.onnx", ops="plugin", source=d / "m.pt")
+    return {"ckpt": d / "m.pt", "standard": d / "std.onnx", "plugin": d / "plugin.onnx", "dir": d}
+
+
+def test_detect_kind(models, tmp_path):
+    assert detect_kind(models["ckpt"]) == KIND_CHECKPOINT
+    assert detect_kind(models["standard"]) == KIND_ONNX_STANDARD
+    assert detect_kind(models["plugin"]) == KIND_ONNX_PLUGIN
+    (tmp_path / "m.engine").write_bytes(b"\0" * 16)
+    assert detect_kind(tmp_path / "m.engine") == KIND_ENGINE
+    truncated = tmp_path / "t.onnx"
+    data = models["standard"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for bad in (truncated, text, tmp_path / "missing.onnx"):
+        with pytest.raises(UserError):
+            detect_kind(bad)
+
+
+def test_torch_and_ort_runners_agree(models):
+    feed = {"input": np.random.default_rng(3).standard_normal((4, 1, 28, 28)).astype(np.float32)}
+    with open_runner(models["ckpt"]) as r:
+        expected = r.infer(feed)["output"]
+    assert expected.shape == (4, 10)
+    with open_runner(models["standard"]) as r:
+        assert_close(r.infer(feed)["output"], expected, tol=STANDARD_TOL, what="ort standard vs torch")
+    why = kernels_available()
+    if why:
+        pytest.skip(f"plugin runner needs the kernels: {why}")
+    with open_runner(models["plugin"]) as r:
+        assert_close(r.infer(feed)["output"], expected, tol=PLUGIN_TOL, what="ort plugin vs torch")
+
+
+def test_run_with_npz_and_polygraphy_json_inputs(models, tmp_path):
+    from polygraphy.json import save_json
+
+    feed = {"input": np.random.default_rng(4).standard_normal((2, 1, 28, 28)).astype(np.float32)}
+    npz, js = tmp_path / "in.npz", tmp_path / "in.json"
+    np.savez(npz, **feed)
+    save_json([feed], str(js))
+    assert np.array_equal(load_inputs(js)["input"], feed["input"])
+    outs = []
+    for inputs, model in ((npz, models["ckpt"]), (js, models["standard"])):
+        res = run(RunOptions(model, tmp_path / f"out-{inputs.suffix[1:]}.npz", inputs=inputs))
+        assert res.inputs == {"input": [2, 1, 28, 28]}
+        with np.load(res.output) as data:
+            outs.append(data["output"])
+    assert_close(outs[1], outs[0], tol=STANDARD_TOL, what="run ort vs torch")
+
+
+def test_random_inputs_are_seeded(models, tmp_path):
+    a = run(RunOptions(models["standard"], tmp_path / "a.npz", batch=3, seed=7))
+    b = run(RunOptions(models["standard"], tmp_path / "b.npz", batch=3, seed=7))
+    assert a.inputs == {"input": [3, 1, 28, 28]}
+    with np.load(a.output) as x, np.load(b.output) as y:
+        assert np.array_equal(x["output"], y["output"])
+    with open_runner(models["standard"]) as r:
+        meta = r.get_input_metadata(use_numpy_dtypes=False)
+    c = random_inputs(meta, batch=2, seed=1)["input"]
+    assert c.shape == (2, 1, 28, 28) and np.array_equal(c, random_inputs(meta, batch=2, seed=1)["input"])
+
+
+@pytest.mark.parametrize(
+    "feed,match",
+    [
+        ({"image": np.zeros((1, 1, 28, 28), np.float32)}, "unknown input name"),
+        ({"input": np.zeros((1, 1, 32, 32), np.float32)}, "shape 1x1x32x32"),
+        ({"input": np.zeros((1, 28, 28), np.float32)}, "shape 1x28x28"),
+        ({"input": np.zeros((1, 1, 28, 28), np.float64)}, "dtype float64"),
+    ],
+    ids=["unknown-name", "wrong-hw", "wrong-rank", "wrong-dtype"],
+)
+@pytest.mark.parametrize("kind", ["ckpt", "standard"])
+def test_bad_inputs_are_one_line_exit_2(models, tmp_path, feed, match, kind):
+    inputs = tmp_path / "bad.npz"
+    np.savez(inputs, **feed)
+    with pytest.raises(UserError, match=match):
+        with open_runner(models[kind]) as r:
+            check_inputs(feed, r.get_input_metadata(use_numpy_dtypes=False))
+    out = tmp_path / "out.npz"
+    res = CliRunner().invoke(main, ["run", str(models[kind]), "--inputs", str(inputs), "-o", str(out)])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output
+    assert not out.exists() and not list(tmp_path.glob(".out.npz.*"))
+
+
+def test_backend_and_engine_errors(models, tmp_path):
+    with pytest.raises(UserError, match="runs checkpoints"):
+        open_runner(models["standard"], "torch")
+    with pytest.raises(UserError, match="export it first"):
+        open_runner(models["ckpt"], "ort")
+    with pytest.raises(UserError, match="build it first"):
+        open_runner(models["standard"], "trt")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="needs a CUDA GPU"):
+            open_runner(engine)
+
+
+def test_cli_run(models, tmp_path):
+    out = tmp_path / "o.npz"
+    res = CliRunner().invoke(main, ["run", str(models["standard"]), "-o", str(out), "--batch", "2"])
+    assert res.exit_code == 0, res.output
+    with np.load(out) as data:
+        assert data["output"].shape == (2, 10)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x0a\x05hello")
+    res = CliRunner().invoke(main, ["run", str(junk), "-o", str(tmp_path / "never.npz")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "never.npz").exists()
