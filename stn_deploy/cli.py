@@ -153,10 +153,14 @@ def visualize_command(checkpoint, output, dataset, count, seed):
 
 # === section: export, rewrite, doctor, run (export.py, graph.py, run.py) ===
 
-# Choices declared here from the modules' constants (those modules import torch/onnx lazily).
-_EXPORT_OPS = ("standard", "plugin")
-_DOCTOR_TARGETS = ("trt10", "trt11", "rtx", "ort")
-_RUN_BACKENDS = ("torch", "ort", "trt")
+# Choices come from the modules themselves (they import torch/onnx lazily, so this is cheap).
+from stn_deploy.doctor import RULES as _DOCTOR_RULES  # noqa: E402
+from stn_deploy.doctor import TARGETS as _DOCTOR_TARGETS  # noqa: E402
+from stn_deploy.export import DEFAULT_OPSET as _EXPORT_DEFAULT_OPSET  # noqa: E402
+from stn_deploy.export import MAX_OPSET as _EXPORT_MAX_OPSET  # noqa: E402
+from stn_deploy.export import MIN_OPSET as _EXPORT_MIN_OPSET  # noqa: E402
+from stn_deploy.export import OPS_CHOICES as _EXPORT_OPS  # noqa: E402
+from stn_deploy.run import BACKENDS as _RUN_BACKENDS  # noqa: E402
 
 
 @main.command("export")
@@ -166,7 +170,8 @@ _RUN_BACKENDS = ("torch", "ort", "trt")
 @click.option("--ops", type=click.Choice(_EXPORT_OPS), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
                    "STNAffineGridSample (our TensorRT plugin).")
-@click.option("--opset", type=click.IntRange(min=20), default=20, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(_EXPORT_MIN_OPSET, _EXPORT_MAX_OPSET), default=_EXPORT_DEFAULT_OPSET,
+              show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
 @click.option("--dynamic-hw", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Dynamic input H/W; auto = where the model allows.")
@@ -202,13 +207,16 @@ def rewrite_command(model, output, fuse, as_json):
         click.echo(f"wrote {report.output}")
 
 
-@main.command("doctor")
+@main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in _DOCTOR_RULES.items()))
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(_DOCTOR_TARGETS), default="trt10", show_default=True,
               help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(model, target, as_json):
-    """Lint an ONNX model for known STN deployment traps (exit 1 on an error)."""
+    """Lint an ONNX model for known STN deployment traps (exit 1 on an error).
+
+    Each finding has a rule id, the node, a severity (error, warning, info) and a fix hint.
+    """
     from stn_deploy.doctor import doctor
 
     report = doctor(model, target)
@@ -365,6 +373,8 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
     finally:
         progress.stop()
     side = result.sidecar
+    if side["timing_cache"] and not side["timing_cache"]["used"]:
+        click.echo("note: --timing-cache is a no-op in TensorRT-RTX (it keeps no timing cache)")
     click.echo(f"built {result.engine} ({side['engine']['bytes']} bytes) with "
                f"{'TensorRT-RTX' if side['backend']['name'] == 'rtx' else 'TensorRT'} {side['backend']['version']} "
                f"in {result.seconds:.2f} s; sidecar {result.sidecar_path}")

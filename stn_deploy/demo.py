@@ -145,10 +145,11 @@ class Step:
 
 @dataclass(frozen=True)
 class DemoResult:
-    """The run folder and its summary (the content of ``summary.json``)."""
+    """The run folder, its summary (the content of ``summary.json``) and the bench report."""
 
     run_dir: Path
     summary: dict[str, Any]
+    bench_report: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -187,6 +188,7 @@ class _Runner:
         self.run_dir = run_dir
         self.say = say
         self.steps: list[Step] = []
+        self.bench_report: dict[str, Any] | None = None
 
     def path(self, key: str) -> Path:
         return self.run_dir / ARTEFACTS[key]
@@ -196,8 +198,10 @@ class _Runner:
 
     def needs(self, *names: str) -> None:
         for name in names:
-            if self.status(name) != OK:
-                raise _Skip(f"needs the {name} step, which {self.status(name) or 'did not run'}")
+            status = self.status(name)
+            if status != OK:
+                how = {FAILED: "failed", SKIPPED: "was skipped"}.get(status or "", "did not run")
+                raise _Skip(f"needs the {name} step, which {how}")
 
     def step(self, name: str, fn: Callable[[Step], None]) -> Step:
         step = Step(name)
@@ -219,8 +223,10 @@ class _Runner:
         step.seconds = time.perf_counter() - start
         step.artefacts = [a for a in step.artefacts if (self.run_dir / a).exists()]
         self.steps.append(step)
+        from rich.markup import escape
+
         colour = {OK: "green", SKIPPED: "yellow", FAILED: "red"}[step.status]
-        tail = f": {step.reason}" if step.reason else ""
+        tail = f": {escape(step.reason)}" if step.reason else ""
         self.say(f"  [{colour}]{step.status}[/{colour}] in {step.seconds:.1f} s{tail}")
         return step
 
@@ -339,7 +345,7 @@ def _bench(options: DemoOptions, r: _Runner):
             iters=options.iters, output_dir=r.run_dir, name=ARTEFACTS["bench_name"], onnx=onnx, engine=engine,
         ))
         step.artefacts += [result.json_path.name, result.png_path.name]
-        step.detail["tables"] = result.report  # kept in memory for the summary; dropped below
+        r.bench_report = result.report
         step.detail["p50_ms"] = {
             f"{row['backend']}@{row['batch']}": round(row["p50_ms"], 4)
             for row in result.report["results"] if row["status"] == "ok"
@@ -390,8 +396,7 @@ def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) ->
     r.step("build", _build(options, r))
     r.step("validate", _validate(options, r))
     r.step("visualize", _visualize(options, r))
-    bench_step = r.step("bench", _bench(options, r))
-    bench_report = bench_step.detail.pop("tables", None)
+    r.step("bench", _bench(options, r))
 
     from stn_deploy.bench import environment
 
@@ -411,14 +416,35 @@ def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) ->
         "artefacts": sorted(p.name for p in run_dir.iterdir() if p.is_file() and not p.name.startswith(".")) + [ARTEFACTS["summary"]],
     }
     summary["ok"] = not any(s.status == FAILED for s in r.steps)
+    summary["headline"] = _headlines(r)
     write_json(run_dir / ARTEFACTS["summary"], summary)
-    result = DemoResult(run_dir=run_dir, summary=summary)
-    object.__setattr__(result, "_bench_report", bench_report)
-    return result
+    return DemoResult(run_dir=run_dir, summary=summary, bench_report=r.bench_report)
+
+
+def _headlines(r: _Runner) -> dict[str, Any]:
+    """The few numbers a reader wants first: accuracy, engine size, validation verdict, and
+    the bench's speedups against torch eager at the largest batch."""
+    steps = {s.name: s for s in r.steps}
+    out: dict[str, Any] = {}
+    if steps["train"].status == OK:
+        out["test_error_percent"] = steps["train"].detail.get("test_error")
+    if steps["build"].status == OK:
+        out["engine_bytes"] = steps["build"].detail.get("engine_bytes")
+    out["validation"] = {k: v for k, v in steps["validate"].detail.items()} or steps["validate"].status
+    if r.bench_report:
+        rows = [row for row in r.bench_report["results"] if row["status"] == "ok"]
+        if rows:
+            top = max(row["batch"] for row in rows)
+            out[f"speedup_vs_torch_at_batch_{top}"] = {
+                row["backend"]: round(row["speedup_vs_torch"], 3) for row in rows
+                if row["batch"] == top and row.get("speedup_vs_torch")
+            }
+    return out
 
 
 def render_summary(result: DemoResult) -> list[Any]:
     """Rich renderables: the steps table, then the bench tables when the bench ran."""
+    from rich.markup import escape
     from rich.table import Table
 
     s = result.summary
@@ -430,13 +456,12 @@ def render_summary(result: DemoResult) -> list[Any]:
     colours = {OK: "green", SKIPPED: "yellow", FAILED: "red"}
     for step in s["steps"]:
         table.add_row(step["step"], f"[{colours[step['status']]}]{step['status']}[/]", f"{step['seconds']:.1f}",
-                      step.get("reason") or _headline(step))
+                      escape(step.get("reason") or _headline(step)))
     out: list[Any] = [table]
-    bench_report = getattr(result, "_bench_report", None)
-    if bench_report:
+    if result.bench_report:
         from stn_deploy.bench import render_tables
 
-        out.extend(render_tables(bench_report))
+        out.extend(render_tables(result.bench_report))
     out.append(f"run folder: {result.run_dir}  ({', '.join(s['artefacts'])})")
     return out
 

@@ -37,6 +37,8 @@ OPS_CHOICES = ("standard", "plugin")
 DEFAULT_OPSET = 20
 #: AffineGrid exists from opset 20; opset-16 GridSample alone cannot express affine STNs.
 MIN_OPSET = 20
+#: The highest opset the legacy (TorchScript) exporter of torch 2.13 was checked to write.
+MAX_OPSET = 21
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM, HEIGHT_DIM, WIDTH_DIM, DEPTH_DIM = "batch", "height", "width", "depth"
@@ -245,7 +247,9 @@ def to_onnx(
     dynamic_hw: bool = False,
     metadata: dict[str, str] | None = None,
 ) -> "onnx.ModelProto":
-    """Export ``model`` (eval mode, CPU) for inputs [N, *input_shape]; returns a checked model.
+    """Export ``model`` for inputs [N, *input_shape]; returns a checked model.
+
+    The model is put in eval mode on the CPU (in place).
 
     Raises:
         UserError: unknown ``ops``, an opset below 20, or a graph that fails the checker.
@@ -259,6 +263,8 @@ def to_onnx(
         raise UserError(f"unknown --ops {ops!r}; choose from {', '.join(OPS_CHOICES)}")
     if opset < MIN_OPSET:
         raise UserError(f"opset {opset} has no AffineGrid; use {MIN_OPSET} or later")
+    if opset > MAX_OPSET:
+        raise UserError(f"opset {opset} is above what the legacy exporter writes ({MAX_OPSET})")
     register_onnx_schemas()
     model = model.eval().cpu()
     example = torch.randn(2, *[int(s) for s in input_shape])
@@ -279,12 +285,16 @@ def to_onnx(
     ctx = plugin_warps(model) if ops == "plugin" else contextlib.nullcontext()
     with ctx, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice: chosen on purpose
-        torch.onnx.export(
-            model, (example,), buf, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
-            custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" and transformers(model) else None,
-            do_constant_folding=True,
-        )
+        try:
+            torch.onnx.export(
+                model, (example,), buf, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
+                custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" and transformers(model) else None,
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # the exporter's many error types (unsupported opset/op, tracing)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"torch.onnx.export failed at opset {opset}: {first[:300]}") from None
     proto = onnx.load_from_string(buf.getvalue())
     proto = fold_constant_affine_grids(proto)
     for k, v in (metadata or {}).items():

@@ -241,10 +241,20 @@ class _Array:
             raise UserError(f"{self.name} has dtype {self.dtype}; supported: float32, float16, bfloat16") from None
 
 
-def _options(mode: str, padding_mode: str, align_corners: bool) -> tuple[int, int, int]:
+def _enum(value: str | int, enum: type, from_name, what: str) -> int:
+    """A mode given by name (``"bilinear"``) or by its plugin integer (``0``, as in ONNX attributes)."""
+    if isinstance(value, str):
+        return int(from_name(value))
+    try:
+        return int(enum(int(value)))
+    except (TypeError, ValueError):
+        raise UserError(f"unknown {what} {value!r}; choose from {', '.join(m.name.lower() for m in enum)}") from None
+
+
+def _options(mode: str | int, padding_mode: str | int, align_corners: bool | int) -> tuple[int, int, int]:
     return (
-        int(schema.interpolation_from_name(mode)),
-        int(schema.padding_from_name(padding_mode)),
+        _enum(mode, schema.InterpolationMode, schema.interpolation_from_name, "interpolation mode"),
+        _enum(padding_mode, schema.PaddingMode, schema.padding_from_name, "padding mode"),
         1 if align_corners else 0,
     )
 
@@ -298,8 +308,8 @@ def _run(fused: bool, x: _Array, coords: _Array, desc: _Desc, num_threads: int |
 def grid_sample(
     input: Any,
     grid: Any,
-    mode: str = "bilinear",
-    padding_mode: str = "zeros",
+    mode: str | int = "bilinear",
+    padding_mode: str | int = "zeros",
     align_corners: bool = False,
     *,
     semantics: str = "device",
@@ -310,8 +320,8 @@ def grid_sample(
     Args:
         input: X, [N, C, H, W] or [N, C, D, H, W]; float32, float16 or bfloat16 (numpy: float32/float16).
         grid: [N, Ho, Wo, 2] or [N, Do, Ho, Wo, 3]; float32 or the dtype of ``input``.
-        mode: ``bilinear``, ``nearest`` or ``bicubic`` (4-D only).
-        padding_mode: ``zeros``, ``border`` or ``reflection``.
+        mode: ``bilinear``, ``nearest`` or ``bicubic`` (4-D only), or the plugin integer 0/1/2.
+        padding_mode: ``zeros``, ``border`` or ``reflection``, or 0/1/2.
         align_corners: as PyTorch (default False).
         semantics: non-finite coordinates as PyTorch on ``device`` (default: the device of the
             data), or as PyTorch's ``cuda`` / ``cpu`` kernel (e.g. to predict a TensorRT engine on the CPU).
@@ -347,8 +357,8 @@ def affine_grid_sample(
     input: Any,
     theta: Any,
     size: Sequence[int],
-    mode: str = "bilinear",
-    padding_mode: str = "zeros",
+    mode: str | int = "bilinear",
+    padding_mode: str | int = "zeros",
     align_corners: bool = False,
     *,
     semantics: str = "device",

@@ -25,8 +25,10 @@ from stn_deploy.graph import (
     rewrite,
     rewrite_model,
 )
+from stn_deploy.export import export_module, transformers
+from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
-from helpers_export import PLUGIN_TOL, assert_close, kernels_available
+from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
 
 FLOAT = TensorProto.FLOAT
 
@@ -317,3 +319,51 @@ def test_user_dynamo_export_decomposed_grid_is_fused(tmp_path):
         expected = model(x).numpy()
     name = new.graph.input[0].name
     assert_close(ort_session(new).run(None, {name: x.numpy()})[0], expected, tol=PLUGIN_TOL, what="dynamo STN rewritten")
+
+
+ZOO_WITH_SAMPLERS = [n for n in MODEL_NAMES if n not in ("cnn", "fcn")]
+
+
+@pytest.mark.parametrize("name", ZOO_WITH_SAMPLERS)
+def test_rewrite_of_standard_zoo_export(name, tmp_path):
+    """Rewrite recovers the plugin ops from each standard export: fused for matrix generators
+    (projective: 2 AffineGrid + Div -> transform=1), STNGridSample for TPS; nothing left."""
+    config = ModelConfig(name)
+    model = perturb_transformers(build_model(config))
+    src = export_module(model, config.input_shape, tmp_path / "std.onnx").path
+    report = rewrite(RewriteOptions(Path(src), tmp_path / "plugin.onnx"))
+    assert not report.left
+    kinds = [st.generator.kind for _, st in transformers(model)]
+    want = [schema.GRID_SAMPLE_OP if k == "tps" else schema.AFFINE_GRID_SAMPLE_OP for k in kinds]
+    assert [e.replaced_by for e in report.replaced] == want
+    new = onnx.load(report.output)
+    for node, kind in zip(_plugin_nodes(new), kinds):
+        if kind != "tps":
+            want_t = schema.Transform.PROJECTIVE if kind == "projective" else schema.Transform.AFFINE
+            assert attr_value(node, schema.FIELD_TRANSFORM) == int(want_t)
+    why = kernels_available()
+    if why:
+        pytest.skip(f"structure checked; parity needs the kernels: {why}")
+    x = torch.randn(3, *config.input_shape)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert_close(ort_session(new).run(None, {"input": x.numpy()})[0], expected, tol=PLUGIN_TOL, what=name)
+
+
+@pytest.mark.parametrize("case", ["unknown-mode", "uint8-input"])
+def test_grid_sample_left_with_reason(case):
+    from stn_deploy.graph import RewriteReport
+
+    dtype = TensorProto.UINT8 if case == "uint8-input" else FLOAT
+    mode = "foo" if case == "unknown-mode" else "linear"
+    node = helper.make_node("GridSample", ["x", "grid"], ["y"], name="gs", mode=mode)
+    graph = helper.make_graph(
+        [node], "left",
+        [helper.make_tensor_value_info("x", dtype, [1, 1, 4, 4]), helper.make_tensor_value_info("grid", FLOAT, [1, 2, 2, 2])],
+        [helper.make_tensor_value_info("y", dtype, [1, 1, 2, 2])],
+    )
+    report = RewriteReport("<memory>", None)
+    new = rewrite_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), report)
+    assert not report.replaced and [e.node for e in report.left] == ["gs"]
+    assert ("foo" if case == "unknown-mode" else "uint8") in report.left[0].reason
+    assert [n.op_type for n in new.graph.node] == ["GridSample"]

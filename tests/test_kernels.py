@@ -195,6 +195,8 @@ def test_numpy_arrays_in_numpy_out():
     x16 = x.astype(np.float16)
     out16 = kernels.grid_sample(x16, grid, "nearest")
     assert out16.dtype == np.float16
+    # Modes also as the plugin's integers (ONNX attributes): 1 = nearest.
+    assert np.array_equal(kernels.grid_sample(x16, grid, 1, 0, 0), out16)
     # Non-contiguous input is accepted (copied once).
     out_nc = kernels.grid_sample(np.asfortranarray(x), grid)
     assert_close(out_nc, kernels.grid_sample(x, grid))
@@ -292,6 +294,7 @@ def test_fused_degenerate_output_sizes(size):
         pytest.param(lambda x, g: kernels.grid_sample(x, g.half()), "grid has dtype", id="grid-dtype"),
         pytest.param(lambda x, g: kernels.grid_sample(x, g, mode="lanczos"), "interpolation", id="mode-name"),
         pytest.param(lambda x, g: kernels.grid_sample(x, g, padding_mode="wrap"), "padding", id="padding-name"),
+        pytest.param(lambda x, g: kernels.grid_sample(x, g, mode=7), "interpolation", id="mode-int-7"),
         pytest.param(
             lambda x, g: kernels.grid_sample(x.unsqueeze(2), g.unsqueeze(1).expand(-1, 1, -1, -1, -1)[..., :1].repeat(1, 1, 1, 1, 3), "bicubic"),
             "bicubic",

@@ -17,20 +17,19 @@ namespace
 using cuda::globalThread;
 using cuda::gridStride;
 
-template <typename G>
-__device__ __forceinline__ void loadTheta(G const* theta, int64_t n, int32_t count, float (&t)[12])
+__device__ __forceinline__ void loadTheta(cuda::CoordReader const& theta, int64_t n, int32_t count, float (&t)[12])
 {
     STN_UNROLL
     for (int32_t k = 0; k < 12; ++k)
     {
-        t[k] = k < count ? math::toFloat(__ldg(theta + n * count + k)) : 0.0f;
+        t[k] = k < count ? theta[n * count + k] : 0.0f;
     }
 }
 
 //! P adjacent positions (pos .. pos + P - 1, same row when P = 2 and out_w is even) per thread.
-template <typename T, typename G, int kRank, int P, typename Writer>
-__device__ __forceinline__ void fusedPoint(T const* __restrict__ x, G const* __restrict__ theta,
-    StnSampleDesc const& d, math::SampleOptions const& o, int64_t n, int64_t pos, Writer const& write)
+template <typename T, int kRank, int P, typename Writer>
+__device__ __forceinline__ void fusedPoint(T const* __restrict__ x, cuda::CoordReader const& theta,
+    StnSampleDesc const& d, math::SampleOptions const& o, int64_t n, int64_t pos, bool small, Writer const& write)
 {
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
     bool const ac = o.alignCorners;
@@ -43,9 +42,8 @@ __device__ __forceinline__ void fusedPoint(T const* __restrict__ x, G const* __r
         STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t const q = pos + p;
-            int64_t const w = q % d.out_w;
-            int64_t const h = q / d.out_w;
+            int64_t h, w;
+            cuda::divMod(pos + p, d.out_w, small, h, w);
             math::transformPoint2d(t, d.transform == 1, math::baseCoordinate(w, d.out_w, ac),
                 math::baseCoordinate(h, d.out_h, ac), gx[p], gy[p]);
         }
@@ -57,10 +55,9 @@ __device__ __forceinline__ void fusedPoint(T const* __restrict__ x, G const* __r
         STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t const q = pos + p;
-            int64_t const w = q % d.out_w;
-            int64_t const h = (q / d.out_w) % d.out_h;
-            int64_t const z = q / (d.out_w * d.out_h);
+            int64_t zh, w, z, h;
+            cuda::divMod(pos + p, d.out_w, small, zh, w);
+            cuda::divMod(zh, d.out_h, small, z, h);
             math::transformPoint3d(t, math::baseCoordinate(w, d.out_w, ac), math::baseCoordinate(h, d.out_h, ac),
                 math::baseCoordinate(z, d.out_d, ac), gx[p], gy[p], gz[p]);
         }
@@ -68,36 +65,38 @@ __device__ __forceinline__ void fusedPoint(T const* __restrict__ x, G const* __r
     }
 }
 
-template <typename T, typename G, int kRank>
+template <typename T, int kRank>
 __global__ void __launch_bounds__(cuda::kTHREADS)
-    affineGridSampleKernel(T const* __restrict__ x, G const* __restrict__ theta, T* __restrict__ out,
+    affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
         StnSampleDesc d, math::SampleOptions o)
 {
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const total = d.n * outPlane;
+    bool const small = total < (int64_t{1} << 31);
     for (int64_t i = globalThread(); i < total; i += gridStride())
     {
-        int64_t const n = i / outPlane;
-        int64_t const pos = i - n * outPlane;
+        int64_t n, pos;
+        cuda::divMod(i, outPlane, small, n, pos);
         math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
-        fusedPoint<T, G, kRank, 1>(x, theta, d, o, n, pos, write);
+        fusedPoint<T, kRank, 1>(x, theta, d, o, n, pos, small, write);
     }
 }
 
-template <typename T, typename G, int kRank>
+template <typename T, int kRank>
 __global__ void __launch_bounds__(cuda::kTHREADS)
-    affineGridSamplePairKernel(T const* __restrict__ x, G const* __restrict__ theta, T* __restrict__ out,
+    affineGridSamplePairKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
         StnSampleDesc d, math::SampleOptions o)
 {
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const pairs = d.n * outPlane / 2;
+    bool const small = 2 * pairs < (int64_t{1} << 31);
     for (int64_t j = globalThread(); j < pairs; j += gridStride())
     {
         int64_t const i = 2 * j;
-        int64_t const n = i / outPlane;
-        int64_t const pos = i - n * outPlane;
+        int64_t n, pos;
+        cuda::divMod(i, outPlane, small, n, pos);
         cuda::PairWriter<T> const write{out + n * d.c * outPlane, outPlane, pos};
-        fusedPoint<T, G, kRank, 2>(x, theta, d, o, n, pos, write);
+        fusedPoint<T, kRank, 2>(x, theta, d, o, n, pos, small, write);
     }
 }
 
@@ -109,13 +108,13 @@ struct Launch
     void* out;
     cudaStream_t stream;
 
-    template <typename T, typename G>
+    template <typename T>
     void operator()() const
     {
         math::SampleOptions const o = sampleOptions(d, /*cuda=*/true);
         int64_t const outPlane = d.out_d * d.out_h * d.out_w;
         T const* xp = static_cast<T const*>(x);
-        G const* tp = static_cast<G const*>(theta);
+        cuda::CoordReader const tp{theta, d.coord_dtype};
         T* op = static_cast<T*>(out);
         // Pairs stay inside one row when out_w is even.
         if (d.out_w % 2 == 0 && cuda::aligned(out, 2 * sizeof(T)))
@@ -123,22 +122,22 @@ struct Launch
             unsigned int const blocks = cuda::blocksFor(d.n * outPlane / 2);
             if (d.rank == 4)
             {
-                affineGridSamplePairKernel<T, G, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+                affineGridSamplePairKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
             }
             else
             {
-                affineGridSamplePairKernel<T, G, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+                affineGridSamplePairKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
             }
             return;
         }
         unsigned int const blocks = cuda::blocksFor(d.n * outPlane);
         if (d.rank == 4)
         {
-            affineGridSampleKernel<T, G, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+            affineGridSampleKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
         }
         else
         {
-            affineGridSampleKernel<T, G, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+            affineGridSampleKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
         }
     }
 };

@@ -40,11 +40,42 @@ __device__ __forceinline__ int64_t gridStride()
     return static_cast<int64_t>(gridDim.x) * blockDim.x;
 }
 
-template <typename G>
-__device__ __forceinline__ float loadCoord(G const* p)
+//! q = a / b, r = a % b for a, b >= 0; 32-bit arithmetic when `small` (everything < 2^31), which
+//! is several times cheaper than the emulated 64-bit division.
+__device__ __forceinline__ void divMod(int64_t a, int64_t b, bool small, int64_t& q, int64_t& r)
 {
-    return math::toFloat(__ldg(p));
+    if (small)
+    {
+        uint32_t const qa = static_cast<uint32_t>(a) / static_cast<uint32_t>(b);
+        q = qa;
+        r = static_cast<uint32_t>(a) - qa * static_cast<uint32_t>(b);
+    }
+    else
+    {
+        q = a / b;
+        r = a - q * b;
+    }
 }
+
+//! Reads grid / theta elements of a runtime dtype (float32 or the 16-bit dtype of X) as float.
+//! A runtime switch (uniform across the grid) instead of a template parameter halves the number
+//! of kernel instantiations, i.e. the build time.
+struct CoordReader
+{
+    void const* p;
+    int32_t dtype; // STN_DTYPE_*
+
+    __device__ __forceinline__ float operator[](int64_t i) const
+    {
+        switch (dtype)
+        {
+        case STN_DTYPE_FLOAT16: return __half2float(__ldg(static_cast<__half const*>(p) + i));
+        case STN_DTYPE_BFLOAT16: return __bfloat162float(__ldg(static_cast<__nv_bfloat16 const*>(p) + i));
+        case STN_DTYPE_FLOAT32: return __ldg(static_cast<float const*>(p) + i);
+        }
+        return 0.0f; // unreachable: validateDesc admits only the three dtypes
+    }
+};
 
 //! Stores P = 2 consecutive outputs of one channel plane with one 8/4-byte store.
 template <typename T>
@@ -102,33 +133,15 @@ inline int32_t checkLaunch(char const* what)
     return STN_OK;
 }
 
-//! Calls f.template operator()<T, G>() for the descriptor's (X dtype, coordinate dtype).
+//! Calls f.template operator()<T>() for the descriptor's X dtype.
 template <typename F>
 void dispatchTypes(StnSampleDesc const& d, F&& f)
 {
     switch (d.x_dtype)
     {
-    case STN_DTYPE_FLOAT32: f.template operator()<float, float>(); return;
-    case STN_DTYPE_FLOAT16:
-        if (d.coord_dtype == STN_DTYPE_FLOAT32)
-        {
-            f.template operator()<__half, float>();
-        }
-        else
-        {
-            f.template operator()<__half, __half>();
-        }
-        return;
-    case STN_DTYPE_BFLOAT16:
-        if (d.coord_dtype == STN_DTYPE_FLOAT32)
-        {
-            f.template operator()<__nv_bfloat16, float>();
-        }
-        else
-        {
-            f.template operator()<__nv_bfloat16, __nv_bfloat16>();
-        }
-        return;
+    case STN_DTYPE_FLOAT32: f.template operator()<float>(); return;
+    case STN_DTYPE_FLOAT16: f.template operator()<__half>(); return;
+    case STN_DTYPE_BFLOAT16: f.template operator()<__nv_bfloat16>(); return;
     }
 }
 

@@ -99,6 +99,11 @@ std::string validateDesc(StnSampleDesc const& d, bool fused)
     }
     int64_t const inDims[5] = {d.n, d.c, d.in_d, d.in_h, d.in_w};
     int64_t const outDims[5] = {d.n, d.c, d.out_d, d.out_h, d.out_w};
+    int64_t const gridDims[5] = {d.n, d.out_d, d.out_h, d.out_w, 3};
+    int64_t const thetaDims[5] = {d.n, 12, 1, 1, 1};
+    int64_t inVolume = 0;
+    int64_t outVolume = 0;
+    int64_t gridVolume = 0;
     for (int32_t i = 0; i < 5; ++i)
     {
         if (inDims[i] < 0 || outDims[i] < 0)
@@ -106,19 +111,14 @@ std::string validateDesc(StnSampleDesc const& d, bool fused)
             return "shape dimensions must be >= 0";
         }
     }
-    if ((d.in_d == 0 || d.in_h == 0 || d.in_w == 0) && d.n * d.c > 0 && d.out_d * d.out_h * d.out_w > 0)
-    {
-        return "input spatial size must be non-zero when the output is not empty";
-    }
-    int64_t volume = 0;
-    if (!checkedVolume(inDims, 5, volume) || !checkedVolume(outDims, 5, volume))
+    if (!checkedVolume(inDims, 5, inVolume) || !checkedVolume(outDims, 5, outVolume)
+        || !checkedVolume(gridDims, 5, gridVolume) || !checkedVolume(thetaDims, 5, gridVolume))
     {
         return "tensor size overflows int64";
     }
-    int64_t const gridDims[5] = {d.n, d.out_d, d.out_h, d.out_w, 3};
-    if (!checkedVolume(gridDims, 5, volume))
+    if (inVolume == 0 && outVolume > 0)
     {
-        return "grid size overflows int64";
+        return "input X is empty but the output is not";
     }
     return {};
 }

@@ -511,6 +511,19 @@ void fuzzDesc(Rng& r, Stats& s)
         }
         return;
     }
+    // Validated: no product of the shape overflows, but keep the test tensors small.
+    int64_t const dims[8] = {d.n, d.c, d.in_d, d.in_h, d.in_w, d.out_d, d.out_h, d.out_w};
+    for (int64_t v : dims)
+    {
+        if (v > 64)
+        {
+            return;
+        }
+    }
+    if (d.n * d.c * d.in_d * d.in_h * d.in_w > 20000)
+    {
+        return;
+    }
     int64_t const inVol = d.n * d.c * d.in_d * d.in_h * d.in_w;
     int64_t const outVol = d.n * d.c * d.out_d * d.out_h * d.out_w;
     int64_t const coordVol = fused ? d.n * 12 : d.n * d.out_d * d.out_h * d.out_w * 3;

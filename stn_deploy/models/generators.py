@@ -180,20 +180,21 @@ class TPSGenerator(GridGenerator):
         return None
 
     def grid(self, params: Tensor, size: Sequence[int], align_corners: bool) -> Tensor:
-        n = params.shape[0]
-        targets = params.reshape(n, -1, 2)  # [N, K, 2]
-        coeffs = torch.matmul(self.l_inv.to(params.dtype), targets)  # [N, K+3, 2]
+        n, h, w = params.shape[0], int(size[-2]), int(size[-1])
+        ctrl = self.control_points.to(params.dtype)
+        # The spline of the control points' displacements, added to the identity grid: the
+        # same map as the spline of the targets (a TPS reproduces the identity exactly), but
+        # exact at rest instead of off by float32 round-off of the solve.
+        offsets = (params.reshape(n, -1, 2) - ctrl).to(params.dtype)  # [N, K, 2]
+        coeffs = torch.matmul(self.l_inv.to(params.dtype), offsets)  # [N, K+3, 2]
         # Output-space points with the same convention as the affine generators.
         eye = torch.eye(2, 3, dtype=params.dtype, device=params.device).unsqueeze(0)
-        base = F.affine_grid(eye, [1, 1, int(size[-2]), int(size[-1])], align_corners=align_corners)
+        base = F.affine_grid(eye, [1, 1, h, w], align_corners=align_corners)  # [1, H, W, 2]
         points = base.reshape(-1, 2)  # [HW, 2]
-        ctrl = self.control_points.to(params.dtype)
         diff = points.unsqueeze(1) - ctrl.unsqueeze(0)  # [HW, K, 2]
         u = _tps_kernel((diff * diff).sum(-1))  # [HW, K]
-        ones = torch.ones_like(points[:, :1])
-        basis = torch.cat([u, ones, points], dim=1)  # [HW, K+3]
-        out = torch.matmul(basis, coeffs)  # [N, HW, 2]
-        return out.reshape(n, int(size[-2]), int(size[-1]), 2)
+        basis = torch.cat([u, torch.ones_like(points[:, :1]), points], dim=1)  # [HW, K+3]
+        return base + torch.matmul(basis, coeffs).reshape(n, h, w, 2)
 
 
 GENERATOR_KINDS = ("affine", "projective", "tps", "attention", "affine3d")

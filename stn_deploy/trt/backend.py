@@ -57,6 +57,18 @@ class Backend:
         return tuple(int(p) for p in self.version.split(".")[:3] if p.isdigit())
 
 
+#: TensorRT DataType names -> numpy-style names (what callers pass to numpy/torch).
+_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
+           "INT32": "int32", "INT64": "int64", "BOOL": "bool", "UINT8": "uint8",
+           "FP8": "float8", "INT4": "int4", "FP4": "float4"}
+
+
+def dtype_name(dtype) -> str:
+    """``trt.DataType.HALF`` -> "float16" (numpy-style names, as in sidecars and reports)."""
+    name = str(dtype).split(".")[-1]
+    return _DTYPES.get(name, name.lower())
+
+
 def available_backends() -> list[str]:
     """Names of the installed backends, without importing them."""
     return [name for name, mod in MODULES.items() if importlib.util.find_spec(mod) is not None]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import Backend, get_backend, load_plugin_library, make_logger
+from stn_deploy.trt.backend import Backend, dtype_name, get_backend, load_plugin_library, make_logger
 
 _events = None
 
@@ -29,25 +29,14 @@ def emit(event: str, **fields) -> None:
     _events.flush()
 
 
-#: TensorRT DataType names -> numpy-style names (what callers pass to numpy/torch).
-_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8",
-           "INT32": "int32", "INT64": "int64", "BOOL": "bool", "UINT8": "uint8",
-           "FP8": "float8", "INT4": "int4", "FP4": "float4"}
-
-
-def _dtype_name(dtype) -> str:
-    name = str(dtype).split(".")[-1]
-    return _DTYPES.get(name, name.lower())
-
-
 def _tensor_info(t) -> dict:
-    return {"name": t.name, "dtype": _dtype_name(t.dtype), "shape": list(t.shape)}
+    return {"name": t.name, "dtype": dtype_name(t.dtype), "shape": list(t.shape)}
 
 
 def _layer_info(backend: Backend, layer) -> dict:
     trt = backend.trt
     info = {"name": layer.name, "type": layer.type.name,
-            "outputs": [_dtype_name(layer.get_output(i).dtype) for i in range(layer.num_outputs)]}
+            "outputs": [dtype_name(layer.get_output(i).dtype) for i in range(layer.num_outputs)]}
     if layer.type == trt.LayerType.PLUGIN_V3:
         # Python hands back the base ILayer; re-class it to reach the plugin (as Polygraphy does).
         layer.__class__ = trt.IPluginV3Layer
@@ -224,6 +213,8 @@ def run_job(job: dict) -> dict:
             profile.set_shape(r["name"], r["min"], r["opt"], r["max"])
         config.add_optimization_profile(profile)
     config.progress_monitor = _progress_monitor(trt)
+    # Layer names, types and plugin details stay readable by the engine inspector.
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
     network_info = {
         "inputs": [_tensor_info(network.get_input(i)) for i in range(network.num_inputs)],

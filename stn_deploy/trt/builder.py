@@ -25,7 +25,7 @@ from stn_deploy import __version__
 from stn_deploy import schema
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_path
-from stn_deploy.trt.backend import available_backends, default_plugin_library, sha256
+from stn_deploy.trt.backend import available_backends, default_plugin_library, gpu_available, sha256
 from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildOptions, BuildResult
 
 #: ``progress(event)`` receives the worker's events: dicts with "event" = "progress"
@@ -114,6 +114,9 @@ def _prepare(options: BuildOptions) -> dict:
         if plugin is None:
             raise UserError(f"{options.onnx.name} uses plugin ops ({', '.join(ops)}) but the plugin "
                             "library is missing; build it with: stn-deploy plugins build")
+    if "current" in options.compute_capabilities and not gpu_available():
+        raise UserError("--compute-capability current targets this machine's GPU, and it has none; "
+                        "name the targets (e.g. sm86) to build ahead of time on the CPU")
     if options.compute_capabilities and options.backend == "tensorrt":
         raise UserError("--compute-capability is a TensorRT-RTX option; full TensorRT builds for the GPU it runs on")
     if options.doctor:

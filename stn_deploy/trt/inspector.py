@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import (engine_backend_from_header, engine_version_from_header,
+from stn_deploy.trt.backend import (dtype_name, engine_backend_from_header, engine_version_from_header,
                                     get_backend, gpu_available, sha256)
 from stn_deploy.trt.options import sidecar_path
 
@@ -77,7 +77,7 @@ def _from_engine(path: Path, backend, sidecar: dict | None) -> dict:
     io = {"inputs": [], "outputs": []}
     for name in names:
         mode = engine.get_tensor_mode(name)
-        entry = {"name": name, "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower(),
+        entry = {"name": name, "dtype": dtype_name(engine.get_tensor_dtype(name)),
                  "shape": list(engine.get_tensor_shape(name))}
         io["inputs" if mode == trt.TensorIOMode.INPUT else "outputs"].append(entry)
     profiles = []
@@ -123,10 +123,12 @@ def inspect(path: Path | str, backend: str = "auto") -> dict:
         "sidecar_matches": None if sidecar is None else sidecar.get("engine", {}).get("sha256") == digest,
         "needs_gpu": None,
     }
+    network = (sidecar or {}).get("network", {})
     if gpu_available():
         report.update(_from_engine(path, be, sidecar))
+        # The parsed network names our plugin layers even where the engine fused them.
+        report["network_layers"] = network.get("layers", [])
         return report
-    network = (sidecar or {}).get("network", {})
     report.update({
         "inputs": network.get("inputs", []),
         "outputs": network.get("outputs", []),
@@ -149,7 +151,8 @@ def format_report(report: dict) -> list[str]:
                      f"precision {side.get('precision')}, targets {', '.join(side.get('compute_capabilities') or [])}")
         plugin = side.get("plugin_library")
         if plugin:
-            lines.append(f"plugin   {plugin['path']} (sha256 {plugin['sha256'][:12]}…, ops {', '.join(plugin.get('ops', []))})")
+            ops = ", ".join(plugin.get("ops", []))
+            lines.append(f"plugin   {plugin['path']} (sha256 {plugin['sha256'][:12]}…, ops {ops})")
         if report.get("sidecar_matches") is False:
             lines.append("warning  the sidecar describes another engine file (sha256 differs)")
     else:
@@ -167,7 +170,8 @@ def format_report(report: dict) -> list[str]:
             name = layer.get("name") or layer.get("Name")
             kind = layer.get("type") or layer.get("LayerType", "")
             plugin = layer.get("plugin")
-            extra = f"  plugin {plugin.get('name')} v{plugin.get('version')}" if isinstance(plugin, dict) and plugin.get("name") else ""
+            named = isinstance(plugin, dict) and plugin.get("name")
+            extra = f"  plugin {plugin['name']} v{plugin.get('version')}" if named else ""
             lines.append(f"  {kind:<18} {name}{extra}")
         else:
             lines.append(f"  {layer}")
