@@ -75,7 +75,8 @@ def _device() -> dict:
             "load_average_1min": os.getloadavg()[0]}
 
 
-def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, workdir: Path) -> list[dict]:
+def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, workdir: Path,
+                 threads: int | None = None) -> list[dict]:
     import torch
 
     from stn_deploy.export import export_module
@@ -87,7 +88,7 @@ def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, 
         config = ModelConfig(name)
         model = build_model(config).eval()
         res = export_module(model, config.input_shape, workdir / f"{name}.onnx", ops="standard")
-        session = ort_session(res.path)
+        session = ort_session(res.path, threads=threads)
         for batch in batches:
             x = torch.randn(batch, *config.input_shape)
             xn = x.numpy()
@@ -99,22 +100,25 @@ def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, 
             def ort():
                 session.run(None, {"input": xn})
 
-            # Interleave short rounds of the two so that load from other processes hits both alike.
-            eager_ms: list[float] = []
-            ort_ms: list[float] = []
-            rounds = 6
+            # Alternate single calls (eager, ORT, eager, ...) so that load from other processes
+            # hits both alike; the paired ratios' median is robust to slow load swings.
             _samples_ms(eager, warmup, 0)
             _samples_ms(ort, warmup, 0)
-            for _ in range(rounds):
-                eager_ms += _samples_ms(eager, 2, max(1, iters // rounds))
-                ort_ms += _samples_ms(ort, 2, max(1, iters // rounds))
+            eager_ms: list[float] = []
+            ort_ms: list[float] = []
+            for _ in range(iters):
+                eager_ms += _samples_ms(eager, 0, 1)
+                ort_ms += _samples_ms(ort, 0, 1)
             e, o = statistics.median(eager_ms), statistics.median(ort_ms)
+            paired = statistics.median(a / b for a, b in zip(eager_ms, ort_ms))
             rows.append({"model": name, "batch": batch, "input_shape": [batch, *config.input_shape],
                          "eager_ms": e, "ort_standard_ms": o, "speedup_ort_vs_eager": e / o,
+                         "speedup_paired_median": paired,
                          "eager_min_ms": min(eager_ms), "ort_standard_min_ms": min(ort_ms),
                          "speedup_of_minima": min(eager_ms) / min(ort_ms), "samples": len(eager_ms)})
             print(f"{name:16s} batch {batch:3d}: eager {e:8.3f} ms  ORT {o:8.3f} ms  ratio {e / o:5.2f}x "
-                  f"(minima {min(eager_ms):.3f} / {min(ort_ms):.3f} ms = {min(eager_ms) / min(ort_ms):.2f}x)")
+                  f"paired {paired:5.2f}x (minima {min(eager_ms):.3f} / {min(ort_ms):.3f} ms = "
+                  f"{min(eager_ms) / min(ort_ms):.2f}x)")
     return rows
 
 
@@ -180,17 +184,21 @@ def main() -> None:
     parser.add_argument("--batches", default="1,64")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=120)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads for both PyTorch and ONNX Runtime; 0 = each library's default")
     parser.add_argument("--output", type=Path, default=RESULTS / "export_cpu.json")
     args = parser.parse_args()
 
     import torch
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from stn_deploy.io import write_json
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_models(args.models.split(","), [int(b) for b in args.batches.split(",")],
-                            args.warmup, args.iters, Path(tmp))
+                            args.warmup, args.iters, Path(tmp), threads=args.threads or None)
     try:
         python_op = bench_python_op(args.warmup, args.iters)
     except Exception as exc:  # no kernel library: report the export numbers anyway
@@ -198,9 +206,10 @@ def main() -> None:
     at64 = [r["speedup_ort_vs_eager"] for r in rows if r["batch"] == 64]
     result = {
         "benchmark": "export_cpu", "device": _device(), "versions": _versions(),
-        "method": f"median of {args.iters} calls in 6 interleaved rounds (eager, ORT, eager, ...) after "
-                  f"{args.warmup} warm-up calls; "
-                  "torch.no_grad eval; ORT CPUExecutionProvider default threads",
+        "method": f"{args.iters} alternating calls (eager, ORT, eager, ...) after {args.warmup} warm-up "
+                  "calls each; medians, the median of paired ratios, and minima; "
+                  "torch.no_grad eval; ORT CPUExecutionProvider; "
+                  + (f"{args.threads} thread(s) each" if args.threads else "each library's default threads"),
         "baseline": "PyTorch eager", "target_ratio_batch64": TARGET_RATIO,
         "results": rows,
         "meets_target": bool(at64) and min(at64) >= TARGET_RATIO,

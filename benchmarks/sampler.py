@@ -23,7 +23,8 @@ plugin's (fused) time.
 
 On CUDA: the four shapes of the GPU issue, fp32/fp16/bf16, bilinear/nearest/bicubic, median
 of >= 100 runs timed with CUDA events. On the CPU a reduced shape set, fp32, median of 20
-runs. Writes ``sampler-<cpu|cuda>.json`` and ``.png`` (GB/s per case against the copy) into
+runs, every implementation on the same number of threads (``--threads``). Implementations
+are timed in interleaved rounds so that a change of load hits them alike. Writes ``sampler-<cpu|cuda>.json`` and ``.png`` (GB/s per case against the copy) into
 ``benchmarks/results/`` (``-o`` to change). Not collected by pytest.
 
 Usage:
@@ -80,7 +81,7 @@ def random_theta(n: int, seed: int):
     return torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
 
 
-def _ort_session(mode: str, out_size: tuple[int, int]):
+def _ort_session(mode: str, out_size: tuple[int, int], threads: int):
     """ORT session of AffineGrid + GridSample (opset 20) taking x [N,C,H,W] and theta [N,2,3]."""
     import onnx
     import onnxruntime as ort
@@ -101,14 +102,17 @@ def _ort_session(mode: str, out_size: tuple[int, int]):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     onnx.checker.check_model(model)
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 class _Skip(Exception):
     pass
 
 
-def _impls(case: dict, x, theta, grid, device: str, use_compile: bool, use_ort: bool) -> dict[str, Callable[[], Any] | str]:
+def _impls(case: dict, x, theta, grid, device: str, use_compile: bool, use_ort: bool,
+           threads: int) -> dict[str, Callable[[], Any] | str]:
     """impl name -> zero-argument callable, or the reason it cannot run."""
     import torch
     import torch.nn.functional as F
@@ -119,10 +123,11 @@ def _impls(case: dict, x, theta, grid, device: str, use_compile: bool, use_ort: 
     try:
         from stn_deploy import kernels
 
-        kernels.library_path()
+        kernels.load_library()
         theta32 = theta.float().contiguous()
-        out["plugin-fused"] = lambda: kernels.affine_grid_sample(x, theta32, size, mode, "zeros", False)
-        out["plugin-grid"] = lambda: kernels.grid_sample(x, grid, mode, "zeros", False)
+        # num_threads only matters on the CPU: the same thread count as torch and ORT.
+        out["plugin-fused"] = lambda: kernels.affine_grid_sample(x, theta32, size, mode, "zeros", False, num_threads=threads)
+        out["plugin-grid"] = lambda: kernels.grid_sample(x, grid, mode, "zeros", False, num_threads=threads)
     except (ImportError, UserError) as exc:
         out["plugin-fused"] = out["plugin-grid"] = f"plugin library unavailable: {exc}"
 
@@ -145,13 +150,14 @@ def _impls(case: dict, x, theta, grid, device: str, use_compile: bool, use_ort: 
     elif x.dtype != torch.float32:
         out["ort"] = "ONNX Runtime's CPU GridSample is fp32 only"
     else:
-        session = _ort_session(mode, size)
+        session = _ort_session(mode, size, threads)
         feed = {"x": x.numpy(), "theta": theta.float().numpy()}
         out["ort"] = lambda: session.run(None, feed)
     return out
 
 
-def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: bool, use_ort: bool, seed: int) -> dict:
+def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: bool, use_ort: bool, seed: int,
+             threads: int) -> dict:
     """Time every implementation of one case; fill ``case`` with bytes, results and ratios."""
     import torch
     import torch.nn.functional as F
@@ -171,27 +177,38 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: b
     case["bytes_plugin_grid"] = by_grid
     cuda = device == "cuda"
     results: dict[str, dict] = {}
-    copy = bench.copy_baseline(by_theta["total"] // 2, device, warmup=warmup, iters=iters)
-    results["copy"] = {"status": "ok", "median_ms": copy["p50_ms"], "p90_ms": copy["p90_ms"], "gbps": copy["gbps"],
-                       "bytes": by_theta["total"]}
-    for impl, fn in _impls(case, x, theta, grid, device, use_compile, use_ort).items():
+    half = by_theta["total"] // 2  # the copy reads and writes half each: the same bytes moved
+    runnable: dict[str, Callable[[], Any]] = {"copy": bench.copy_fn(half, device)}
+    for impl, fn in _impls(case, x, theta, grid, device, use_compile, use_ort, threads).items():
         if isinstance(fn, str):
             results[impl] = {"status": "skipped", "reason": fn}
             continue
-        nbytes = by_grid["total"] if impl == "plugin-grid" else by_theta["total"]
         try:
             t0 = time.perf_counter()
             fn()  # first call: compiles (torch-compile), builds caches; excluded from timing
+            if cuda:
+                torch.cuda.synchronize()
             first_s = time.perf_counter() - t0
-            stats = bench.latency_stats(bench.time_callable(fn, warmup=warmup, iters=iters, cuda=cuda))
         except Exception as exc:  # one implementation failing is a result, not the end of the run
             results[impl] = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
             continue
-        gbps = nbytes / (stats["p50_ms"] * 1e-3) / 1e9
-        results[impl] = {"status": "ok", "median_ms": stats["p50_ms"], "p90_ms": stats["p90_ms"], "min_ms": stats["min_ms"],
-                         "iters": stats["iters"], "gbps": gbps, "bytes": nbytes, "fraction_of_copy": gbps / copy["gbps"]}
+        runnable[impl] = fn
         if impl == "torch-compile":
-            results[impl]["compile_s"] = round(first_s, 2)
+            results[impl] = {"compile_s": round(first_s, 2)}
+    # Interleaved rounds: load changes on a shared machine hit every implementation alike.
+    samples = bench.time_interleaved(runnable, warmup=warmup, iters=iters, cuda=cuda)
+    copy = bench.copy_stats(samples.pop("copy"), half)
+    results["copy"] = {"status": "ok", "median_ms": copy["p50_ms"], "p90_ms": copy["p90_ms"], "min_ms": copy["min_ms"],
+                       "iters": copy["iters"], "gbps": copy["gbps"], "bytes": by_theta["total"]}
+    for impl, times in samples.items():
+        stats = bench.latency_stats(times)
+        nbytes = by_grid["total"] if impl == "plugin-grid" else by_theta["total"]
+        gbps = nbytes / (stats["p50_ms"] * 1e-3) / 1e9
+        results.setdefault(impl, {}).update(
+            status="ok", median_ms=stats["p50_ms"], p90_ms=stats["p90_ms"], min_ms=stats["min_ms"], iters=stats["iters"],
+            gbps=gbps, bytes=nbytes, fraction_of_copy=gbps / copy["gbps"],
+        )
+    results = {name: results[name] for name in IMPLS if name in results}  # report in a fixed order
     case["results"] = results
     case["ratios"] = _ratios(results)
     return case
@@ -261,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-ort", dest="ort", action="store_false", default=True)
     parser.add_argument("--quick", action="store_true", help="mnist case only, fp32, few runs: a smoke test")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch, the plugin's CPU reference and ORT alike (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -283,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     iters = args.iters or (5 if args.quick else 100 if device == "cuda" else 20)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 10 if device == "cuda" else 3)
     use_compile = args.compile if args.compile is not None else device == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
 
     report: dict[str, Any] = {
         "format": "stn-deploy-sampler-bench",
@@ -290,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **bench.environment(),
         "settings": {"device": device, "iters": iters, "warmup": warmup, "timer": "cuda-events" if device == "cuda" else "perf_counter",
-                     "statistic": "median", "padding_mode": "zeros", "align_corners": False, "compile": use_compile,
+                     "statistic": "median", "cpu_threads": threads, "interleaved": True, "padding_mode": "zeros", "align_corners": False, "compile": use_compile,
                      "bytes": "output + theta (grid for plugin-grid) + input actually read (taps x output pixels, capped at the input)",
                      "copy": "device-to-device copy" if device == "cuda" else "host memcpy",
                      "fraction_of_copy": "copy time / time, same bytes"},
@@ -302,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in dtypes:
             for mode in modes:
                 case = {"name": name, "shape": list(shape), "out_size": list(out_size), "dtype": dtype, "mode": mode}
-                run_case(case, device, warmup=warmup, iters=iters, use_compile=use_compile, use_ort=args.ort, seed=args.seed)
+                run_case(case, device, warmup=warmup, iters=iters, use_compile=use_compile, use_ort=args.ort, seed=args.seed,
+                         threads=threads)
                 report["cases"].append(case)
                 print(_line(case), flush=True)
                 if device == "cuda":

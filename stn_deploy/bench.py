@@ -24,7 +24,23 @@ Sampler: for a checkpoint with a spatial transformer, the first transformer's sa
 (bytes of input actually read + parameters + output, see ``sampler_bytes``) against a copy
 that moves the same number of bytes on the same device in the same run (device-to-device on
 a GPU, a host memcpy on the CPU). The plugin's fused kernel (``kernels.affine_grid_sample``)
-is timed beside it when the library is built.
+is timed beside it when the library is built. The copy and the samplers are timed in
+interleaved rounds (``time_interleaved``), so a change of load hits them alike.
+
+Report (``<name>.json``; ``format`` = "stn-deploy-bench", ``version`` = 1):
+    ``model``     path, kind (checkpoint | onnx | engine), name, input_shape (per sample),
+                  dtype, onnx (what ort ran)
+    ``device``    cpu, cpu_threads, cuda; on a GPU also gpu, compute_capability,
+                  gpu_memory_gib, cuda_runtime, driver
+    ``versions``  python, stn_deploy, torch, onnxruntime, tensorrt, tensorrt_rtx (None = absent)
+    ``settings``  backends, batches, warmup, iters, torch_device, timer
+    ``results``   one row per backend and batch: backend, batch, status (ok | skipped |
+                  failed), reason, device, input_shape, note, p50_ms, p90_ms, p99_ms,
+                  mean_ms, min_ms, iters, throughput_sps, speedup_vs_torch, compile_s
+    ``sampler``   status, transform, out_size, mode, padding_mode, align_corners, copy,
+                  results: impl (torch | plugin), batch, bytes {input_read, params, output,
+                  total}, p50_ms..., gbps, copy_p50_ms, copy_gbps, fraction_of_copy
+    ``outputs``   json, png
 """
 
 from __future__ import annotations
@@ -195,19 +211,54 @@ def time_callable(fn: Callable[[], Any], *, warmup: int, iters: int, cuda: bool 
     return samples
 
 
-def copy_baseline(nbytes: int, device: str, *, warmup: int, iters: int) -> dict[str, float]:
-    """Time a copy of ``nbytes`` bytes on ``device`` (a device-to-device copy on CUDA, a host
-    memcpy on the CPU) and return its latency statistics plus ``gbps`` (bytes read + written
-    per second, 1e9). ``nbytes`` is rounded up to a whole byte and at least 1."""
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, cuda: bool = False, rounds: int = 5
+) -> dict[str, list[float]]:
+    """Per-iteration latencies (ms) of several callables, measured in interleaved rounds.
+
+    Each round times every callable for about ``iters / rounds`` iterations in turn, so a
+    change of machine load (a shared CPU, clock boost) hits all of them alike and their
+    ratios stay meaningful. Each callable gets ``warmup`` untimed calls first and exactly
+    ``iters`` timed ones in total.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rounds = max(1, min(rounds, iters))
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        # Spread iters over the rounds: the first (iters % rounds) rounds get one more.
+        n = iters // rounds + (1 if r < iters % rounds else 0)
+        for name, fn in fns.items():
+            out[name].extend(time_callable(fn, warmup=0, iters=n, cuda=cuda))
+    return out
+
+
+def copy_fn(nbytes: int, device: str) -> Callable[[], Any]:
+    """A callable copying a buffer of ``nbytes`` bytes (at least 1) on ``device``."""
     import torch
 
     n = max(1, int(nbytes))
     src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
-    stats = latency_stats(time_callable(lambda: dst.copy_(src), warmup=warmup, iters=iters, cuda=device.startswith("cuda")))
+    return lambda: dst.copy_(src)
+
+
+def copy_stats(samples_ms: Sequence[float], nbytes: int) -> dict[str, float]:
+    """Latency statistics of a copy of ``nbytes`` bytes plus ``gbps`` (read + written / p50)."""
+    n = max(1, int(nbytes))
+    stats = latency_stats(samples_ms)
     stats["bytes"] = n
     stats["gbps"] = 2 * n / (stats["p50_ms"] * 1e-3) / 1e9
     return stats
+
+
+def copy_baseline(nbytes: int, device: str, *, warmup: int, iters: int) -> dict[str, float]:
+    """Time a copy of ``nbytes`` bytes on ``device`` (a device-to-device copy on CUDA, a host
+    memcpy on the CPU) and return its latency statistics plus ``gbps`` (bytes read + written
+    per second, 1e9). ``nbytes`` is rounded up to a whole byte and at least 1."""
+    samples = time_callable(copy_fn(nbytes, device), warmup=warmup, iters=iters, cuda=device.startswith("cuda"))
+    return copy_stats(samples, nbytes)
 
 
 def sampler_bytes(
@@ -379,7 +430,7 @@ class _Sources:
     @property
     def module(self):
         if self._module is None:
-            raise _Skip("needs a checkpoint (MODEL is an ONNX or an engine)")
+            raise _Skip(f"needs a checkpoint (MODEL is {'an ONNX' if self.kind == 'onnx' else 'an engine'})")
         return self._module
 
     @property
@@ -625,7 +676,7 @@ def _sampler_section(sources: _Sources, options: BenchOptions, device: str) -> d
             params = st.localisation(x)
         nbytes = sampler_bytes(x.shape, st.out_size, param_bytes=params.numel() * params.element_size(),
                                elem_bytes=x.element_size(), mode=settings.mode)
-        copy = copy_baseline(nbytes["total"] // 2, device, warmup=options.warmup, iters=options.iters)
+        half = nbytes["total"] // 2  # the copy reads and writes half each: the same bytes moved
 
         def torch_warp(x=x, params=params):
             with torch.inference_mode():
@@ -633,20 +684,27 @@ def _sampler_section(sources: _Sources, options: BenchOptions, device: str) -> d
 
         impls: list[tuple[str, Callable[[], Any] | None, str | None]] = [("torch", torch_warp, None)]
         impls.append(_plugin_warp(st, x, params))
+        rows = {}
+        runnable: dict[str, Callable[[], Any]] = {"copy": copy_fn(half, device)}
         for impl, fn, reason in impls:
-            row: dict[str, Any] = {"impl": impl, "batch": batch, "device": device, "input_shape": list(x.shape), "bytes": nbytes}
+            rows[impl] = {"impl": impl, "batch": batch, "device": device, "input_shape": list(x.shape), "bytes": nbytes}
             if fn is None:
-                row.update(status="skipped", reason=reason)
+                rows[impl].update(status="skipped", reason=reason)
+                continue
+            try:
+                fn()  # fail here, alone, rather than inside the interleaved timing
+            except Exception as exc:  # a kernel failure is a row, not a crash
+                rows[impl].update(status="failed", reason=_short(exc))
             else:
-                try:
-                    stats = latency_stats(time_callable(fn, warmup=options.warmup, iters=options.iters, cuda=cuda))
-                except Exception as exc:  # a kernel failure is a row, not a crash
-                    row.update(status="failed", reason=_short(exc))
-                else:
-                    gbps = nbytes["total"] / (stats["p50_ms"] * 1e-3) / 1e9
-                    row.update(status="ok", **stats, gbps=gbps, copy_p50_ms=copy["p50_ms"], copy_gbps=copy["gbps"],
-                               fraction_of_copy=gbps / copy["gbps"])
-            section["results"].append(row)
+                runnable[impl] = fn
+        samples = time_interleaved(runnable, warmup=options.warmup, iters=options.iters, cuda=cuda)
+        copy = copy_stats(samples.pop("copy"), half)
+        for impl, times in samples.items():
+            stats = latency_stats(times)
+            gbps = nbytes["total"] / (stats["p50_ms"] * 1e-3) / 1e9
+            rows[impl].update(status="ok", **stats, gbps=gbps, copy_p50_ms=copy["p50_ms"], copy_gbps=copy["gbps"],
+                              fraction_of_copy=gbps / copy["gbps"])
+        section["results"].extend(rows.values())
     return section
 
 
@@ -660,7 +718,7 @@ def _plugin_warp(st, x, params) -> tuple[str, Callable[[], Any] | None, str | No
     try:
         from stn_deploy import kernels
 
-        kernels.library_path()
+        kernels.load_library()
     except (ImportError, UserError) as exc:
         return ("plugin", None, f"plugin library unavailable: {exc}")
     s = st.settings
@@ -722,7 +780,7 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
             "results": [],
         }
         for backend_name in options.backends:
-            report["results"].extend(_bench_backend(backend_name, sources, options, device, say))
+            report["results"].extend(_bench_backend(backend_name, sources, options, device, dims, say))
         if sources.onnx_exported:
             report["model"]["onnx"] = "exported to a temporary folder (standard ops)"
         elif sources.onnx_path is not None:
@@ -740,9 +798,10 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
     return BenchResult(report=report, json_path=json_path, png_path=png_path)
 
 
-def _bench_backend(name: str, sources: _Sources, options: BenchOptions, device: str, say) -> list[dict[str, Any]]:
+def _bench_backend(name: str, sources: _Sources, options: BenchOptions, device: str, dims: list,
+                   say: Callable[[str], None]) -> list[dict[str, Any]]:
     rows = []
-    base = {"backend": name}
+    base: dict[str, Any] = {"backend": name}
     try:
         backend = _open_backend(name, sources, device, options.seed)
     except _Skip as exc:
@@ -756,7 +815,7 @@ def _bench_backend(name: str, sources: _Sources, options: BenchOptions, device: 
         return [{**base, "batch": b, "status": "failed", "reason": _short(exc)} for b in options.batches]
     try:
         for batch in options.batches:
-            row: dict[str, Any] = {**base, "batch": batch, "device": backend.device}
+            row: dict[str, Any] = {**base, "batch": batch, "device": backend.device, "input_shape": [batch, *dims]}
             if backend.note:
                 row["note"] = backend.note
             try:

@@ -339,11 +339,18 @@ def crafted_images(model, images: np.ndarray, steps: int = 60, per_target: int =
                         for name in CRAFTED_TARGETS])
     # Pixels are unconstrained reals; a large step reaches far grids in few steps.
     opt = torch.optim.Adam([x], lr=1.0)
-    for _ in range(steps):
-        opt.zero_grad()
-        grid = st.sampling_grid(x, st.localisation(x))
-        torch.nn.functional.mse_loss(grid, target).backward()
-        opt.step()
+    frozen = [p for p in st.parameters() if p.requires_grad]
+    for p in frozen:  # gradients for the pixels only
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            opt.zero_grad()
+            grid = st.sampling_grid(x, st.localisation(x))
+            torch.nn.functional.mse_loss(grid, target).backward()
+            opt.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     notes = []
     with torch.no_grad():
         grid = st.sampling_grid(x, st.localisation(x))

@@ -77,16 +77,17 @@ def visualize(options: VisualizeOptions) -> Path:
     test = make_dataset(dataset, "test", options.seed)
     x = test.images[: options.count]
     with torch.no_grad():
-        logits = model(x)
+        predictions = model(x).argmax(1).tolist()
         # Every zoo transformer reads the model input directly, so it can be called on x.
-        results = [st.transform(x) for st in transformers]
+        results = [tuple(t.numpy() for t in st.transform(x)) for st in transformers]
+    images, labels = x.numpy(), test.labels[: options.count].tolist()
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = x.shape[0]
+    n = images.shape[0]
     rows = 2 * len(results)
     fig, axes = plt.subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
     for t, (out, grid) in enumerate(results):
@@ -96,7 +97,7 @@ def visualize(options: VisualizeOptions) -> Path:
         step_w = max(1, (grid.shape[2] - 1) // (_GRID_LINES - 1))
         for i in range(n):
             ax_in, ax_out = axes[2 * t, i], axes[2 * t + 1, i]
-            ax_in.imshow(x[i, 0], cmap="gray", vmin=0, vmax=1)
+            ax_in.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
             for r in range(0, grid.shape[1], step_h):
                 ax_in.plot(gx[i, r], gy[i, r], color="tab:orange", lw=0.6)
             for c in range(0, grid.shape[2], step_w):
@@ -104,9 +105,9 @@ def visualize(options: VisualizeOptions) -> Path:
             ax_in.set_xlim(-0.5, config.in_size[1] - 0.5)
             ax_in.set_ylim(config.in_size[0] - 0.5, -0.5)
             ax_out.imshow(out[i, 0], cmap="gray", vmin=0, vmax=1)
-            ok = int(logits[i].argmax()) == int(test.labels[i])
-            ax_in.set_title(f"label {int(test.labels[i])}", fontsize=7)
-            ax_out.set_title(f"pred {int(logits[i].argmax())}", fontsize=7, color="black" if ok else "red")
+            ax_in.set_title(f"label {labels[i]}", fontsize=7)
+            color = "black" if predictions[i] == labels[i] else "red"
+            ax_out.set_title(f"pred {predictions[i]}", fontsize=7, color=color)
             for ax in (ax_in, ax_out):
                 ax.set_xticks([])
                 ax.set_yticks([])

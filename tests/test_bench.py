@@ -137,6 +137,7 @@ def test_ok_rows_are_consistent(cpu_report):
     rows = [r for r in cpu_report.report["results"] if r["status"] == "ok"]
     assert {r["backend"] for r in rows} >= {"torch", "ort"}
     for r in rows:
+        assert r["input_shape"] == [r["batch"], 1, 28, 28]
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["iters"] == 5
         assert r["throughput_sps"] == pytest.approx(r["batch"] / (r["p50_ms"] / 1000))
@@ -217,7 +218,7 @@ def test_plugin_onnx_in_ort_is_marked_a_validation_path(checkpoint, tmp_path):
     from stn_deploy import export, kernels
 
     try:
-        kernels.library_path()
+        kernels.load_library()
     except UserError as exc:
         pytest.skip(f"needs the plugin library: {exc}")
     onnx_path = tmp_path / "model.plugin.onnx"
@@ -263,8 +264,12 @@ def test_cli_writes_outputs_and_prints_tables(checkpoint, tmp_path):
         (["--batch", "1,x"], "malformed --batch"),
         (["--batch", "0"], "malformed --batch"),
         (["--batch", "1,,8"], "malformed --batch"),
+        (["--iters", "0"], "--iters"),
+        (["--warmup", "many"], "--warmup"),
+        (["--device", "gpu"], "--device"),
     ],
-    ids=["unknown-backend", "empty-backends", "batch-not-int", "batch-zero", "batch-empty-item"],
+    ids=["unknown-backend", "empty-backends", "batch-not-int", "batch-zero", "batch-empty-item", "iters-zero",
+         "warmup-not-int", "unknown-device"],
 )
 def test_cli_bad_options_exit_2_with_one_line(checkpoint, tmp_path, args, needle):
     res = _invoke(str(checkpoint), *args, "-o", str(tmp_path))
@@ -272,6 +277,12 @@ def test_cli_bad_options_exit_2_with_one_line(checkpoint, tmp_path, args, needle
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_cli_without_model_argument_exits_2():
+    res = _invoke()
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == ["error: bench: Missing argument 'MODEL'."]
 
 
 def test_cli_missing_model_exits_2(tmp_path):
@@ -300,3 +311,76 @@ def test_throughput_formula_holds_for_every_batch(cpu_report):
     for r in cpu_report.report["results"]:
         if r["status"] == "ok":
             assert math.isclose(r["throughput_sps"] * r["p50_ms"], 1000 * r["batch"], rel_tol=1e-9)
+
+
+def test_time_interleaved_gives_every_callable_its_iterations():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    out = bench.time_interleaved({"a": make("a"), "b": make("b")}, warmup=2, iters=7, rounds=3)
+    assert {k: len(v) for k, v in out.items()} == {"a": 7, "b": 7}
+    assert calls == {"a": 9, "b": 9}
+    assert all(t >= 0 for v in out.values() for t in v)
+
+
+# --------------------------------------------------------------------------- benchmark scripts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    """Import ``benchmarks/<name>.py`` (pytest does not collect it; this keeps it from rotting)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_bench_script_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sampler_script_smoke(tmp_path):
+    import torch
+
+    sampler = _script("sampler")
+    threads = torch.get_num_threads()
+    try:
+        assert sampler.main(["--quick", "--device", "cpu", "--modes", "bilinear,nearest", "--iters", "3", "--threads",
+                             "1", "-o", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide; later tests keep theirs
+    report = json.loads((tmp_path / "sampler-cpu.json").read_text())
+    assert (tmp_path / "sampler-cpu.png").read_bytes()[:8] == PNG_MAGIC
+    assert report["settings"]["cpu_threads"] == 1 and "versions" in report and "device" in report
+    assert [(c["name"], c["mode"]) for c in report["cases"]] == [("mnist", "bilinear"), ("mnist", "nearest")]
+    for case in report["cases"]:
+        copy = case["results"]["copy"]
+        assert copy["status"] == "ok" and copy["iters"] == 3
+        assert case["bytes"]["total"] == case["bytes"]["input_read"] + case["bytes"]["params"] + case["bytes"]["output"]
+        eager = case["results"]["torch-eager"]
+        assert eager["status"] == "ok" and eager["fraction_of_copy"] == pytest.approx(copy["median_ms"] / eager["median_ms"])
+        fused = case["results"]["plugin-fused"]
+        if fused["status"] == "ok":
+            assert case["ratios"]["plugin_speedup_vs_torch_eager"] == pytest.approx(eager["median_ms"] / fused["median_ms"])
+        else:
+            assert fused["reason"]
+
+
+def test_sampler_script_rejects_unknown_case(capsys):
+    assert _script("sampler").main(["--cases", "nope", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: unknown case 'nope'")
+
+
+def test_model_script_smoke(tmp_path):
+    model = _script("model")
+    assert model.main(["--quick", "--backends", "torch,ort", "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "model-cpu.json").read_text())
+    assert report["settings"]["models"] == ["cnn", "st-cnn-affine"]
+    assert {(r["model"], r["backend"], r["batch"]) for r in report["summary"]} == {
+        (m, b, n) for m in ("cnn", "st-cnn-affine") for b in ("torch", "ort") for n in (1, 8)
+    }
+    assert set(report["reports"]) == {"cnn", "st-cnn-affine"}
+    assert (tmp_path / "model-cpu.png").is_file()

@@ -7,17 +7,14 @@ import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from helpers_trt import affine_grid_graph, matmul_graph, plugin_graph
 from stn_deploy import schema
 from stn_deploy.cli import main
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_trt import affine_grid_graph, matmul_graph, plugin_graph  # noqa: E402
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 needs_rtx = pytest.mark.skipif(not HAS_RTX, reason="needs tensorrt_rtx (pip install 'stn-deploy[rtx]')")

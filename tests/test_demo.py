@@ -20,7 +20,7 @@ def _plugin_library_built() -> bool:
     try:
         from stn_deploy import kernels
 
-        kernels.library_path()
+        kernels.load_library()
     except Exception:
         return False
     return True
@@ -77,6 +77,12 @@ def test_quick_demo_steps_are_consistent(quick_run):
     assert metrics["test_error"] == train["test_error"]
     assert steps["export-plugin"]["detail"]["op_counts"].get("STNAffineGridSample") == 1
     assert "GridSample" in steps["export-standard"]["detail"]["op_counts"]
+
+    doctor = json.loads((quick_run.run_dir / "doctor.json").read_text())
+    assert doctor["model.onnx@ort"]["gating"] and doctor["model.plugin.onnx@rtx"]["gating"]
+    # The standard graph cannot be built by TensorRT (no AffineGrid importer): shown, not gating.
+    assert doctor["model.onnx@rtx"]["gating"] is False
+    assert steps["doctor"]["detail"]["model.onnx@rtx"]["errors"]
 
     bench = json.loads((quick_run.run_dir / "bench.json").read_text())
     assert bench["settings"]["batches"] == [1, 8] and bench["settings"]["backends"] == ["torch", "ort", "trt"]
@@ -135,14 +141,17 @@ def test_non_empty_run_folder_is_refused(tmp_path):
         (["--backends", "torch,keras"], "unknown backend 'keras'"),
         (["--batch", "8,a"], "malformed --batch"),
         (["--model", "resnet"], "unknown model"),
+        (["--dataset", "mnist"], "unknown dataset"),
+        (["--epochs", "0"], "--epochs"),
     ],
-    ids=["unknown-backend", "malformed-batch", "unknown-model"],
+    ids=["unknown-backend", "malformed-batch", "unknown-model", "unknown-dataset", "epochs-zero"],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, needle):
     res = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "run"), "--no-progress", *args])
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_cli_non_empty_folder_exits_2(tmp_path):

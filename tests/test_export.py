@@ -186,3 +186,20 @@ def test_cli_export_and_bad_inputs(checkpoint, tmp_path):
         assert res.exit_code == 2, res.output
         assert res.output.count("\n") == 1 and res.output.startswith("error: ")
         assert not target.exists() and not list(tmp_path.glob(f".bad-{bad.stem}.onnx.*"))
+
+
+def test_volumetric_stn_exports_both_flavours(tmp_path):
+    """A 3-D affine transformer (5-D input): AffineGrid/GridSample 5-D, or the fused op with out_d."""
+    from stn_deploy.models import Affine3DGenerator, FCLocalisation, SpatialTransformer
+
+    shape = (1, 6, 8, 10)
+    gen = Affine3DGenerator()
+    st = perturb_transformers(SpatialTransformer(FCLocalisation(shape, gen), gen, (5, 6, 7)))
+    std = export_module(st, shape, tmp_path / "v.onnx", ops="standard")
+    _ort_vs_torch(Path(std.path), st, shape, batch=3)
+    plug = export_module(st, shape, tmp_path / "vp.onnx", ops="plugin")
+    (node,) = [n for n in onnx.load(plug.path).graph.node if n.domain == schema.PLUGIN_DOMAIN]
+    assert node.op_type == schema.AFFINE_GRID_SAMPLE_OP
+    assert [attr_value(node, k) for k in (schema.FIELD_OUT_D, schema.FIELD_OUT_H, schema.FIELD_OUT_W)] == [5, 6, 7]
+    if kernels_available() is None:
+        _ort_vs_torch(Path(plug.path), st, shape, batch=3, tol=PLUGIN_TOL)

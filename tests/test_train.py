@@ -14,6 +14,15 @@ from stn_deploy.errors import UserError
 from stn_deploy.models import ModelConfig, build_model, spatial_transformers
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: one thread is faster than two on a shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", ["st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st-cnn-attention", "fcn"])
 def test_a_few_training_steps_lower_the_loss_and_move_the_transformer(name):
     torch.manual_seed(0)

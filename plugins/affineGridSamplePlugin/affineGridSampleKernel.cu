@@ -4,8 +4,8 @@
  * affineGridSampleKernel.cu: CUDA kernels of STNAffineGridSample. Each thread builds its base-grid
  * point (affine_grid's linspace), transforms it by theta in registers (2-D affine, projective with
  * the homogeneous divide, or 3-D affine) and samples with gridSampleMath.h: no grid tensor is
- * read or written. Taps are computed once per position and reused across channels; the paired
- * kernel handles two adjacent positions per thread with vectorised stores.
+ * read or written. Taps are computed once per position and reused across channels; fp16/bf16
+ * threads handle two adjacent positions with vectorised stores (see gridSampleKernel.cu).
  */
 #include "affineGridSampleKernel.h"
 #include "kernelCommon.cuh"
@@ -26,77 +26,75 @@ __device__ __forceinline__ void loadTheta(cuda::CoordReader const& theta, int64_
     }
 }
 
-//! P adjacent positions (pos .. pos + P - 1, same row when P = 2 and out_w is even) per thread.
-template <typename T, int kRank, int P, typename Writer>
-__device__ __forceinline__ void fusedPoint(T const* __restrict__ x, cuda::CoordReader const& theta,
-    StnSampleDesc const& d, math::SampleOptions const& o, int64_t n, int64_t pos, bool small, Writer const& write)
+//! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16):
+//! base-grid points and their transforms in registers, then the shared sampler.
+template <typename T, int kRank, int P>
+__global__ void __launch_bounds__(cuda::kTHREADS)
+    affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out, StnSampleDesc d,
+        math::SampleOptions o, bool vectorStore)
 {
+    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
+    int64_t const perItem = (outPlane + P - 1) / P;
+    int64_t const work = d.n * perItem;
+    bool const small = d.n * outPlane < (int64_t{1} << 31);
     bool const ac = o.alignCorners;
-    float t[12];
-    loadTheta(theta, n, d.rank == 5 ? 12 : (d.transform == 1 ? 9 : 6), t);
-    T const* in = x + n * d.c * inPlane;
-    float gx[P], gy[P];
-    if (kRank == 4)
+    int32_t const count = kRank == 5 ? 12 : (d.transform == 1 ? 9 : 6);
+    for (int64_t j = globalThread(); j < work; j += gridStride())
     {
+        int64_t n, k;
+        cuda::divMod(j, perItem, small, n, k);
+        int64_t const pos = k * P;
+        bool const second = P == 2 && pos + 1 < outPlane;
+        float t[12];
+        loadTheta(theta, n, count, t);
+        float gx[P], gy[P], gz[P];
         STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t h, w;
-            cuda::divMod(pos + p, d.out_w, small, h, w);
-            math::transformPoint2d(t, d.transform == 1, math::baseCoordinate(w, d.out_w, ac),
-                math::baseCoordinate(h, d.out_h, ac), gx[p], gy[p]);
+            int64_t const q = (p == 0 || second) ? pos + p : pos; // past the plane's end: repeat the first
+            int64_t zh, w;
+            cuda::divMod(q, d.out_w, small, zh, w);
+            float const bx = math::baseCoordinate(w, d.out_w, ac);
+            if (kRank == 4)
+            {
+                math::transformPoint2d(t, d.transform == 1, bx, math::baseCoordinate(zh, d.out_h, ac), gx[p], gy[p]);
+                gz[p] = 0.0f;
+            }
+            else
+            {
+                int64_t z, h;
+                cuda::divMod(zh, d.out_h, small, z, h);
+                math::transformPoint3d(t, bx, math::baseCoordinate(h, d.out_h, ac), math::baseCoordinate(z, d.out_d, ac),
+                    gx[p], gy[p], gz[p]);
+            }
         }
-        math::sample2d<P>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-    }
-    else
-    {
-        float gz[P];
-        STN_UNROLL
-        for (int p = 0; p < P; ++p)
+        T const* in = x + n * d.c * inPlane;
+        T* o_ = out + n * d.c * outPlane;
+        if constexpr (P == 1)
         {
-            int64_t zh, w, z, h;
-            cuda::divMod(pos + p, d.out_w, small, zh, w);
-            cuda::divMod(zh, d.out_h, small, z, h);
-            math::transformPoint3d(t, math::baseCoordinate(w, d.out_w, ac), math::baseCoordinate(h, d.out_h, ac),
-                math::baseCoordinate(z, d.out_d, ac), gx[p], gy[p], gz[p]);
+            math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
+            if (kRank == 4)
+            {
+                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            }
+            else
+            {
+                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            }
         }
-        math::sample3d<P>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-    }
-}
-
-template <typename T, int kRank>
-__global__ void __launch_bounds__(cuda::kTHREADS)
-    affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
-        StnSampleDesc d, math::SampleOptions o)
-{
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    int64_t const total = d.n * outPlane;
-    bool const small = total < (int64_t{1} << 31);
-    for (int64_t i = globalThread(); i < total; i += gridStride())
-    {
-        int64_t n, pos;
-        cuda::divMod(i, outPlane, small, n, pos);
-        math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
-        fusedPoint<T, kRank, 1>(x, theta, d, o, n, pos, small, write);
-    }
-}
-
-template <typename T, int kRank>
-__global__ void __launch_bounds__(cuda::kTHREADS)
-    affineGridSamplePairKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
-        StnSampleDesc d, math::SampleOptions o)
-{
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    int64_t const pairs = d.n * outPlane / 2;
-    bool const small = 2 * pairs < (int64_t{1} << 31);
-    for (int64_t j = globalThread(); j < pairs; j += gridStride())
-    {
-        int64_t const i = 2 * j;
-        int64_t n, pos;
-        cuda::divMod(i, outPlane, small, n, pos);
-        cuda::PairWriter<T> const write{out + n * d.c * outPlane, outPlane, pos};
-        fusedPoint<T, kRank, 2>(x, theta, d, o, n, pos, small, write);
+        else
+        {
+            cuda::PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
+            if (kRank == 4)
+            {
+                math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            }
+            else
+            {
+                math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            }
+        }
     }
 }
 
@@ -111,33 +109,21 @@ struct Launch
     template <typename T>
     void operator()() const
     {
+        constexpr int P = cuda::PositionsPerThread<T>::value;
         math::SampleOptions const o = sampleOptions(d, /*cuda=*/true);
         int64_t const outPlane = d.out_d * d.out_h * d.out_w;
+        bool const vectorStore = P == 2 && outPlane % 2 == 0 && cuda::aligned(out, P * sizeof(T));
+        unsigned int const blocks = cuda::blocksFor(d.n * ((outPlane + P - 1) / P));
         T const* xp = static_cast<T const*>(x);
         cuda::CoordReader const tp{theta, d.coord_dtype};
         T* op = static_cast<T*>(out);
-        // Pairs stay inside one row when out_w is even.
-        if (d.out_w % 2 == 0 && cuda::aligned(out, 2 * sizeof(T)))
-        {
-            unsigned int const blocks = cuda::blocksFor(d.n * outPlane / 2);
-            if (d.rank == 4)
-            {
-                affineGridSamplePairKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
-            }
-            else
-            {
-                affineGridSamplePairKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
-            }
-            return;
-        }
-        unsigned int const blocks = cuda::blocksFor(d.n * outPlane);
         if (d.rank == 4)
         {
-            affineGridSampleKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+            affineGridSampleKernel<T, 4, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o, vectorStore);
         }
         else
         {
-            affineGridSampleKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o);
+            affineGridSampleKernel<T, 5, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o, vectorStore);
         }
     }
 };

@@ -77,44 +77,56 @@ struct CoordReader
     }
 };
 
-//! Stores P = 2 consecutive outputs of one channel plane with one 8/4-byte store.
+//! Stores the P = 2 outputs of one thread: one 4/8-byte vector store (float2 / __half2 /
+//! __nv_bfloat162) when the plane size is even and the output aligned, else element stores
+//! (the second one only when it exists, at the end of an odd plane).
 template <typename T>
-struct PairWriter;
-
-template <>
-struct PairWriter<float>
+struct PairWriter
 {
-    float* out;
+    T* out;
     int64_t outPlane;
-    int64_t pos; // even
+    int64_t pos;
+    bool vector;
+    bool second;
     __device__ __forceinline__ void operator()(int64_t c, float const (&v)[2]) const
     {
-        *reinterpret_cast<float2*>(out + c * outPlane + pos) = make_float2(v[0], v[1]);
+        T* p = out + c * outPlane + pos;
+        if (vector)
+        {
+            storePair(p, v[0], v[1]);
+            return;
+        }
+        p[0] = math::fromFloat<T>(v[0]);
+        if (second)
+        {
+            p[1] = math::fromFloat<T>(v[1]);
+        }
+    }
+    static __device__ __forceinline__ void storePair(float* p, float a, float b)
+    {
+        *reinterpret_cast<float2*>(p) = make_float2(a, b);
+    }
+    static __device__ __forceinline__ void storePair(__half* p, float a, float b)
+    {
+        *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
+    }
+    static __device__ __forceinline__ void storePair(__nv_bfloat16* p, float a, float b)
+    {
+        *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
     }
 };
 
-template <>
-struct PairWriter<__half>
+//! Positions per thread: 1 for fp32 (4-byte stores already fill a warp's 128-byte segment),
+//! 2 for fp16/bf16 (vectorised 4-byte stores). One kernel per (dtype, rank) keeps the build short.
+template <typename T>
+struct PositionsPerThread
 {
-    __half* out;
-    int64_t outPlane;
-    int64_t pos;
-    __device__ __forceinline__ void operator()(int64_t c, float const (&v)[2]) const
-    {
-        *reinterpret_cast<__half2*>(out + c * outPlane + pos) = __floats2half2_rn(v[0], v[1]);
-    }
+    static constexpr int value = 2;
 };
-
 template <>
-struct PairWriter<__nv_bfloat16>
+struct PositionsPerThread<float>
 {
-    __nv_bfloat16* out;
-    int64_t outPlane;
-    int64_t pos;
-    __device__ __forceinline__ void operator()(int64_t c, float const (&v)[2]) const
-    {
-        *reinterpret_cast<__nv_bfloat162*>(out + c * outPlane + pos) = __floats2bfloat162_rn(v[0], v[1]);
-    }
+    static constexpr int value = 1;
 };
 
 inline bool aligned(void const* p, size_t bytes)

@@ -4,12 +4,13 @@
  * gridSampleKernel.cu: CUDA kernels of STNGridSample. The sampling maths is gridSampleMath.h
  * (PyTorch's grid sampler semantics; see the credits there), compiled here for the device.
  *
- * Memory plan: one thread per output position (two adjacent positions in the paired kernel);
- * the position's taps (indices, weights, validity) are computed once in registers and reused for
- * every channel; output stores are coalesced across the warp (consecutive threads write
- * consecutive positions of a channel plane) and, in the paired kernel, vectorised (float2,
- * __half2, __nv_bfloat162). Offsets are 64-bit, so tensors over 2^31 elements are addressed
- * correctly.
+ * Memory plan: one thread per output position for fp32, two adjacent positions for fp16/bf16;
+ * the taps (indices, weights, validity) of a position are computed once in registers and reused
+ * for every channel; output stores are coalesced across the warp (consecutive threads write
+ * consecutive positions of a channel plane) and, for fp16/bf16 on even planes, vectorised
+ * (__half2 / __nv_bfloat162); fp32 grids are read with one float2/float4 load per thread.
+ * Offsets are 64-bit, so tensors over 2^31 elements are addressed correctly; position
+ * arithmetic uses 32-bit division when everything fits.
  */
 #include "gridSampleKernel.h"
 #include "kernelCommon.cuh"
@@ -22,62 +23,34 @@ using cuda::globalThread;
 using cuda::gridStride;
 using cuda::CoordReader;
 
-//! One position per thread (any shape).
-template <typename T, int kRank>
+//! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16).
+//! vectorStore: even plane and aligned output -> one vector store per channel and thread.
+//! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
+template <typename T, int kRank, int P>
 __global__ void __launch_bounds__(cuda::kTHREADS)
     gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, StnSampleDesc d,
-        math::SampleOptions o)
+        math::SampleOptions o, bool vectorStore, bool vectorGrid)
 {
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
-    int64_t const total = d.n * outPlane;
-    bool const small = total < (int64_t{1} << 31);
-    for (int64_t i = globalThread(); i < total; i += gridStride())
+    int64_t const perItem = (outPlane + P - 1) / P;
+    int64_t const work = d.n * perItem;
+    bool const small = d.n * outPlane < (int64_t{1} << 31);
+    for (int64_t j = globalThread(); j < work; j += gridStride())
     {
-        int64_t n, pos;
-        cuda::divMod(i, outPlane, small, n, pos);
+        int64_t n, k;
+        cuda::divMod(j, perItem, small, n, k);
+        int64_t const pos = k * P;
+        int64_t const i = n * outPlane + pos; // global index of the first position
+        bool const second = P == 2 && pos + 1 < outPlane;
         T const* in = x + n * d.c * inPlane;
-        math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
-        if (kRank == 4)
+        T* o_ = out + n * d.c * outPlane;
+        float gx[P], gy[P], gz[P];
+        if (kRank == 4 && vectorGrid)
         {
-            float const gx[1] = {grid[2 * i]};
-            float const gy[1] = {grid[2 * i + 1]};
-            math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-        }
-        else
-        {
-            float const gx[1] = {grid[3 * i]};
-            float const gy[1] = {grid[3 * i + 1]};
-            float const gz[1] = {grid[3 * i + 2]};
-            math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-        }
-    }
-}
-
-//! Two adjacent positions per thread, vectorised stores; needs an even plane and aligned output.
-//! 4-D with an fp32 grid 16-byte aligned: the four coordinates come in one float4 load.
-template <typename T, int kRank>
-__global__ void __launch_bounds__(cuda::kTHREADS)
-    gridSamplePairKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, StnSampleDesc d,
-        math::SampleOptions o, bool float4Grid)
-{
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    int64_t const inPlane = d.in_d * d.in_h * d.in_w;
-    int64_t const pairs = d.n * outPlane / 2;
-    bool const small = 2 * pairs < (int64_t{1} << 31);
-    for (int64_t j = globalThread(); j < pairs; j += gridStride())
-    {
-        int64_t const i = 2 * j;
-        int64_t n, pos;
-        cuda::divMod(i, outPlane, small, n, pos);
-        T const* in = x + n * d.c * inPlane;
-        cuda::PairWriter<T> const write{out + n * d.c * outPlane, outPlane, pos};
-        if (kRank == 4)
-        {
-            float gx[2], gy[2];
-            if (float4Grid)
+            if constexpr (P == 2)
             {
-                float4 const g = __ldg(static_cast<float4 const*>(grid.p) + j);
+                float4 const g = __ldg(static_cast<float4 const*>(grid.p) + i / 2);
                 gx[0] = g.x;
                 gy[0] = g.y;
                 gx[1] = g.z;
@@ -85,19 +58,45 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
             }
             else
             {
-                gx[0] = grid[2 * i];
-                gy[0] = grid[2 * i + 1];
-                gx[1] = grid[2 * i + 2];
-                gy[1] = grid[2 * i + 3];
+                float2 const g = __ldg(static_cast<float2 const*>(grid.p) + i);
+                gx[0] = g.x;
+                gy[0] = g.y;
             }
-            math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
         }
         else
         {
-            float const gx[2] = {grid[3 * i], grid[3 * i + 3]};
-            float const gy[2] = {grid[3 * i + 1], grid[3 * i + 4]};
-            float const gz[2] = {grid[3 * i + 2], grid[3 * i + 5]};
-            math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            STN_UNROLL
+            for (int p = 0; p < P; ++p)
+            {
+                int64_t const q = (p == 0 || second) ? i + p : i; // past the plane's end: repeat the first
+                gx[p] = grid[(kRank - 2) * q];
+                gy[p] = grid[(kRank - 2) * q + 1];
+                gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
+            }
+        }
+        if constexpr (P == 1)
+        {
+            math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
+            if (kRank == 4)
+            {
+                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            }
+            else
+            {
+                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            }
+        }
+        else
+        {
+            cuda::PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
+            if (kRank == 4)
+            {
+                math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            }
+            else
+            {
+                math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            }
         }
     }
 }
@@ -113,34 +112,24 @@ struct Launch
     template <typename T>
     void operator()() const
     {
+        constexpr int P = cuda::PositionsPerThread<T>::value;
         math::SampleOptions const o = sampleOptions(d, /*cuda=*/true);
         int64_t const outPlane = d.out_d * d.out_h * d.out_w;
+        bool const evenPlane = outPlane % P == 0;
+        bool const vectorStore = P == 2 && evenPlane && cuda::aligned(out, P * sizeof(T));
+        bool const vectorGrid
+            = d.rank == 4 && d.coord_dtype == STN_DTYPE_FLOAT32 && evenPlane && cuda::aligned(grid, 8 * P);
+        unsigned int const blocks = cuda::blocksFor(d.n * ((outPlane + P - 1) / P));
         T const* xp = static_cast<T const*>(x);
         CoordReader const gp{grid, d.coord_dtype};
         T* op = static_cast<T*>(out);
-        bool const paired = outPlane % 2 == 0 && cuda::aligned(out, 2 * sizeof(T));
-        if (paired)
-        {
-            bool const f4 = d.rank == 4 && d.coord_dtype == STN_DTYPE_FLOAT32 && cuda::aligned(grid, 16);
-            unsigned int const blocks = cuda::blocksFor(d.n * outPlane / 2);
-            if (d.rank == 4)
-            {
-                gridSamplePairKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, f4);
-            }
-            else
-            {
-                gridSamplePairKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, false);
-            }
-            return;
-        }
-        unsigned int const blocks = cuda::blocksFor(d.n * outPlane);
         if (d.rank == 4)
         {
-            gridSampleKernel<T, 4><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o);
+            gridSampleKernel<T, 4, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, vectorStore, vectorGrid);
         }
         else
         {
-            gridSampleKernel<T, 5><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o);
+            gridSampleKernel<T, 5, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, vectorStore, false);
         }
     }
 };

@@ -154,6 +154,14 @@ def _progress_monitor(trt):
     return _Monitor()
 
 
+def _parser_version(trt) -> int | None:
+    """The ONNX parser's version number as TensorRT reports it (an encoded integer)."""
+    try:
+        return int(trt.get_nv_onnx_parser_version())
+    except Exception:  # not every TensorRT Python build exposes it
+        return None
+
+
 def run_job(job: dict) -> dict:
     """Parse, configure and build one engine; write it to ``job["out"]``. Returns its info."""
     import onnx
@@ -234,7 +242,8 @@ def run_job(job: dict) -> dict:
 
         write_bytes(job["timing_cache"], bytes(config.get_timing_cache().serialize()))
     return {
-        "backend": {"name": backend.name, "version": backend.version},
+        "backend": {"name": backend.name, "version": backend.version,
+                    "onnx_parser": _parser_version(trt)},
         "build_seconds": round(seconds, 4),
         "profiles": [ranges],
         "network": network_info,

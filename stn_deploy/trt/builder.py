@@ -88,7 +88,8 @@ def _run_doctor(path: Path, backend: str) -> None:
     from stn_deploy import graph
 
     report = graph.doctor(path, target=doctor_target(backend))
-    errors = [f"{f.node}: {f.message}" for f in report.errors]
+    errors = [f"{f.node}: {f.message} (fix: {f.hint})" if getattr(f, "hint", "") else f"{f.node}: {f.message}"
+              for f in report.errors]
     if errors:
         raise UserError(f"doctor found {len(errors)} error(s) in {path.name}: {errors[0]}"
                         + (f" (and {len(errors) - 1} more; see stn-deploy doctor)" if len(errors) > 1 else "")
@@ -216,6 +217,18 @@ class _Worker:
         self.stderr_file.unlink(missing_ok=True)
 
 
+def _library_version(path: str) -> str | None:
+    """``stn_library_version()`` of our plugin library (None for another library)."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(path).stn_library_version
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_char_p
+    return fn().decode(errors="replace")
+
+
 def _public(path: Path) -> None:
     """Give a temporary file (mkstemp: 0600) the mode a plain ``open`` would have."""
     umask = os.umask(0)
@@ -234,8 +247,8 @@ def _sidecar(options: BuildOptions, job: dict, info: dict, engine_tmp: Path) -> 
                    "sha256": sha256(engine_tmp)},
         "backend": info["backend"],
         "onnx": {"path": job["onnx"], "sha256": sha256(job["onnx"])},
-        "plugin_library": ({"path": plugin, "sha256": sha256(plugin), "ops": job["plugin_ops"]}
-                           if plugin else None),
+        "plugin_library": ({"path": plugin, "sha256": sha256(plugin), "version": _library_version(plugin),
+                            "ops": job["plugin_ops"]} if plugin else None),
         "precision": options.precision,
         "precision_method": ("graph converted (strongly typed builder)" if info["graph_converted_to"]
                              else "builder flag" if options.precision != "fp32" else "as exported"),
@@ -277,7 +290,13 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
                 worker = _Worker()
             try:
                 with atomic_path(options.engine) as tmp:
-                    event = worker.run({**job, "out": str(tmp), "stderr": str(worker.stderr_file)}, progress)
+                    try:
+                        event = worker.run({**job, "out": str(tmp), "stderr": str(worker.stderr_file)}, progress)
+                    except BaseException:
+                        # Stop the worker before atomic_path deletes the temporary engine, or
+                        # a worker still building could write it again.
+                        worker.kill()
+                        raise
                     if not event["ok"]:
                         raise BuildError(event["error"])
                     sidecar = _sidecar(options, job, event["info"], tmp)
