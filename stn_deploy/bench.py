@@ -33,7 +33,7 @@ Report (``<name>.json``; ``format`` = "stn-deploy-bench", ``version`` = 1):
     ``device``    cpu, cpu_threads, cuda; on a GPU also gpu, compute_capability,
                   gpu_memory_gib, cuda_runtime, driver
     ``versions``  python, stn_deploy, torch, onnxruntime, tensorrt, tensorrt_rtx (None = absent)
-    ``settings``  backends, batches, warmup, iters, torch_device, timer
+    ``settings``  backends, batches, warmup, iters, torch_device, cpu_threads, timer
     ``results``   one row per backend and batch: backend, batch, status (ok | skipped |
                   failed), reason, device, input_shape, note, p50_ms, p90_ms, p99_ms,
                   mean_ms, min_ms, iters, throughput_sps, speedup_vs_torch, compile_s
@@ -91,6 +91,9 @@ class BenchOptions:
         device: where the torch backends run: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
         sampler: also time the sampler against a copy of the same bytes; default True.
         seed: seed of the random inputs; default 0.
+        threads: CPU threads for torch, ONNX Runtime and the plugin's CPU reference alike;
+            default None = each library's default (all cores). On a busy machine 1 thread
+            avoids the stalls of a thread pool waiting for a descheduled worker.
     """
 
     model: Path
@@ -105,6 +108,7 @@ class BenchOptions:
     device: str = "auto"
     sampler: bool = True
     seed: int = 0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -124,6 +128,8 @@ class BenchOptions:
             raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise UserError(f"unknown device {self.device!r}; choose from auto, cpu, cuda")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -557,7 +563,7 @@ class _TorchBackend(_Backend):
 class _OrtBackend(_Backend):
     name = "ort"
 
-    def __init__(self, sources: _Sources, seed: int) -> None:
+    def __init__(self, sources: _Sources, seed: int, threads: int | None = None) -> None:
         path = sources.onnx()
         self.path = path
         self.plugin = _is_plugin_onnx(path)
@@ -569,7 +575,7 @@ class _OrtBackend(_Backend):
         from stn_deploy import ort_ops
 
         # ort_session registers our Python ops when the graph has plugin ops.
-        self.session = ort_ops.ort_session(path)
+        self.session = ort_ops.ort_session(path, threads=threads)
         _, self.dims, self.dtype = _onnx_input(path)
 
     def prepare(self, batch: int) -> Callable[[], Any]:
@@ -623,11 +629,11 @@ class _TrtBackend(_Backend):
         self.runner.deactivate()
 
 
-def _open_backend(name: str, sources: _Sources, device: str, seed: int) -> _Backend:
+def _open_backend(name: str, sources: _Sources, device: str, seed: int, threads: int | None = None) -> _Backend:
     if name in ("torch", "torch-compile"):
         return _TorchBackend(sources, device, name == "torch-compile", seed)
     if name == "ort":
-        return _OrtBackend(sources, seed)
+        return _OrtBackend(sources, seed, threads)
     if name == "trt":
         return _TrtBackend(sources, seed)
     raise UserError(f"unknown backend {name!r}")
@@ -683,7 +689,7 @@ def _sampler_section(sources: _Sources, options: BenchOptions, device: str) -> d
                 return st.warp(x, params)
 
         impls: list[tuple[str, Callable[[], Any] | None, str | None]] = [("torch", torch_warp, None)]
-        impls.append(_plugin_warp(st, x, params))
+        impls.append(_plugin_warp(st, x, params, options.threads))
         rows = {}
         runnable: dict[str, Callable[[], Any]] = {"copy": copy_fn(half, device)}
         for impl, fn, reason in impls:
@@ -708,7 +714,7 @@ def _sampler_section(sources: _Sources, options: BenchOptions, device: str) -> d
     return section
 
 
-def _plugin_warp(st, x, params) -> tuple[str, Callable[[], Any] | None, str | None]:
+def _plugin_warp(st, x, params, threads: int | None = None) -> tuple[str, Callable[[], Any] | None, str | None]:
     """The plugin's fused theta -> sample kernel for this transformer, or why it cannot run."""
     theta = st.generator.theta(params) if hasattr(st.generator, "theta") else None
     if theta is None:
@@ -724,7 +730,8 @@ def _plugin_warp(st, x, params) -> tuple[str, Callable[[], Any] | None, str | No
     s = st.settings
     theta = theta.contiguous()
     size = st.out_size
-    return ("plugin", lambda: kernels.affine_grid_sample(x, theta, size, s.mode, s.padding_mode, s.align_corners), None)
+    return ("plugin", lambda: kernels.affine_grid_sample(x, theta, size, s.mode, s.padding_mode, s.align_corners,
+                                                         num_threads=threads), None)
 
 
 # --------------------------------------------------------------------------- main entry
@@ -751,6 +758,18 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
         raise UserError("--device cuda given but no CUDA GPU is available")
     device = "cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device)
 
+    previous_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)  # process-wide: restored below
+    try:
+        return _bench(options, name, device, say)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], None]) -> BenchResult:
+    import torch
+
     with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
         sources = _Sources(options, Path(tmp))
         dims, dtype = sources.input_shape()
@@ -773,6 +792,7 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
                 "warmup": options.warmup,
                 "iters": options.iters,
                 "torch_device": device,
+                "cpu_threads": torch.get_num_threads(),
                 "timer": "cuda-events" if device == "cuda" else "perf_counter",
                 "throughput": "batch / p50 (samples/s)",
                 "speedup_vs_torch": "torch eager p50 / p50, same run",
@@ -803,7 +823,7 @@ def _bench_backend(name: str, sources: _Sources, options: BenchOptions, device: 
     rows = []
     base: dict[str, Any] = {"backend": name}
     try:
-        backend = _open_backend(name, sources, device, options.seed)
+        backend = _open_backend(name, sources, device, options.seed, options.threads)
     except _Skip as exc:
         say(f"{name}: skipped: {exc}")
         return [{**base, "batch": b, "status": "skipped", "reason": str(exc)} for b in options.batches]

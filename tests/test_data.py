@@ -64,15 +64,16 @@ def _sources(ds):
 
 def test_rotation_is_a_rotation_of_the_source_within_90_degrees():
     ds = data.make_dataset("R", "test", seed=0)
-    x, src = ds.images[:40], _sources(ds)[:40]
-    angles = torch.linspace(-math.pi / 2, math.pi / 2, 181)
-    best = torch.full((40,), float("inf"))
-    for a in angles:
-        cos, sin = math.cos(a), math.sin(a)
-        theta = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0]]).expand(40, 2, 3)
-        rotated = F.grid_sample(src, F.affine_grid(theta, list(src.shape), align_corners=False), align_corners=False)
-        best = torch.minimum(best, (rotated - x).pow(2).mean((1, 2, 3)))
-    # Within 1 degree of the true angle the residual is tiny next to the image's energy.
+    n, x, src = 20, ds.images[:20], _sources(ds)[:20]
+    angles = torch.linspace(-math.pi / 2, math.pi / 2, 91)  # 2 degree steps over the range
+    cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+    a = len(angles)
+    grid = F.affine_grid(theta.repeat(n, 1, 1), [n * a, 1, 28, 28], align_corners=False)
+    rotated = F.grid_sample(src.repeat_interleave(a, 0), grid, align_corners=False).reshape(n, a, -1)
+    best = (rotated - x.reshape(n, 1, -1)).pow(2).mean(-1).min(1).values
+    # Within 1 degree of the true angle the residual is tiny next to the image's energy
+    # (a wrong source digit leaves > 5 %).
     assert bool((best < 0.02 * x.pow(2).mean((1, 2, 3))).all())
 
 

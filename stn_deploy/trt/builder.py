@@ -229,13 +229,6 @@ def _library_version(path: str) -> str | None:
     return fn().decode(errors="replace")
 
 
-def _public(path: Path) -> None:
-    """Give a temporary file (mkstemp: 0600) the mode a plain ``open`` would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _sidecar(options: BuildOptions, job: dict, info: dict, engine_tmp: Path) -> dict:
     plugin = job["plugin_library"]
     return {
@@ -300,10 +293,8 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
                     if not event["ok"]:
                         raise BuildError(event["error"])
                     sidecar = _sidecar(options, job, event["info"], tmp)
-                    _public(tmp)
                 with atomic_path(options.sidecar) as tmp_json:
                     tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-                    _public(tmp_json)
             except UserError as exc:
                 outcomes.append(BuildOutcome(options, None, str(exc)))
                 continue
