@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-size", type=int, default=28, help="input height = width in pixels (RTS digits: 42)")
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch, ORT and the plugin alike (default: each library's own)")
     parser.add_argument("--engines", action="store_true", help="build an engine per model so that trt runs (GPU)")
     parser.add_argument("--quick", action="store_true", help="cnn and st-cnn-affine, batch 1,8, 5 runs")
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = _engine(ckpt, folder) if args.engines and "trt" in backends and device == "cuda" else None
             result = bench.bench(bench.BenchOptions(
                 model=ckpt, backends=backends, batches=batches, warmup=warmup, iters=iters,
-                output_dir=folder / "out", name=name, engine=engine,
+                output_dir=folder / "out", name=name, engine=engine, threads=args.threads,
             ))
             report = result.report
             reports[name] = report
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": first["device"],
         "versions": first["versions"],
         "settings": {"models": models, "backends": list(backends), "batches": list(batches), "in_size": args.in_size,
-                     "iters": iters, "warmup": warmup, "baseline": "torch eager, same run"},
+                     "iters": iters, "warmup": warmup, "threads": args.threads, "baseline": "torch eager, same run"},
         "summary": summary,
         "reports": reports,
     }

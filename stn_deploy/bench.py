@@ -60,6 +60,8 @@ from stn_deploy.io import atomic_path, ensure_writable_dir, write_json
 
 BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt")
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 64)
+DEFAULT_WARMUP = 10
+DEFAULT_ITERS = 100
 DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
 REPORT_FORMAT = "stn-deploy-bench"
 REPORT_VERSION = 1
@@ -99,8 +101,8 @@ class BenchOptions:
     model: Path
     backends: tuple[str, ...] = BACKENDS
     batches: tuple[int, ...] = DEFAULT_BATCHES
-    warmup: int = 10
-    iters: int = 100
+    warmup: int = DEFAULT_WARMUP
+    iters: int = DEFAULT_ITERS
     output_dir: Path = DEFAULT_OUTPUT_DIR
     name: str | None = None
     onnx: Path | None = None

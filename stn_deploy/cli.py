@@ -464,8 +464,10 @@ class _OneLineUsage(click.Command):
               help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}.")
 @click.option("--batch", "batches", default=",".join(map(str, _bench.DEFAULT_BATCHES)), show_default=True,
               help="Comma-separated batch sizes.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed iterations first.")
-@click.option("--iters", type=click.IntRange(min=1), default=100, show_default=True, help="Timed iterations per backend and batch.")
+@click.option("--warmup", type=click.IntRange(min=0), default=_bench.DEFAULT_WARMUP, show_default=True,
+              help="Untimed iterations first.")
+@click.option("--iters", type=click.IntRange(min=1), default=_bench.DEFAULT_ITERS, show_default=True,
+              help="Timed iterations per backend and batch.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
               show_default=True, help="Folder of the JSON and PNG.")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
@@ -476,7 +478,10 @@ class _OneLineUsage(click.Command):
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed):
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch, ONNX Runtime and the plugin alike  [default: each library's own]")
+def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
+                  threads):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
 
     MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
@@ -494,7 +499,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
     options = _bench.BenchOptions(
         model=model, backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
         warmup=warmup, iters=iters, output_dir=output_dir, name=name, onnx=onnx_path, engine=engine,
-        device=device, sampler=sampler, seed=seed,
+        device=device, sampler=sampler, seed=seed, threads=threads,
     )
     err = Console(stderr=True)
     result = _bench.bench(options, progress=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))
@@ -510,11 +515,15 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 @click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
 @click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and validation.")
 @click.option("--backends", default=",".join(_demo.DEFAULT_BACKENDS), show_default=True, help="Bench backends.")
 @click.option("--batch", "batches", default=",".join(map(str, _demo.DEFAULT_BATCHES)), show_default=True, help="Bench batch sizes.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Bench warm-up iterations.")
-@click.option("--iters", type=click.IntRange(min=1), default=50, show_default=True, help="Bench timed iterations.")
+@click.option("--warmup", type=click.IntRange(min=0), default=_demo.DEFAULT_WARMUP, show_default=True,
+              help="Bench warm-up iterations.")
+@click.option("--iters", type=click.IntRange(min=1), default=_demo.DEFAULT_ITERS, show_default=True,
+              help="Bench timed iterations.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Bench CPU threads for every backend  [default: each library's own]")
 @click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
 @click.option("--validate-images", type=click.IntRange(min=1), default=None,
@@ -526,7 +535,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
               for k, v in _demo.QUICK.items()) + " (options given explicitly win).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the training progress bar.")
 @click.pass_context
-def demo_command(ctx, output_dir, model, dataset, epochs, seed, backends, batches, warmup, iters, build_engine,
+def demo_command(ctx, output_dir, model, dataset, epochs, seed, backends, batches, warmup, iters, threads, build_engine,
                  validate_images, crafted_steps, quick, progress):
     """Walk the whole path on the bundled digits: train a small ST-CNN, export standard and
     plugin ONNX, run doctor, build a CPU-AOT engine with our plugin, validate the plugin ONNX
@@ -548,7 +557,7 @@ def demo_command(ctx, output_dir, model, dataset, epochs, seed, backends, batche
         for key, value in _demo.QUICK.items():
             if ctx.get_parameter_source(key) == click.core.ParameterSource.DEFAULT:
                 values[key] = value
-    options = _demo.DemoOptions(output_dir=output_dir, model=model, dataset=dataset, seed=seed,
+    options = _demo.DemoOptions(output_dir=output_dir, model=model, dataset=dataset, seed=seed, threads=threads,
                                 build_engine=build_engine, progress=progress, **values)
     err = Console(stderr=True)
     result = _demo.demo(options, progress=lambda line: err.print(line, highlight=False))

@@ -6,7 +6,10 @@ bench, on the bundled digits, on a CPU-only machine in a few minutes.
     model.pt, metrics.json          trained ST-CNN (train.py)
     model.onnx                      standard ops: AffineGrid + GridSample (export.py)
     model.plugin.onnx               our plugin ops: STNAffineGridSample (export.py)
-    doctor.json                     lint of both ONNX files (doctor.py)
+    doctor.json                     lint (doctor.py): model.onnx for ORT, model.plugin.onnx for
+                                    TensorRT-RTX, and model.onnx for TensorRT-RTX, shown but not
+                                    gating: its AffineGrid cannot be built, which is why the
+                                    plugin flavour exists
     model.engine, model.engine.json TensorRT-RTX CPU-only AOT engine with our plugin (trt/)
     validate.json                   plugin ONNX on the CPU (and the engine on a GPU) vs PyTorch
     bench.json, bench.png           latency per backend and batch (bench.py)
@@ -16,6 +19,9 @@ bench, on the bundled digits, on a CPU-only machine in a few minutes.
 Each step records ``ok``, ``skipped`` (with the reason: no GPU, no TensorRT, no plugin
 library) or ``failed`` (with the error) and the demo goes on with the steps that do not
 depend on a failed one. Every file is written atomically; ``summary.json`` is written last.
+
+``QUICK`` (``stn-deploy demo --quick``) runs the same path in about a minute with one epoch of
+training, a small validation set and few bench iterations: for checks and tests.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from stn_deploy.io import ensure_writable_dir, write_json
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_MODEL = "st-cnn-affine"
 DEFAULT_DATASET = "RTS"
-#: Fits the 2-minute training budget on 2 CPU cores with room to spare.
+#: train.TrainOptions' default (the demo's budget: at most 2 minutes of training on 2 cores).
 DEFAULT_EPOCHS = 10
 DEFAULT_BACKENDS = ("torch", "torch-compile", "ort", "trt")
 DEFAULT_BATCHES = (1, 8, 64)
+DEFAULT_WARMUP = 5
+DEFAULT_ITERS = 50
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 
@@ -75,6 +83,7 @@ class DemoOptions:
         batches: bench batch sizes; default (1, 8, 64).
         warmup: bench warm-up iterations; default 5.
         iters: bench timed iterations; default 50.
+        threads: bench CPU threads for every backend; default None = each library's own.
         build_engine: build the CPU-AOT engine (needs TensorRT-RTX or TensorRT); default True.
         validate_images: cap on the test images validation compares on; None (default) = the
             whole test set.
@@ -90,8 +99,9 @@ class DemoOptions:
     seed: int = 0
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     batches: tuple[int, ...] = DEFAULT_BATCHES
-    warmup: int = 5
-    iters: int = 50
+    warmup: int = DEFAULT_WARMUP
+    iters: int = DEFAULT_ITERS
+    threads: int | None = None
     build_engine: bool = True
     validate_images: int | None = None
     crafted_steps: int | None = None
@@ -364,6 +374,7 @@ def _bench(options: DemoOptions, r: _Runner):
         result = bench.bench(bench.BenchOptions(
             model=r.path("checkpoint"), backends=options.backends, batches=options.batches, warmup=options.warmup,
             iters=options.iters, output_dir=r.run_dir, name=ARTEFACTS["bench_name"], onnx=onnx, engine=engine,
+            threads=options.threads,
         ))
         step.artefacts += [result.json_path.name, result.png_path.name]
         r.bench_report = result.report
@@ -430,7 +441,7 @@ def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) ->
         "options": {
             "model": options.model, "dataset": options.dataset, "epochs": options.epochs, "seed": options.seed,
             "backends": list(options.backends), "batches": list(options.batches),
-            "warmup": options.warmup, "iters": options.iters,
+            "warmup": options.warmup, "iters": options.iters, "threads": options.threads,
         },
         **environment(),
         "steps": [s.to_dict() for s in r.steps],

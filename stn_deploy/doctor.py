@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 TARGETS = ("trt10", "trt11", "rtx", "ort")
 SEVERITIES = ("error", "warning", "info")
+#: Op types (lower case) of mmdeploy's grid-sample TensorRT plugin.
+MMDEPLOY_SAMPLERS = ("grid_sampler", "gridsampler", "mmcvgridsample")
 #: Above this size, fp16 coordinates (10-bit mantissa) cannot address every pixel.
 FP16_MAX_EXACT_SIZE = 2048
 
@@ -225,7 +227,7 @@ def _rules(model, target: str, report: DoctorReport) -> None:
             add(Finding("trt-affinegrid", name, sev,
                         "AffineGrid: TensorRT 10 and TensorRT-RTX 1.7 have no importer (UNSUPPORTED_NODE)",
                         "stn-deploy rewrite (fuses AffineGrid+GridSample into STNAffineGridSample)"))
-        elif node.op_type.lower() in ("grid_sampler", "gridsampler", "mmcvgridsample") and not node.domain == schema.PLUGIN_DOMAIN:
+        elif node.op_type.lower() in MMDEPLOY_SAMPLERS and node.domain != schema.PLUGIN_DOMAIN:
             # mmdeploy's TensorRT plugin: bicubic silently falls back to bilinear.
             if int(attr_value(node, "interpolation_mode", 0)) == int(schema.InterpolationMode.BICUBIC):
                 add(Finding("bicubic-outside-plugin", name, "error",
@@ -268,7 +270,8 @@ def _rules(model, target: str, report: DoctorReport) -> None:
         add(Finding("decomposed-affine-grid", _name(node), "warning",
                     f"grid is a decomposed affine grid (Mul+ReduceSum) with fixed size {out[1:-1]}: "
                     "ONNX Runtime runs it ~200x slower than AffineGrid and the output H/W cannot change",
-                    "re-export with torch.onnx.export(..., dynamo=False, opset_version=20) or stn-deploy export"))
+                    "re-export with torch.onnx.export(..., dynamo=False, opset_version=20) or stn-deploy export; "
+                    "for TensorRT, stn-deploy rewrite fuses it into STNAffineGridSample"))
 
 
 def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:

@@ -307,47 +307,76 @@ def _producer(tensor, op: str | None = None):
     return node if op is None or node.op == op else None
 
 
-def _match_projective(grid, graph_outputs: set):
-    """Match ``grid = AffineGrid(theta[:, :2]) / AffineGrid(cat(theta[:, 2:3] x2))[..., :1]``.
+def _is_slice(node, start: int, end: int, axes: tuple[int, ...]) -> bool:
+    """``node`` is a Slice of [start:end] along one of ``axes`` with step 1 (constant inputs)."""
+    if node is None or node.op != "Slice" or len(node.inputs) < 3:
+        return False
+    vals = [_const_values(t) for t in node.inputs[1:]]
+    if any(v is None for v in vals):
+        return False
+    starts, ends = vals[0], vals[1]
+    ax = vals[2] if len(vals) > 2 else [0]
+    steps = vals[3] if len(vals) > 3 else [1]
+    return starts == [start] and ends == [end] and len(ax) == 1 and ax[0] in axes and steps == [1]
 
-    Returns (theta tensor, xy AffineGrid node, nodes to drop) or None.
+
+def _match_projective(grid, graph_outputs: set):
+    """Match what ``models.ProjectiveGenerator`` exports (any user code written the same way)::
+
+        xy = AffineGrid(theta[:, 0:2], size); w = AffineGrid(concat(theta[:, 2:3], theta[:, 2:3]), size)
+        grid = xy / w[..., 0:1]
+
+    with theta [N, 3, 3], both AffineGrids on the same size and align_corners. Returns
+    (theta tensor, xy AffineGrid node, w AffineGrid node) or None.
     """
     div = _producer(grid, "Div")
     if div is None:
         return None
     ag_xy = _producer(div.inputs[0], "AffineGrid")
-    if ag_xy is None:
+    den = _producer(div.inputs[1], "Slice")
+    if ag_xy is None or not _is_slice(den, 0, 1, (-1, 3)):
         return None
-    # theta[:, :2, :] is a Slice of the [N,3,3] theta.
-    sl = _producer(ag_xy.inputs[0], "Slice")
-    if sl is None:
+    ag_w = _producer(den.inputs[0], "AffineGrid")
+    sl_xy = _producer(ag_xy.inputs[0], "Slice")
+    if ag_w is None or not _is_slice(sl_xy, 0, 2, (1, -2)):
         return None
-    theta = sl.inputs[0]
-    # The denominator: Slice/Gather of a second AffineGrid whose theta comes from the same theta.
-    den = div.inputs[1]
-    hops = 0
-    node = _producer(den)
-    while node is not None and node.op != "AffineGrid" and hops < 3:
-        node = _producer(node.inputs[0])
-        hops += 1
-    if node is None or node.op != "AffineGrid":
+    theta = sl_xy.inputs[0]
+    cat = _producer(ag_w.inputs[0], "Concat")
+    if cat is None or cat.attrs.get("axis") not in (1, -2) or len(cat.inputs) != 2:
         return None
-    ancestors = {theta.name}
-    frontier = [node.inputs[0]]
-    seen_theta = False
-    for _ in range(6):
-        nxt = []
-        for t in frontier:
-            if t.name in ancestors:
-                seen_theta = True
-                continue
-            p = _producer(t)
-            if p is not None:
-                nxt.extend(p.inputs)
-        frontier = nxt
-    if not seen_theta:
+    rows = [_producer(t, "Slice") for t in cat.inputs]
+    if not all(_is_slice(r, 2, 3, (1, -2)) and r.inputs[0] is theta for r in rows):
         return None
-    return theta, ag_xy, node
+    same_size = ag_xy.inputs[1] is ag_w.inputs[1] or (
+        _const_values(ag_xy.inputs[1]) is not None and _const_values(ag_xy.inputs[1]) == _const_values(ag_w.inputs[1]))
+    if not same_size:
+        # Sizes built by Shape/Gather/Concat chains: equal when their constant tails agree and
+        # their leading (N, C) entries come from the same tensors.
+        a, b = _producer(ag_xy.inputs[1], "Concat"), _producer(ag_w.inputs[1], "Concat")
+        same_size = a is not None and b is not None and len(a.inputs) == len(b.inputs) and all(
+            x is y or (_const_values(x) is not None and _const_values(x) == _const_values(y))
+            or _same_source(x, y) for x, y in zip(a.inputs, b.inputs))
+    if not same_size or int(ag_xy.attrs.get("align_corners", 0)) != int(ag_w.attrs.get("align_corners", 0)):
+        return None
+    return theta, ag_xy, ag_w
+
+
+def _same_source(a, b, depth: int = 4) -> bool:
+    """Whether two tensors are computed by identical chains of single-input-shaped ops
+    (e.g. Unsqueeze(Gather(Shape(x), 0)) twice)."""
+    if a is b:
+        return True
+    if depth == 0:
+        return False
+    pa, pb = _producer(a), _producer(b)
+    try:
+        same_attrs = pa is not None and pb is not None and bool(pa.attrs == pb.attrs)
+    except (ValueError, TypeError):  # array-valued attributes
+        same_attrs = False
+    if not same_attrs or pa.op != pb.op or len(pa.inputs) != len(pb.inputs):
+        va, vb = _const_values(a), _const_values(b)
+        return va is not None and va == vb
+    return all(_same_source(x, y, depth - 1) for x, y in zip(pa.inputs, pb.inputs))
 
 
 def _affine_base_grid(spatial: list[int], align_corners: bool):
@@ -386,6 +415,11 @@ def _match_decomposed(grid, dims: dict):
     unsq = _producer(other, "Unsqueeze")
     tr = _producer(unsq.inputs[0], "Transpose") if unsq is not None else None
     if tr is None or list(tr.attrs.get("perm", [])) != [0, 2, 1]:
+        return None
+    # [N, r+1, r] -> [N, 1, r+1, r] times base [P, r+1, 1], summed over the r+1 axis.
+    unsq_axes = _const_values(unsq.inputs[1]) if len(unsq.inputs) > 1 else list(unsq.attrs.get("axes", []))
+    rs_axes = _const_values(rs.inputs[1]) if len(rs.inputs) > 1 else list(rs.attrs.get("axes", []))
+    if unsq_axes != [1] or rs_axes not in ([-2], [2]) or int(rs.attrs.get("keepdims", 1)) != 0:
         return None
     base = np.asarray(base_t.values, dtype=np.float64)
     grid_dims = dims.get(grid.name) or []

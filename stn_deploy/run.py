@@ -201,7 +201,8 @@ def load_inputs(path: Path | str) -> dict[str, np.ndarray]:
         try:
             obj = load_json(str(p), description="inputs")
         except Exception as exc:  # Polygraphy raises its own exception types
-            raise UserError(f"{p}: not a Polygraphy inputs JSON: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{p}: not a Polygraphy inputs JSON: {first}") from None
         if isinstance(obj, (list, tuple)):
             if not obj:
                 raise UserError(f"{p}: holds no input iterations")

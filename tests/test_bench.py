@@ -384,3 +384,15 @@ def test_model_script_smoke(tmp_path):
     }
     assert set(report["reports"]) == {"cnn", "st-cnn-affine"}
     assert (tmp_path / "model-cpu.png").is_file()
+
+
+def test_threads_apply_to_the_run_and_are_restored(checkpoint, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    result = bench.bench(bench.BenchOptions(model=checkpoint, backends=("torch", "ort"), batches=(1,), warmup=0, iters=2,
+                                            output_dir=tmp_path, sampler=False, threads=1))
+    assert result.report["settings"]["cpu_threads"] == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(UserError, match="threads"):
+        bench.BenchOptions(model=checkpoint, threads=0)

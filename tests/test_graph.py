@@ -367,3 +367,25 @@ def test_grid_sample_left_with_reason(case):
     assert not report.replaced and [e.node for e in report.left] == ["gs"]
     assert ("foo" if case == "unknown-mode" else "uint8") in report.left[0].reason
     assert [n.op_type for n in new.graph.node] == ["GridSample"]
+
+
+class _NotProjectiveSTN(_UserSTN):
+    """Looks like the projective pattern but samples xy from rows 1:3: must not be fused."""
+
+    def __init__(self):
+        super().__init__(projective=True)
+
+    def forward(self, x):
+        theta = self.fc(self.loc(x)).view(-1, 3, 3)
+        size = [x.shape[0], x.shape[1], 20, 20]
+        xy = F.affine_grid(theta[:, 1:3, :], size, align_corners=False)
+        w = F.affine_grid(torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1), size, align_corners=False)
+        return F.grid_sample(x, xy / w[..., :1], align_corners=False)
+
+
+def test_projective_lookalike_is_not_fused(tmp_path):
+    src = tmp_path / "lookalike.onnx"
+    onnx.save(_user_export(_NotProjectiveSTN().eval()), src)
+    report = rewrite(RewriteOptions(src, tmp_path / "out.onnx"))
+    assert [e.replaced_by for e in report.replaced] == [schema.GRID_SAMPLE_OP]
+    assert [e.op for e in report.left] == ["AffineGrid", "AffineGrid"]

@@ -147,6 +147,27 @@ def test_every_nonfinite_coordinate_combination(mode, padding, align_corners):
     assert_close(out, ref)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_cuda_semantics_on_the_cpu(padding):
+    """semantics="cuda" reproduces ATen's CUDA kernel (what a TensorRT engine computes): a NaN/inf
+    coordinate samples nothing in bilinear/nearest, clipping sends NaN to 0, bicubic gives NaN;
+    finite coordinates agree with the CPU semantics."""
+    x = torch.arange(1, 1 + 4 * 5, dtype=torch.float32).view(1, 1, 4, 5)
+    nan, inf = float("nan"), float("inf")
+    grid = torch.tensor([[[[nan, 0.1], [inf, 0.1], [-inf, 0.1], [0.3, -0.2]]]])
+    out = {m: kernels.grid_sample(x, grid, m, padding, False, semantics="cuda")[0, 0, 0] for m in MODES}
+    # Column 0 of the row at y = 0.1: 1.7 in pixels -> 6 * 0.3 + 11 * 0.7.
+    clipped = {"zeros": [0.0, 0.0, 0.0], "border": [9.5, 13.5, 9.5], "reflection": [9.5, 9.5, 9.5]}[padding]
+    assert out["bilinear"][:3].tolist() == pytest.approx(clipped)
+    assert out["nearest"][:3].tolist() == {"zeros": [0.0] * 3, "border": [11.0, 15.0, 11.0], "reflection": [11.0] * 3}[
+        padding
+    ]
+    assert torch.isnan(out["bicubic"][:3]).all()
+    for mode in MODES:
+        cpu = kernels.grid_sample(x, grid[:, :, 3:], mode, padding, False)
+        assert_close(out[mode][3:], cpu[0, 0, 0], what=mode)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("mode", MODES)
 def test_grid_in_input_dtype(dtype, mode):

@@ -104,6 +104,11 @@ def test_op_errors_are_user_errors_not_aborts():
                              **{**_fields("bilinear", "zeros", False), schema.FIELD_INTERPOLATION_MODE: 9})
     with pytest.raises(UserError, match="interpolation_mode=9"):
         ort_session(bad_mode).run(None, {"x": x, "coords": grid})
+    fused_attrs = {**_fields("bilinear", "zeros", False), schema.FIELD_TRANSFORM: 1, schema.FIELD_OUT_D: 0,
+                   schema.FIELD_OUT_H: 2, schema.FIELD_OUT_W: 2}
+    wrong_transform = _plugin_model(schema.AFFINE_GRID_SAMPLE_OP, [1, 1, 4, 4], [1, 2, 3], [1, 1, 2, 2], **fused_attrs)
+    with pytest.raises(UserError, match="transform=1"):
+        ort_session(wrong_transform).run(None, {"x": x, "coords": np.zeros((1, 2, 3), np.float32)})
     # And the session still works afterwards.
     good = _plugin_model(schema.GRID_SAMPLE_OP, [1, 1, 4, 4], [1, 2, 2, 2], [1, 1, 2, 2], **_fields("nearest", "zeros", False))
     assert ort_session(good).run(None, {"x": x, "coords": grid})[0].shape == (1, 1, 2, 2)
