@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import onnx
 
 #: Name of the string attribute that carries the plugin version (the TensorRT parser reads it).
-PLUGIN_VERSION_ATTR = getattr(schema, "FIELD_PLUGIN_VERSION", "plugin_version")
+PLUGIN_VERSION_ATTR = schema.FIELD_PLUGIN_VERSION
 #: Opset of our domain in the graphs we write.
 PLUGIN_OPSET = 1
 

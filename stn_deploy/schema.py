@@ -19,6 +19,9 @@ PLUGIN_DOMAIN = "stn_deploy"
 GRID_SAMPLE_OP = "STNGridSample"
 AFFINE_GRID_SAMPLE_OP = "STNAffineGridSample"
 
+#: ONNX attribute the TensorRT parser reads to pick the creator's version.
+FIELD_PLUGIN_VERSION = "plugin_version"
+
 # Plugin field names == ONNX attribute names of the plugin ops.
 FIELD_INTERPOLATION_MODE = "interpolation_mode"
 FIELD_PADDING_MODE = "padding_mode"
