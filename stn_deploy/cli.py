@@ -24,6 +24,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # Click would print a usage screen; one line names the problem instead.
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {where}{exc.format_message()}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
@@ -447,18 +452,7 @@ def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, 
 from stn_deploy import bench as _bench, demo as _demo  # noqa: E402  (stdlib-only at import time)
 
 
-class _OneLineUsage(click.Command):
-    """Click's own parse errors (``--iters 0``, ``--device gpu``) as our one line and exit 2:
-    raised as UserError from ``make_context``, which the group's ``invoke`` turns into one line."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except click.UsageError as exc:
-            raise UserError(f"{info_name}: {exc.format_message()}") from None
-
-
-@main.command("bench", cls=_OneLineUsage)
+@main.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--backends", default=",".join(_bench.BACKENDS), show_default=True,
               help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}.")
@@ -509,7 +503,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
     console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
 
 
-@main.command("demo", cls=_OneLineUsage)
+@main.command("demo")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Run folder (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
 @click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
