@@ -21,7 +21,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from stn_deploy import kernels, schema  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
-from tolerances import assert_close  # noqa: E402
+from stn_deploy.tolerances import assert_close  # noqa: E402
 
 if not kernels.library_path().exists():
     pytest.skip(
