@@ -39,8 +39,8 @@ from stn_deploy.io import ensure_writable_dir, write_json
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_MODEL = "st-cnn-affine"
 DEFAULT_DATASET = "RTS"
-#: train.TrainOptions' default (the demo's budget: at most 2 minutes of training on 2 cores).
-DEFAULT_EPOCHS = 10
+#: The demo's training budget: about 1 minute on 2 idle cores (limit: 2 minutes).
+DEFAULT_EPOCHS = 8
 DEFAULT_BACKENDS = ("torch", "torch-compile", "ort", "trt")
 DEFAULT_BATCHES = (1, 8, 64)
 DEFAULT_WARMUP = 5

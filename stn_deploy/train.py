@@ -35,7 +35,8 @@ class TrainOptions:
         model: a name from ``models.MODEL_NAMES``.
         dataset: a name from ``data.DATASETS``; the model's input size follows it.
         output_dir: where ``model.pt`` and ``metrics.json`` go; ``None`` writes nothing.
-        epochs: passes over the 1258 training digits, each with fresh distortions; default 10.
+        epochs: passes over the training split (1258 digits x ``data.TRAIN_REPEATS``), each
+            epoch with fresh distortions; default 8.
         seed: seeds initialisation, distortions and shuffling; default 0.
         batch_size: default 32.
         lr: peak Adam learning rate, cosine-annealed to 0 over the run; default 3e-3.
@@ -49,7 +50,7 @@ class TrainOptions:
     model: str
     dataset: str
     output_dir: Path | None = None
-    epochs: int = 10
+    epochs: int = 8
     seed: int = 0
     batch_size: int = 32
     lr: float = 3e-3

@@ -41,7 +41,7 @@ def test_train_and_test_come_from_disjoint_source_digits():
     for name in ("R", "cluttered"):
         tr = data.make_dataset(name, "train", seed=0)
         te = data.make_dataset(name, "test", seed=0)
-        assert set(tr.sources.tolist()) == train and len(tr) == len(train)
+        assert set(tr.sources.tolist()) == train and len(tr) == data.TRAIN_REPEATS * len(train)
         assert set(te.sources.tolist()) == test and len(te) == data.TEST_REPEATS * len(test)
 
 
