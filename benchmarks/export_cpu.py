@@ -156,6 +156,8 @@ def bench_python_op(warmup: int, iters: int) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    from stn_deploy.io import save_figure
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,8 +176,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("CPU latency: ORT standard export vs PyTorch eager")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from stn_deploy import bench  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
-from stn_deploy.io import atomic_path, write_json  # noqa: E402
+from stn_deploy.io import save_figure, write_json  # noqa: E402
 
 DEFAULT_MODELS = ("cnn", "st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st-cnn-multi", "tutorial-stn")
 
@@ -82,9 +82,7 @@ def plot(summary: list[dict], batch: int, target: Path, title: str) -> None:
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from stn_deploy import bench  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
-from stn_deploy.io import atomic_path, write_json  # noqa: E402
+from stn_deploy.io import save_figure, write_json  # noqa: E402
 
 #: name -> ((N, C, H, W), (Ho, Wo)); the GPU issue's shapes.
 CUDA_CASES: dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]] = {
@@ -261,9 +261,7 @@ def plot(report: dict, target: Path) -> None:
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_path, ensure_writable_dir, write_json
+from stn_deploy.io import ensure_writable_dir, save_figure, write_json
 
 BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt")
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 64)
@@ -912,10 +912,7 @@ def plot_latency(report: dict[str, Any], target: Path) -> Path:
     ax.set_ylabel("latency (ms)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(target)
+    return save_figure(fig, target)
 
 
 def render_tables(report: dict[str, Any]) -> list[Any]:

@@ -31,6 +31,7 @@ from stn_deploy.graph import (
     attr_value,
     load_onnx,
     opset_version,
+    tensor_table,
 )
 
 if TYPE_CHECKING:
@@ -114,25 +115,6 @@ def _is_onnx_domain(node) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def _tensor_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:
-        inferred = model
-    dims, types = {}, {}
-    g = inferred.graph
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        tt = vi.type.tensor_type
-        types[vi.name] = tt.elem_type
-        if tt.HasField("shape"):
-            dims[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-    for i in g.initializer:
-        dims[i.name], types[i.name] = list(i.dims), i.data_type
-    return dims, types
-
-
 def decomposed_grid_nodes(model: "onnx.ModelProto") -> list:
     """GridSample nodes whose grid is the dynamo exporter's decomposed affine grid.
 
@@ -196,7 +178,7 @@ def _rules(model, target: str, report: DoctorReport) -> None:
     add = report.findings.append
     trt = target in ("trt10", "trt11", "rtx")
     opset = opset_version(model)
-    dims, types = _tensor_table(model)
+    dims, types = tensor_table(model)
     import onnx
 
     for node in model.graph.node:

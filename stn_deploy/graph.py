@@ -243,7 +243,7 @@ class RewriteReport:
         return out
 
 
-def _shape_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
+def tensor_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
     """name -> dims (int or None) and name -> elem_type for every typed tensor after inference."""
     import onnx
 
@@ -468,7 +468,7 @@ def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None,
 
     report = report if report is not None else RewriteReport(input="<memory>", output=None)
     opset = opset_version(model)
-    dims, types = _shape_table(model)
+    dims, types = tensor_table(model)
     graph = gs.import_onnx(model)
     outputs = {t.name for t in graph.outputs}
     fused_grids: set[str] = set()

@@ -60,3 +60,15 @@ def write_json(target: Path | str, obj: Any) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     return Path(target)
+
+
+def save_figure(fig, target: Path | str, fmt: str = "png", dpi: int = 100) -> Path:
+    """Atomically save a matplotlib figure to ``target`` and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(target)

@@ -116,9 +116,5 @@ def visualize(options: VisualizeOptions) -> Path:
         axes[2 * t + 1, 0].set_ylabel("transformed", fontsize=7)
     fig.suptitle(f"{config.name} on {dataset} ({config.sampler.mode}, {config.sampler.padding_mode})", fontsize=9)
     fig.tight_layout()
-    try:
-        with io.atomic_path(options.output) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
-    finally:
-        plt.close(fig)
+    io.save_figure(fig, options.output, fmt=fmt, dpi=120)
     return options.output

@@ -11,7 +11,6 @@ import itertools
 import math
 import subprocess
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest

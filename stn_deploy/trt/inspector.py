@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import (dtype_name, engine_backend_from_header, engine_version_from_header,
+from stn_deploy.trt.backend import (Backend, dtype_name, engine_backend_from_header, engine_version_from_header,
                                     get_backend, gpu_available, sha256)
 from stn_deploy.trt.options import sidecar_path
 
@@ -35,7 +35,7 @@ def read_sidecar(engine: Path) -> dict | None:
         raise UserError(f"unreadable engine sidecar {path}: {exc}") from None
 
 
-def check_engine_file(path: Path, backend_choice: str = "auto") -> tuple[str, "Backend"]:
+def check_engine_file(path: Path, backend_choice: str = "auto") -> tuple[str, Backend]:
     """Check that ``path`` is an engine this installation can load; return (kind, backend).
 
     Raises:
