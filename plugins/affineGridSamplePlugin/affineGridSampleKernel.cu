@@ -71,60 +71,18 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
         }
         T const* in = x + n * d.c * inPlane;
         T* o_ = out + n * d.c * outPlane;
-        if constexpr (P == 1)
-        {
-            math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
-            if (kRank == 4)
-            {
-                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-            }
-            else
-            {
-                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
-        else
-        {
-            cuda::PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
-            if (kRank == 4)
-            {
-                math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-            }
-            else
-            {
-                math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
+        cuda::sampleItem<T, kRank, P>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
-struct Launch
+//! The kernel of one dtype and rank.
+struct Sampler
 {
-    StnSampleDesc const& d;
-    void const* x;
-    void const* theta;
-    void* out;
-    cudaStream_t stream;
-
-    template <typename T>
-    void operator()() const
+    template <typename T, int kRank>
+    static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        constexpr int P = cuda::PositionsPerThread<T>::value;
-        math::SampleOptions const o = sampleOptions(d, /*cuda=*/true);
-        int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-        bool const vectorStore = P == 2 && outPlane % 2 == 0 && cuda::aligned(out, P * sizeof(T));
-        unsigned int const blocks = cuda::blocksFor(d.n * ((outPlane + P - 1) / P));
-        T const* xp = static_cast<T const*>(x);
-        cuda::CoordReader const tp{theta, d.coord_dtype};
-        T* op = static_cast<T*>(out);
-        if (d.rank == 4)
-        {
-            affineGridSampleKernel<T, 4, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o, vectorStore);
-        }
-        else
-        {
-            affineGridSampleKernel<T, 5, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, tp, op, d, o, vectorStore);
-        }
+        affineGridSampleKernel<T, kRank, cuda::LaunchConfig<T>::P>
+            <<<c.blocks, cuda::kTHREADS, 0, stream>>>(c.x, c.coord, c.out, c.d, c.o, c.vectorStore);
     }
 };
 
@@ -133,12 +91,7 @@ struct Launch
 int32_t launchAffineGridSample(
     StnSampleDesc const& desc, void const* x, void const* theta, void* out, cudaStream_t stream)
 {
-    if (desc.n * desc.c * desc.out_d * desc.out_h * desc.out_w == 0)
-    {
-        return STN_OK;
-    }
-    cuda::dispatchTypes(desc, Launch{desc, x, theta, out, stream});
-    return cuda::checkLaunch("STNAffineGridSample kernel launch");
+    return cuda::launchSampler<Sampler>(desc, x, theta, out, stream, "STNAffineGridSample kernel launch");
 }
 
 } // namespace stn_deploy
@@ -147,20 +100,10 @@ extern "C" STN_API int32_t stn_affine_grid_sample_cuda(
     StnSampleDesc const* desc, void const* x, void const* theta, void* out, void* stream)
 {
     using namespace stn_deploy;
-    if (desc == nullptr)
+    int32_t const status = cuda::checkCudaEntry(desc, /*fused=*/true);
+    if (status != STN_OK)
     {
-        return setLastError(STN_ERROR_INVALID_ARGUMENT, "desc is NULL");
-    }
-    std::string const why = validateDesc(*desc, /*fused=*/true);
-    if (!why.empty())
-    {
-        return setLastError(STN_ERROR_INVALID_ARGUMENT, why);
-    }
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
-    {
-        cudaGetLastError();
-        return setLastError(STN_ERROR_NO_CUDA, "no CUDA device is available");
+        return status;
     }
     return launchAffineGridSample(*desc, x, theta, out, static_cast<cudaStream_t>(stream));
 }

@@ -7,9 +7,9 @@
  */
 #pragma once
 
-#include "NvInferRuntime.h"
-#include "pluginUtils.h"
+#include "stnPluginBase.h"
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -18,86 +18,48 @@ namespace stn_deploy
 namespace plugin
 {
 
-//! The fields of STNAffineGridSample (== ONNX attributes; stn_deploy/schema.py).
-struct AffineGridSampleFields
+//! The fields of STNAffineGridSample (== ONNX attributes; stn_deploy/schema.py): the shared three
+//! (interpolation_mode, padding_mode, align_corners), then these.
+struct AffineGridSampleFields : SampleFields
 {
-    int32_t interpolationMode{0}; //!< 0 bilinear, 1 nearest, 2 bicubic (4-D only)
-    int32_t paddingMode{0};       //!< 0 zeros, 1 border, 2 reflection
-    int32_t alignCorners{0};      //!< 0 or 1
     int32_t transform{0};         //!< 0 affine ([N,2,3] / [N,3,4]), 1 projective ([N,3,3], 4-D only)
     int32_t outD{0};              //!< output depth; 0 for a 4-D input
     int32_t outH{0};              //!< output height (>= 1)
     int32_t outW{0};              //!< output width (>= 1)
 };
 
-class AffineGridSamplePlugin : public nvinfer1::IPluginV3,
-                         public nvinfer1::IPluginV3OneCore,
-                         public nvinfer1::IPluginV3OneBuild,
-                         public nvinfer1::IPluginV3OneRuntime
+class AffineGridSamplePlugin : public StnPluginBase<AffineGridSamplePlugin, AffineGridSampleFields>
 {
 public:
+    static constexpr char const* kNAME = "STNAffineGridSample";
+    static constexpr char const* kCOORD = "theta";
+    static constexpr char const* kRANKS_HINT = "";
+    static constexpr char const* kCONFIGURE_RANKS
+        = "configurePlugin: X and output must have rank 4 or 5 and theta rank 3";
+    //! The members of AffineGridSampleFields in the order of fieldSpecs() (parsing and serialisation).
+    static constexpr std::array<int32_t AffineGridSampleFields::*, 7> kMEMBERS{&AffineGridSampleFields::interpolationMode,
+        &AffineGridSampleFields::paddingMode, &AffineGridSampleFields::alignCorners, &AffineGridSampleFields::transform,
+        &AffineGridSampleFields::outD, &AffineGridSampleFields::outH, &AffineGridSampleFields::outW};
+
     explicit AffineGridSamplePlugin(AffineGridSampleFields const& fields);
-    AffineGridSamplePlugin(AffineGridSamplePlugin const&) = delete;
-    AffineGridSamplePlugin& operator=(AffineGridSamplePlugin const&) = delete;
-    ~AffineGridSamplePlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-    // IPluginV3OneBuild (run on the CPU at build time: no CUDA calls)
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
-    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
-    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs, nvinfer1::DimsExprs const* shapeInputs,
-        int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
-        nvinfer1::IExprBuilder& exprBuilder) noexcept override;
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override;
-    int32_t getNbOutputs() const noexcept override;
-
-    // IPluginV3OneRuntime
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
-        int32_t nbOutputs) noexcept override;
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-    //! The descriptor of a runtime call, or an error message (empty descriptor error == ok).
-    std::string makeDesc(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
-        int32_t nbOutputs, StnSampleDesc& desc) const;
-
-private:
-    AffineGridSampleFields mFields;
-    std::vector<nvinfer1::PluginField> mSerial;
-    nvinfer1::PluginFieldCollection mSerialFc{};
-};
-
-class AffineGridSampleCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    AffineGridSampleCreator();
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-    //! The field specs with their defaults (also used by the fuzz driver).
+    //! The field specs with their defaults (out_h, out_w: -1 = missing).
     static std::vector<IntField> fieldSpecs();
+    //! out_h / out_w given; projective and bicubic only with out_d = 0. Logs why not.
+    static bool checkFields(std::vector<IntField> const& specs, AffineGridSampleFields const& fields);
+    static int32_t coordRank(int32_t /*xRank*/) noexcept
+    {
+        return 3;
+    }
+    static int32_t launch(StnSampleDesc const& desc, void const* x, void const* theta, void* out, cudaStream_t stream);
 
-private:
-    std::vector<nvinfer1::PluginField> mNames;
-    nvinfer1::PluginFieldCollection mFc{};
+    int32_t outputShapes(nvinfer1::DimsExprs const& x, nvinfer1::DimsExprs const& t, nvinfer1::DimsExprs& o,
+        nvinfer1::IExprBuilder& exprBuilder) const;
+    std::string finishDesc(
+        nvinfer1::Dims const& x, nvinfer1::Dims const& t, nvinfer1::Dims const& o, StnSampleDesc& d) const;
 };
+
+using AffineGridSampleCreator = StnPluginCreator<AffineGridSamplePlugin>;
 
 } // namespace plugin
 } // namespace stn_deploy

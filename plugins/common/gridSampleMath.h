@@ -408,6 +408,23 @@ STN_UNROLL
     }
 };
 
+//! Nearest: for every channel, the input at each position's offset in the plane (-1: outside, 0).
+template <int P, typename T, typename Writer>
+STN_HD void gatherNearest(T const* in, int64_t C, int64_t plane, int64_t const (&off)[P], Writer const& write)
+{
+    for (int64_t c = 0; c < C; ++c)
+    {
+        T const* q = in + c * plane;
+        float v[P];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+            v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
+        }
+        write(c, v);
+    }
+}
+
 template <int P, typename T, typename Writer>
 STN_HD void sample2d(T const* in, int64_t C, int64_t H, int64_t W, float const (&gx)[P], float const (&gy)[P],
     SampleOptions const& o, Writer const& write)
@@ -456,17 +473,7 @@ STN_UNROLL
             int64_t const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
             off[p] = (ix >= 0 && iy >= 0) ? iy * W + ix : -1;
         }
-        for (int64_t c = 0; c < C; ++c)
-        {
-            T const* q = in + c * plane;
-            float v[P];
-STN_UNROLL
-            for (int p = 0; p < P; ++p)
-            {
-                v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
-            }
-            write(c, v);
-        }
+        gatherNearest<P>(in, C, plane, off, write);
         return;
     }
     case Interpolation::kBICUBIC:
@@ -563,17 +570,7 @@ STN_UNROLL
             int64_t const iz = nearestIndex(sourceCoordinate(gz[p], D, o), D);
             off[p] = (ix >= 0 && iy >= 0 && iz >= 0) ? iz * slice + iy * W + ix : -1;
         }
-        for (int64_t c = 0; c < C; ++c)
-        {
-            T const* q = in + c * plane;
-            float v[P];
-STN_UNROLL
-            for (int p = 0; p < P; ++p)
-            {
-                v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
-            }
-            write(c, v);
-        }
+        gatherNearest<P>(in, C, plane, off, write);
         return;
     }
     case Interpolation::kBICUBIC:

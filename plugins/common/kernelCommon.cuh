@@ -129,6 +129,40 @@ struct PositionsPerThread<float>
     static constexpr int value = 1;
 };
 
+//! Samples the P positions (pos, pos + 1) of one batch item (`in`: its input, `o_`: its output)
+//! at the coordinates (gx, gy[, gz]) for every channel and stores them: element stores for P = 1,
+//! PairWriter for P = 2. The tail of both kernels, inlined into each.
+template <typename T, int kRank, int P>
+__device__ __forceinline__ void sampleItem(T const* in, T* o_, StnSampleDesc const& d, math::SampleOptions const& o,
+    int64_t outPlane, int64_t pos, bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P],
+    float const (&gz)[P])
+{
+    if constexpr (P == 1)
+    {
+        math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
+        if (kRank == 4)
+        {
+            math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+        }
+        else
+        {
+            math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+        }
+    }
+    else
+    {
+        PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
+        if (kRank == 4)
+        {
+            math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+        }
+        else
+        {
+            math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+        }
+    }
+}
+
 inline bool aligned(void const* p, size_t bytes)
 {
     return reinterpret_cast<uintptr_t>(p) % bytes == 0;
@@ -155,6 +189,98 @@ void dispatchTypes(StnSampleDesc const& d, F&& f)
     case STN_DTYPE_FLOAT16: f.template operator()<__half>(); return;
     case STN_DTYPE_BFLOAT16: f.template operator()<__nv_bfloat16>(); return;
     }
+}
+
+//! What a launch of one dtype T needs, computed once for both launchers: positions per thread,
+//! the maths options, the output plane size, the vector-store flag and the block count.
+template <typename T>
+struct LaunchConfig
+{
+    static constexpr int P = PositionsPerThread<T>::value;
+    StnSampleDesc const& d;
+    math::SampleOptions o;
+    int64_t outPlane;
+    bool evenPlane;   //!< outPlane % P == 0
+    bool vectorStore; //!< P == 2, even plane and aligned output: one vector store per channel and thread
+    unsigned int blocks;
+    T const* x;
+    CoordReader coord; //!< grid or theta
+    T* out;
+
+    LaunchConfig(StnSampleDesc const& desc, void const* xp, void const* coordp, void* outp)
+        : d(desc)
+        , o(sampleOptions(desc, /*cuda=*/true))
+        , outPlane(desc.out_d * desc.out_h * desc.out_w)
+        , evenPlane(outPlane % P == 0)
+        , vectorStore(P == 2 && evenPlane && aligned(outp, P * sizeof(T)))
+        , blocks(blocksFor(desc.n * ((outPlane + P - 1) / P)))
+        , x(static_cast<T const*>(xp))
+        , coord{coordp, desc.coord_dtype}
+        , out(static_cast<T*>(outp))
+    {
+    }
+};
+
+//! Launches Sampler::template launch<T, kRank>(LaunchConfig<T> const&, cudaStream_t) for the
+//! descriptor's X dtype and rank (4 or 5).
+template <typename Sampler>
+struct LaunchByType
+{
+    StnSampleDesc const& d;
+    void const* x;
+    void const* coord;
+    void* out;
+    cudaStream_t stream;
+
+    template <typename T>
+    void operator()() const
+    {
+        LaunchConfig<T> const c(d, x, coord, out);
+        if (d.rank == 4)
+        {
+            Sampler::template launch<T, 4>(c, stream);
+        }
+        else
+        {
+            Sampler::template launch<T, 5>(c, stream);
+        }
+    }
+};
+
+//! The launcher of a validated descriptor: nothing for an empty output, else the kernel of the
+//! descriptor's dtype and rank; STN_OK or STN_ERROR_CUDA ("<what>: <CUDA error>").
+template <typename Sampler>
+int32_t launchSampler(
+    StnSampleDesc const& desc, void const* x, void const* coord, void* out, cudaStream_t stream, char const* what)
+{
+    if (desc.n * desc.c * desc.out_d * desc.out_h * desc.out_w == 0)
+    {
+        return STN_OK;
+    }
+    dispatchTypes(desc, LaunchByType<Sampler>{desc, x, coord, out, stream});
+    return checkLaunch(what);
+}
+
+//! The checks of a C API CUDA entry point before its launch: a non-NULL valid descriptor and a
+//! CUDA device. STN_OK, or the error code with stn_last_error() set.
+inline int32_t checkCudaEntry(StnSampleDesc const* desc, bool fused)
+{
+    if (desc == nullptr)
+    {
+        return setLastError(STN_ERROR_INVALID_ARGUMENT, "desc is NULL");
+    }
+    std::string const why = validateDesc(*desc, fused);
+    if (!why.empty())
+    {
+        return setLastError(STN_ERROR_INVALID_ARGUMENT, why);
+    }
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+    {
+        cudaGetLastError();
+        return setLastError(STN_ERROR_NO_CUDA, "no CUDA device is available");
+    }
+    return STN_OK;
 }
 
 } // namespace cuda

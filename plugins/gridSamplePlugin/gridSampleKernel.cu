@@ -74,63 +74,21 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
                 gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
             }
         }
-        if constexpr (P == 1)
-        {
-            math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
-            if (kRank == 4)
-            {
-                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-            }
-            else
-            {
-                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
-        else
-        {
-            cuda::PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
-            if (kRank == 4)
-            {
-                math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-            }
-            else
-            {
-                math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
+        cuda::sampleItem<T, kRank, P>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
-struct Launch
+//! The kernel of one dtype and rank; the fp32 4-D grid is read with vector loads when aligned.
+struct Sampler
 {
-    StnSampleDesc const& d;
-    void const* x;
-    void const* grid;
-    void* out;
-    cudaStream_t stream;
-
-    template <typename T>
-    void operator()() const
+    template <typename T, int kRank>
+    static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        constexpr int P = cuda::PositionsPerThread<T>::value;
-        math::SampleOptions const o = sampleOptions(d, /*cuda=*/true);
-        int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-        bool const evenPlane = outPlane % P == 0;
-        bool const vectorStore = P == 2 && evenPlane && cuda::aligned(out, P * sizeof(T));
-        bool const vectorGrid
-            = d.rank == 4 && d.coord_dtype == STN_DTYPE_FLOAT32 && evenPlane && cuda::aligned(grid, 8 * P);
-        unsigned int const blocks = cuda::blocksFor(d.n * ((outPlane + P - 1) / P));
-        T const* xp = static_cast<T const*>(x);
-        CoordReader const gp{grid, d.coord_dtype};
-        T* op = static_cast<T*>(out);
-        if (d.rank == 4)
-        {
-            gridSampleKernel<T, 4, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, vectorStore, vectorGrid);
-        }
-        else
-        {
-            gridSampleKernel<T, 5, P><<<blocks, cuda::kTHREADS, 0, stream>>>(xp, gp, op, d, o, vectorStore, false);
-        }
+        constexpr int P = cuda::LaunchConfig<T>::P;
+        bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.evenPlane
+            && cuda::aligned(c.coord.p, 8 * P);
+        gridSampleKernel<T, kRank, P>
+            <<<c.blocks, cuda::kTHREADS, 0, stream>>>(c.x, c.coord, c.out, c.d, c.o, c.vectorStore, vectorGrid);
     }
 };
 
@@ -138,12 +96,7 @@ struct Launch
 
 int32_t launchGridSample(StnSampleDesc const& desc, void const* x, void const* grid, void* out, cudaStream_t stream)
 {
-    if (desc.n * desc.c * desc.out_d * desc.out_h * desc.out_w == 0)
-    {
-        return STN_OK;
-    }
-    cuda::dispatchTypes(desc, Launch{desc, x, grid, out, stream});
-    return cuda::checkLaunch("STNGridSample kernel launch");
+    return cuda::launchSampler<Sampler>(desc, x, grid, out, stream, "STNGridSample kernel launch");
 }
 
 } // namespace stn_deploy
@@ -152,20 +105,10 @@ extern "C" STN_API int32_t stn_grid_sample_cuda(
     StnSampleDesc const* desc, void const* x, void const* grid, void* out, void* stream)
 {
     using namespace stn_deploy;
-    if (desc == nullptr)
+    int32_t const status = cuda::checkCudaEntry(desc, /*fused=*/false);
+    if (status != STN_OK)
     {
-        return setLastError(STN_ERROR_INVALID_ARGUMENT, "desc is NULL");
-    }
-    std::string const why = validateDesc(*desc, /*fused=*/false);
-    if (!why.empty())
-    {
-        return setLastError(STN_ERROR_INVALID_ARGUMENT, why);
-    }
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
-    {
-        cudaGetLastError();
-        return setLastError(STN_ERROR_NO_CUDA, "no CUDA device is available");
+        return status;
     }
     return launchGridSample(*desc, x, grid, out, static_cast<cudaStream_t>(stream));
 }
