@@ -98,7 +98,7 @@ def main(epochs, seeds, models, datasets, output, resume, table_only):
     datasets = [d for d in datasets.split(",") if d]
     defaults = TrainOptions("cnn", "R")
     budget = {
-        "epochs": epochs, "batch_size": defaults.batch_size, "lr": defaults.lr, "optimizer": "Adam, cosine schedule",
+        "epochs": epochs, "batch_size": defaults.batch_size, "lr": defaults.lr, "optimizer": "Adam, 1 epoch linear warm-up, cosine schedule",
         "loc_lr_scale": defaults.loc_lr_scale, "threads": 1, "train_images_per_epoch": len(make_dataset("R", "train", 0)),
         "test_images": 2156, "test_seed": defaults.test_seed,
     }
