@@ -30,6 +30,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 2.5
 
 
+#: Timed calls per block of one backend (see bench_models).
+BLOCK = 20
+
+
 def _samples_ms(fn, warmup: int, iters: int) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -100,17 +104,21 @@ def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, 
             def ort():
                 session.run(None, {"input": xn})
 
-            # Alternate single calls (eager, ORT, eager, ...) so that load from other processes
-            # hits both alike; the paired ratios' median is robust to slow load swings.
-            _samples_ms(eager, warmup, 0)
-            _samples_ms(ort, warmup, 0)
+            # Alternate blocks (BLOCK eager calls, BLOCK ORT calls, ...) so that load from other
+            # processes hits both alike. Not single calls: each library's thread pool keeps
+            # spinning after a call and would slow the other's next call on 2 cores. Each block
+            # starts with `warmup` untimed calls; the paired ratio is the median of block medians.
             eager_ms: list[float] = []
             ort_ms: list[float] = []
-            for _ in range(iters):
-                eager_ms += _samples_ms(eager, 0, 1)
-                ort_ms += _samples_ms(ort, 0, 1)
+            block_ratios: list[float] = []
+            for _ in range(max(1, iters // BLOCK)):
+                e_block = _samples_ms(eager, warmup, BLOCK)
+                o_block = _samples_ms(ort, warmup, BLOCK)
+                eager_ms += e_block
+                ort_ms += o_block
+                block_ratios.append(statistics.median(e_block) / statistics.median(o_block))
             e, o = statistics.median(eager_ms), statistics.median(ort_ms)
-            paired = statistics.median(a / b for a, b in zip(eager_ms, ort_ms))
+            paired = statistics.median(block_ratios)
             rows.append({"model": name, "batch": batch, "input_shape": [batch, *config.input_shape],
                          "eager_ms": e, "ort_standard_ms": o, "speedup_ort_vs_eager": e / o,
                          "speedup_paired_median": paired,
@@ -207,8 +215,9 @@ def main() -> None:
     at64 = [r["speedup_ort_vs_eager"] for r in rows if r["batch"] == 64]
     result = {
         "benchmark": "export_cpu", "device": _device(), "versions": _versions(),
-        "method": f"{args.iters} alternating calls (eager, ORT, eager, ...) after {args.warmup} warm-up "
-                  "calls each; medians, the median of paired ratios, and minima; "
+        "method": f"{args.iters} timed calls per backend in alternating blocks of {BLOCK} (eager, ORT, ...), "
+                  f"each block after {args.warmup} untimed calls; medians, the median of per-block ratios "
+                  "(speedup_paired_median), and minima; "
                   "torch.no_grad eval; ORT CPUExecutionProvider; "
                   + (f"{args.threads} thread(s) each" if args.threads else "each library's default threads"),
         "baseline": "PyTorch eager", "target_ratio_batch64": TARGET_RATIO,
