@@ -46,3 +46,20 @@ def perturb_transformers(model: torch.nn.Module, seed: int = 0, scale: float = 0
             if "regression" in name:
                 p.add_(scale * torch.randn(p.shape, generator=gen))
     return model.eval()
+
+
+def perturbed_checkpoint(path, model_name: str, seed: int, dataset: str = "R"):
+    """Save a checkpoint of ``model_name`` whose weights are moved off the identity
+    initialisation (so transformers really warp), as a trained model would be."""
+    import torch
+
+    from stn_deploy.models import ModelConfig, build_model
+    from stn_deploy.train import save_checkpoint
+
+    torch.manual_seed(seed)
+    config = ModelConfig(model_name)
+    model = build_model(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return save_checkpoint(path, model, config, {"dataset": dataset})

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from helpers_export import perturbed_checkpoint
 from click.testing import CliRunner
 
 from helpers_trt import affine_grid_graph, matmul_graph, plugin_graph
@@ -199,21 +201,13 @@ def test_interrupted_build_leaves_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint_and_exports(tmp_path_factory):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import onnx
 
     from stn_deploy import export
-    from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     d = tmp_path_factory.mktemp("cli-validate")
-    torch.manual_seed(1)
-    config = ModelConfig("st-fcn-affine")
-    model = build_model(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    save_checkpoint(d / "m.pt", model, config, {"dataset": "R"})
+    perturbed_checkpoint(d / "m.pt", "st-fcn-affine", seed=1)
     export.export(export.ExportOptions(checkpoint=d / "m.pt", output=d / "m.onnx", ops="standard"))
     m = onnx.load(str(d / "m.onnx"))
     for node in m.graph.node:

@@ -15,12 +15,7 @@ from stn_deploy.cli import main
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _invoke(*args):

@@ -14,13 +14,7 @@ from stn_deploy.errors import UserError
 from stn_deploy.models import ModelConfig, build_model, spatial_transformers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These models are tiny: one thread is faster than two on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", ["st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st-cnn-attention", "fcn"])

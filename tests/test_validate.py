@@ -13,6 +13,8 @@ import json
 import numpy as np
 import pytest
 
+from helpers_export import perturbed_checkpoint
+
 from stn_deploy.errors import UserError, ValidationFailed
 from stn_deploy.validate import (CRAFTED_TARGETS, ValidateOptions, check, crafted_images, parse_tolerance,
                                  stress_images, validate)
@@ -41,17 +43,9 @@ def models(tmp_path_factory):
     import onnx
 
     from stn_deploy import export
-    from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     d = tmp_path_factory.mktemp("validate")
-    torch.manual_seed(0)
-    config = ModelConfig("st-cnn-affine")
-    model = build_model(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    save_checkpoint(d / "model.pt", model, config, {"dataset": "R"})
+    perturbed_checkpoint(d / "model.pt", "st-cnn-affine", seed=0)
     paths = {"checkpoint": d / "model.pt"}
     flavours = ["standard"] + ([] if _plugin_missing() else ["plugin"])
     for ops in flavours:
