@@ -132,6 +132,8 @@ def _affine_grid_sample_fn():
     import torch
     import torch.nn.functional as F
 
+    from stn_deploy.models.generators import projective_grid
+
     class AffineGridSampleFn(torch.autograd.Function):
         """Grid from theta, then sample; ``stn_deploy::STNAffineGridSample`` when exported."""
 
@@ -139,10 +141,7 @@ def _affine_grid_sample_fn():
         def forward(ctx, x, theta, out_size: tuple, transform: int, mode: str, padding: str, align_corners: bool):
             size = [x.shape[0], x.shape[1], *out_size]
             if transform == schema.Transform.PROJECTIVE:
-                # Same maths as models.ProjectiveGenerator: homogeneous divide of two grids.
-                xy = F.affine_grid(theta[:, :2, :], size, align_corners=align_corners)
-                w = F.affine_grid(torch.cat([theta[:, 2:3, :]] * 2, dim=1), size, align_corners=align_corners)
-                grid = xy / w[..., :1]
+                grid = projective_grid(theta, size, align_corners)
             else:
                 grid = F.affine_grid(theta, size, align_corners=align_corners)
             return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)

@@ -44,6 +44,18 @@ def _skip_without_kernels():
         pytest.skip(why)
 
 
+def _assert_rewritten_matches_torch(new: onnx.ModelProto, model, x, what: str) -> None:
+    """Parity of a rewritten graph (ORT, plugin ops on the CPU reference) with the PyTorch model;
+    skipped, after the structural checks above it, when the kernels are not built."""
+    why = kernels_available()
+    if why:
+        pytest.skip(f"structure checked; parity needs the kernels: {why}")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    name = new.graph.input[0].name
+    assert_close(ort_session(new).run(None, {name: x.numpy()})[0], expected, tol=PLUGIN_TOL, what=what)
+
+
 def _grid_sample_model(opset: int, mode: str, padding: str = "zeros", align: int = 0, rank: int = 4) -> onnx.ModelProto:
     spatial_in = ["H", "W"] if rank == 4 else [5, 6, 7]
     spatial_out = [4, 5] if rank == 4 else [3, 4, 5]
@@ -260,13 +272,7 @@ def test_user_exported_stn_is_fused_and_matches_pytorch(projective, tmp_path):
     want = schema.Transform.PROJECTIVE if projective else schema.Transform.AFFINE
     assert attr_value(node, schema.FIELD_TRANSFORM) == int(want)
     assert [attr_value(node, schema.FIELD_OUT_H), attr_value(node, schema.FIELD_OUT_W)] == ([20, 20] if projective else [24, 24])
-    why = kernels_available()
-    if why:
-        pytest.skip(f"structure checked; parity needs the kernels: {why}")
-    x = torch.randn(3, 1, 24, 24)
-    with torch.no_grad():
-        expected = model(x).numpy()
-    assert_close(ort_session(new).run(None, {"img": x.numpy()})[0], expected, tol=PLUGIN_TOL, what="rewritten user STN vs PyTorch")
+    _assert_rewritten_matches_torch(new, model, torch.randn(3, 1, 24, 24), "rewritten user STN vs PyTorch")
 
 
 def test_cli_rewrite_reports_and_rejects_bad_input(tmp_path):
@@ -311,14 +317,7 @@ def test_user_dynamo_export_decomposed_grid_is_fused(tmp_path):
     assert "decomposed" in report.replaced[0].reason
     new = onnx.load(report.output)
     assert not [n for n in new.graph.node if n.op_type in ("ReduceSum", "GridSample")]
-    why = kernels_available()
-    if why:
-        pytest.skip(f"structure checked; parity needs the kernels: {why}")
-    x = torch.randn(2, 1, 24, 24)
-    with torch.no_grad():
-        expected = model(x).numpy()
-    name = new.graph.input[0].name
-    assert_close(ort_session(new).run(None, {name: x.numpy()})[0], expected, tol=PLUGIN_TOL, what="dynamo STN rewritten")
+    _assert_rewritten_matches_torch(new, model, torch.randn(2, 1, 24, 24), "dynamo STN rewritten")
 
 
 ZOO_WITH_SAMPLERS = [n for n in MODEL_NAMES if n not in ("cnn", "fcn")]
@@ -341,13 +340,7 @@ def test_rewrite_of_standard_zoo_export(name, tmp_path):
         if kind != "tps":
             want_t = schema.Transform.PROJECTIVE if kind == "projective" else schema.Transform.AFFINE
             assert attr_value(node, schema.FIELD_TRANSFORM) == int(want_t)
-    why = kernels_available()
-    if why:
-        pytest.skip(f"structure checked; parity needs the kernels: {why}")
-    x = torch.randn(3, *config.input_shape)
-    with torch.no_grad():
-        expected = model(x).numpy()
-    assert_close(ort_session(new).run(None, {"input": x.numpy()})[0], expected, tol=PLUGIN_TOL, what=name)
+    _assert_rewritten_matches_torch(new, model, torch.randn(3, *config.input_shape), name)
 
 
 @pytest.mark.parametrize("case", ["unknown-mode", "uint8-input"])

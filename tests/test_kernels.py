@@ -31,6 +31,11 @@ pytestmark = pytest.mark.plugin
 
 MODES = list(schema.INTERPOLATION_NAMES)  # bilinear, nearest, bicubic
 PADDINGS = list(schema.PADDING_NAMES)  # zeros, border, reflection
+#: 5-D sampling: PyTorch has no bicubic for volumes.
+CASES_5D = [
+    pytest.param(m, p, ac, id=f"{m}-{p}-ac{int(ac)}")
+    for m, p, ac in itertools.product(("bilinear", "nearest"), PADDINGS, (False, True))
+]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # (name, N, C, input spatial, output spatial): odd sizes, 1x1, 1xN, batch 1 and > 1, C from 1 to 17.
@@ -274,10 +279,7 @@ def test_fused_projective_matches_homography_reference(mode, padding, align_corn
 
 @pytest.mark.parametrize(
     ("mode", "padding", "align_corners"),
-    [
-        pytest.param(m, p, ac, id=f"{m}-{p}-ac{int(ac)}")
-        for m, p, ac in itertools.product(("bilinear", "nearest"), PADDINGS, (False, True))
-    ],
+    CASES_5D,
 )
 def test_fused_3d_affine_matches_affine_grid_then_grid_sample(mode, padding, align_corners):
     gen = _seed("affine3d", mode, padding, align_corners)
@@ -435,10 +437,7 @@ def test_cuda_grid_sample_matches_torch_cuda(mode, padding, align_corners, dtype
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     ("mode", "padding", "align_corners"),
-    [
-        pytest.param(m, p, ac, id=f"{m}-{p}-ac{int(ac)}")
-        for m, p, ac in itertools.product(("bilinear", "nearest"), PADDINGS, (False, True))
-    ],
+    CASES_5D,
 )
 def test_cuda_grid_sample_5d_matches_torch_cuda(mode, padding, align_corners):
     gen = _seed("cuda5d", mode, padding, align_corners)

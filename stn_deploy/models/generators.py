@@ -106,11 +106,16 @@ class ProjectiveGenerator(GridGenerator):
         return torch.cat([params, one], dim=1).reshape(-1, 3, 3)
 
     def grid(self, params: Tensor, size: Sequence[int], align_corners: bool) -> Tensor:
-        theta = self.theta(params)
-        xy = F.affine_grid(theta[:, :2, :], list(size), align_corners=align_corners)
-        w_rows = torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1)
-        w = F.affine_grid(w_rows, list(size), align_corners=align_corners)
-        return xy / w[..., :1]
+        return projective_grid(self.theta(params), size, align_corners)
+
+
+def projective_grid(theta: Tensor, size: Sequence[int], align_corners: bool) -> Tensor:
+    """Sampling grid of homographies ``theta`` [N, 3, 3]: two ``F.affine_grid`` calls (rows
+    (h1; h2) and (h3; h3)) and the homogeneous divide, so it exports as ``AffineGrid`` nodes."""
+    xy = F.affine_grid(theta[:, :2, :], list(size), align_corners=align_corners)
+    w_rows = torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1)
+    w = F.affine_grid(w_rows, list(size), align_corners=align_corners)
+    return xy / w[..., :1]
 
 
 class Affine3DGenerator(GridGenerator):
