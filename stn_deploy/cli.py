@@ -8,12 +8,26 @@ Heavy modules (torch, onnx, tensorrt) are imported inside the commands so that
 from __future__ import annotations
 
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import click
 
+# Names and option defaults only: none of these modules imports torch, onnx or TensorRT
+# at import time.
 from stn_deploy import __version__
+from stn_deploy import bench as _bench
+from stn_deploy import demo as _demo
+from stn_deploy.data import DATASETS
+from stn_deploy.doctor import RULES as DOCTOR_RULES
+from stn_deploy.doctor import TARGETS as DOCTOR_TARGETS
 from stn_deploy.errors import UserError, ValidationFailed
+from stn_deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, OPS_CHOICES
+from stn_deploy.models import MODEL_NAMES
+from stn_deploy.run import BACKENDS as RUN_BACKENDS
+from stn_deploy.schema import INTERPOLATION_NAMES, PADDING_NAMES, PRECISION_NAMES
+from stn_deploy.train import TrainOptions
+from stn_deploy.trt import options as trt_options
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -46,19 +60,8 @@ def main() -> None:
     """Spatial Transformer Networks from PyTorch training to TensorRT engines."""
 
 
-# Each section below belongs to one module; add commands inside its section only.
 
-# === section: models, train, evaluate, visualize (stn_deploy/models, train.py, viz.py) ===
-
-# These imports are torch-free (names and option defaults only).
-from dataclasses import fields as _fields  # noqa: E402
-
-from stn_deploy.data import DATASETS  # noqa: E402
-from stn_deploy.models import MODEL_NAMES  # noqa: E402
-from stn_deploy.schema import INTERPOLATION_NAMES, PADDING_NAMES  # noqa: E402
-from stn_deploy.train import TrainOptions  # noqa: E402
-
-_TRAIN_DEFAULTS = {f.name: f.default for f in _fields(TrainOptions)}
+_TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 
 
 class _NameChoice(click.Choice):
@@ -156,26 +159,16 @@ def visualize_command(checkpoint, output, dataset, count, seed):
     path = visualize(VisualizeOptions(checkpoint, output, dataset=dataset, count=count, seed=seed))
     click.echo(f"wrote {path}")
 
-# === section: export, rewrite, doctor, run (export.py, graph.py, run.py) ===
-
-# Choices come from the modules themselves (they import torch/onnx lazily, so this is cheap).
-from stn_deploy.doctor import RULES as _DOCTOR_RULES  # noqa: E402
-from stn_deploy.doctor import TARGETS as _DOCTOR_TARGETS  # noqa: E402
-from stn_deploy.export import DEFAULT_OPSET as _EXPORT_DEFAULT_OPSET  # noqa: E402
-from stn_deploy.export import MAX_OPSET as _EXPORT_MAX_OPSET  # noqa: E402
-from stn_deploy.export import MIN_OPSET as _EXPORT_MIN_OPSET  # noqa: E402
-from stn_deploy.export import OPS_CHOICES as _EXPORT_OPS  # noqa: E402
-from stn_deploy.run import BACKENDS as _RUN_BACKENDS  # noqa: E402
 
 
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The .onnx file to write.")
-@click.option("--ops", type=click.Choice(_EXPORT_OPS), default="standard", show_default=True,
+@click.option("--ops", type=click.Choice(OPS_CHOICES), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
                    "STNAffineGridSample (our TensorRT plugin).")
-@click.option("--opset", type=click.IntRange(_EXPORT_MIN_OPSET, _EXPORT_MAX_OPSET), default=_EXPORT_DEFAULT_OPSET,
+@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
               show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
 @click.option("--dynamic-hw", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
@@ -212,9 +205,9 @@ def rewrite_command(model, output, fuse, as_json):
         click.echo(f"wrote {report.output}")
 
 
-@main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in _DOCTOR_RULES.items()))
+@main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in DOCTOR_RULES.items()))
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=click.Choice(_DOCTOR_TARGETS), default="trt10", show_default=True,
+@click.option("--target", type=click.Choice(DOCTOR_TARGETS), default="trt10", show_default=True,
               help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(model, target, as_json):
@@ -236,7 +229,7 @@ def doctor_command(model, target, as_json):
               help=".npz or Polygraphy JSON keyed by input name  [default: seeded random inputs]")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="The .npz of outputs to write.")
-@click.option("--backend", type=click.Choice(_RUN_BACKENDS), default=None,
+@click.option("--backend", type=click.Choice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
@@ -248,8 +241,6 @@ def run_command(model, inputs, output, backend, batch, seed):
     shapes = ", ".join(f"{k} {v}" for k, v in res.outputs.items())
     click.echo(f"{res.kind} on {res.backend}: {shapes} in {res.inference_ms:.2f} ms -> {res.output}")
 
-
-# === section: plugins (kernels.py) ===
 
 
 @main.group("plugins")
@@ -302,9 +293,6 @@ def plugins_path() -> None:
     click.echo(str(path))
 
 
-# === section: build, inspect, validate (trt/, validate.py) ===
-
-from stn_deploy.trt import options as _trt_options  # noqa: E402  (no TensorRT import)
 
 
 def _build_progress():
@@ -339,28 +327,28 @@ def _build_progress():
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Engine file; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
-@click.option("--precision", type=click.Choice(_trt_options.PRECISION_CHOICES), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISION_NAMES), default="fp32", show_default=True,
               help="Compute precision (engine I/O stays fp32).")
 @click.option("--shapes", "shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
               help="Profile range of a dynamic input, shapes as 1x1x28x28; repeat per input  "
-                   f"[default: batch {'/'.join(map(str, _trt_options.DEFAULT_BATCH_RANGE))} on a dynamic first dimension]")
+                   f"[default: batch {'/'.join(map(str, trt_options.DEFAULT_BATCH_RANGE))} on a dynamic first dimension]")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Timing cache to read and update (TensorRT; a no-op in TensorRT-RTX).")
-@click.option("--opt-level", type=click.IntRange(*_trt_options.OPT_LEVEL_RANGE), default=None,
+@click.option("--opt-level", type=click.IntRange(*trt_options.OPT_LEVEL_RANGE), default=None,
               help="Builder optimisation level  [default: TensorRT's, 3]")
 @click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MiB",
               help="Workspace memory limit in MiB  [default: TensorRT's]")
 @click.option("--compute-capability", "compute_capabilities", multiple=True,
-              type=click.Choice(_trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
+              type=click.Choice(trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
               help="TensorRT-RTX target GPUs (repeatable); 'default' = sm80/86/89/120+, no sm90.")
-@click.option("--trt", "backend", type=click.Choice(_trt_options.BACKEND_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour: full TensorRT where installed, else TensorRT-RTX.")
 @click.option("--plugin-library", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Plugin library to load  [default: the one stn-deploy plugins build made]")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="Lint the ONNX first and stop on its errors.")
 def build_command(model, output, precision, shapes, timing_cache, opt_level, workspace_mib, compute_capabilities,
-                  backend, plugin_library, doctor):
+                  flavour, plugin_library, doctor):
     """Build a TensorRT engine from MODEL.onnx (standard or plugin ops), with a sidecar JSON.
 
     The build runs in a child process: a TensorRT abort or Ctrl-C leaves no partial engine.
@@ -368,7 +356,7 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
     from stn_deploy import trt
 
     options = trt.BuildOptions(
-        onnx=model, engine=output or model.with_suffix(".engine"), backend=backend, precision=precision,
+        onnx=model, engine=output or model.with_suffix(".engine"), flavour=flavour, precision=precision,
         shapes=tuple(trt.parse_shape_spec(s) for s in shapes), timing_cache=timing_cache, opt_level=opt_level,
         workspace_mib=workspace_mib, compute_capabilities=tuple(c for c in compute_capabilities if c != "default"),
         plugin_library=plugin_library, doctor=doctor)
@@ -387,10 +375,10 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
 
 @main.command("inspect")
 @click.argument("engine", type=click.Path(path_type=Path))
-@click.option("--trt", "backend", type=click.Choice(_trt_options.BACKEND_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour (auto: from the engine header).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_command(engine, backend, as_json):
+def inspect_command(engine, flavour, as_json):
     """Show ENGINE's inputs, outputs, profiles, layers (plugin layers named) and sidecar.
 
     Without a GPU, what only a deserialised engine can tell is marked as needing one.
@@ -399,7 +387,7 @@ def inspect_command(engine, backend, as_json):
 
     from stn_deploy import trt
 
-    report = trt.inspect(engine, backend=backend)
+    report = trt.inspect(engine, flavour=flavour)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -447,21 +435,35 @@ def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, 
         click.echo(f"report: {report}")
     _validate.check(result)
 
-# === section: bench, demo (bench.py, demo.py) ===
 
-from stn_deploy import bench as _bench, demo as _demo  # noqa: E402  (stdlib-only at import time)
+
+def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: int, iters: int):
+    """The options that say what ``bench`` times, shared by ``bench`` and ``demo`` (which
+    benchmarks too) with each command's own defaults."""
+    decorators = [
+        click.option("--backends", default=",".join(backends), show_default=True,
+                     help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}."),
+        click.option("--batch", "batches", default=",".join(map(str, batches)), show_default=True,
+                     help="Comma-separated batch sizes."),
+        click.option("--warmup", type=click.IntRange(min=0), default=warmup, show_default=True,
+                     help="Untimed iterations first."),
+        click.option("--iters", type=click.IntRange(min=1), default=iters, show_default=True,
+                     help="Timed iterations per backend and batch."),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="CPU threads for torch, ONNX Runtime and the plugin alike  [default: each library's own]"),
+    ]
+
+    def apply(fn):
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return apply
 
 
 @main.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--backends", default=",".join(_bench.BACKENDS), show_default=True,
-              help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}.")
-@click.option("--batch", "batches", default=",".join(map(str, _bench.DEFAULT_BATCHES)), show_default=True,
-              help="Comma-separated batch sizes.")
-@click.option("--warmup", type=click.IntRange(min=0), default=_bench.DEFAULT_WARMUP, show_default=True,
-              help="Untimed iterations first.")
-@click.option("--iters", type=click.IntRange(min=1), default=_bench.DEFAULT_ITERS, show_default=True,
-              help="Timed iterations per backend and batch.")
+@timing_options(_bench.BACKENDS, _bench.DEFAULT_BATCHES, _bench.DEFAULT_WARMUP, _bench.DEFAULT_ITERS)
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
               show_default=True, help="Folder of the JSON and PNG.")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
@@ -472,8 +474,6 @@ from stn_deploy import bench as _bench, demo as _demo  # noqa: E402  (stdlib-onl
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch, ONNX Runtime and the plugin alike  [default: each library's own]")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
                   threads):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
@@ -510,14 +510,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 @click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and validation.")
-@click.option("--backends", default=",".join(_demo.DEFAULT_BACKENDS), show_default=True, help="Bench backends.")
-@click.option("--batch", "batches", default=",".join(map(str, _demo.DEFAULT_BATCHES)), show_default=True, help="Bench batch sizes.")
-@click.option("--warmup", type=click.IntRange(min=0), default=_demo.DEFAULT_WARMUP, show_default=True,
-              help="Bench warm-up iterations.")
-@click.option("--iters", type=click.IntRange(min=1), default=_demo.DEFAULT_ITERS, show_default=True,
-              help="Bench timed iterations.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Bench CPU threads for every backend  [default: each library's own]")
+@timing_options(_demo.DEFAULT_BACKENDS, _demo.DEFAULT_BATCHES, _demo.DEFAULT_WARMUP, _demo.DEFAULT_ITERS)
 @click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
 @click.option("--validate-images", type=click.IntRange(min=1), default=None,

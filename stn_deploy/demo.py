@@ -319,7 +319,7 @@ def _build(options: DemoOptions, r: _Runner):
         r.needs("export-plugin")
         from stn_deploy import trt
 
-        available = trt.available_backends()
+        available = trt.available_flavours()
         if not available:
             raise _Skip("neither tensorrt nor tensorrt_rtx is installed (pip install tensorrt-rtx)")
         _require_plugin_library()

@@ -19,12 +19,12 @@ What is an error depends on the target runtime (``--target``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stn_deploy import schema
+from stn_deploy.errors import UserError
 from stn_deploy.graph import (
     ONNX_MODE_NAMES,
     PLUGIN_VERSION_ATTR,
@@ -145,29 +145,17 @@ def decomposed_grid_nodes(model: "onnx.ModelProto") -> list:
 def library_plugin_versions() -> tuple[dict[str, list[str]], str]:
     """Versions of each plugin op that the built library's creators implement, and the source.
 
-    Asks ``stn_deploy.kernels`` (``plugin_versions()`` if it has one, else the library's
-    ``stn_library_version()`` string, "... (STNGridSample 1, STNAffineGridSample 1)"). Without a
-    built library it falls back on ``schema.PLUGIN_VERSION`` and says so in the source.
+    Without a built library it falls back on ``schema.PLUGIN_VERSION`` and says so in the source.
     """
-    fallback = {op: [schema.PLUGIN_VERSION] for op in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP)}
-    try:
-        from stn_deploy import kernels
+    from stn_deploy import kernels
 
-        fn = getattr(kernels, "plugin_versions", None)
-        if fn is not None:
-            found = {str(k): sorted({str(v) for v in ([vs] if isinstance(vs, str) else vs)}) for k, vs in fn().items()}
-        else:
-            text = kernels.load_library().stn_library_version().decode(errors="replace")
-            inner = re.search(r"\((.*)\)", text)
-            found = {}
-            for part in (inner.group(1).split(",") if inner else []):
-                bits = part.split()
-                if len(bits) == 2:
-                    found.setdefault(bits[0], []).append(bits[1])
-        if found:
-            return found, f"plugin library {kernels.library_path()}"
-    except Exception:  # no library built, or an older kernels module: fall back, say so
-        pass
+    try:
+        found = kernels.plugin_versions()
+    except UserError:  # no library built (or not ours): fall back, and say so
+        found = {}
+    if found:
+        return found, f"plugin library {kernels.library_path()}"
+    fallback = {op: [schema.PLUGIN_VERSION] for op in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP)}
     return fallback, "schema.PLUGIN_VERSION (plugin library not built or not queried)"
 
 

@@ -16,7 +16,6 @@ the plugin's creators list as fields.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import types
@@ -27,10 +26,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
+from stn_deploy.io import file_sha256
+from stn_deploy.model_files import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelKind, load_model, require_kind
 
 if TYPE_CHECKING:
     import onnx
-    import torch
     from torch import nn
 
 OPS_CHOICES = ("standard", "plugin")
@@ -39,12 +39,7 @@ DEFAULT_OPSET = 20
 MIN_OPSET = 20
 #: The highest opset the legacy (TorchScript) exporter of torch 2.13 was checked to write.
 MAX_OPSET = 21
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 BATCH_DIM, HEIGHT_DIM, WIDTH_DIM, DEPTH_DIM = "batch", "height", "width", "depth"
-
-#: Metadata keys written into ``ModelProto.metadata_props``.
-META_PREFIX = "stn_deploy."
 
 
 @dataclass(frozen=True)
@@ -366,43 +361,6 @@ def _check_flavour(model: "onnx.ModelProto", ops: str, n_samplers: int) -> None:
             raise UserError("standard export produced a decomposed affine grid (Mul+ReduceSum); expected AffineGrid")
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_model(checkpoint: Path) -> tuple["nn.Module", tuple[int, ...], dict]:
-    """(model in eval mode, input shape (C, H, W), config dict) from a training checkpoint."""
-    from stn_deploy.train import load_checkpoint
-
-    loaded = load_checkpoint(Path(checkpoint))
-    model, config = _unpack_checkpoint(loaded)
-    if model is None or config is None:
-        raise UserError(f"{checkpoint}: load_checkpoint returned no model/config")
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    shape = tuple(int(s) for s in (getattr(config, "input_shape", None) or cfg.get("input_shape")))
-    return model.eval(), shape, cfg
-
-
-def _unpack_checkpoint(loaded):
-    """Accept the shapes ``train.load_checkpoint`` may return: (model, config[, ...]), an object
-    with ``.model``/``.config``, or a model carrying ``.config``."""
-    from torch import nn
-
-    if isinstance(loaded, nn.Module):
-        return loaded, getattr(loaded, "config", None)
-    if isinstance(loaded, (tuple, list)):
-        model = next((v for v in loaded if isinstance(v, nn.Module)), None)
-        config = next((v for v in loaded if hasattr(v, "input_shape")), None)
-        if config is None:
-            config = next((v.get("config") for v in loaded if isinstance(v, dict) and "config" in v), None)
-        return model, config
-    return getattr(loaded, "model", None), getattr(loaded, "config", None)
-
-
 def export(options: ExportOptions) -> ExportResult:
     """Export a training checkpoint to ONNX with standard or plugin grid-sample ops.
 
@@ -417,22 +375,16 @@ def export(options: ExportOptions) -> ExportResult:
             dynamic H/W when required, or an unwritable output.
     """
     ckpt = Path(options.checkpoint)
-    if not ckpt.is_file():
-        raise UserError(f"{ckpt}: no such checkpoint")
-    from stn_deploy.run import KIND_CHECKPOINT, detect_kind
-
-    kind = detect_kind(ckpt)
-    if kind != KIND_CHECKPOINT:
-        raise UserError(f"{ckpt} is an {kind} model, not a checkpoint (stn-deploy train writes those)")
-    model, input_shape, cfg = load_model(ckpt)
+    require_kind(ckpt, ModelKind.CHECKPOINT, hint="stn-deploy train writes those")
+    model, config = load_model(ckpt)
     from stn_deploy.train import read_checkpoint
 
     train = read_checkpoint(ckpt).get("train") or {}
     extra = {f"{META_PREFIX}{k}": str(train[k]) for k in ("dataset", "test_error", "seed") if k in train}
     return export_module(
-        model, input_shape, options.output, ops=options.ops, opset=options.opset,
+        model, config.input_shape, options.output, ops=options.ops, opset=options.opset,
         dynamic_batch=options.dynamic_batch, dynamic_hw=options.dynamic_hw,
-        source=ckpt, model_name=str(cfg.get("name", cfg.get("model", ""))), extra_metadata=extra,
+        source=ckpt, model_name=config.name, extra_metadata=extra,
     )
 
 

@@ -564,10 +564,3 @@ def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None,
     if n_new and not any(i.domain == schema.PLUGIN_DOMAIN for i in new.opset_import):
         new.opset_import.append(onnx.helper.make_opsetid(schema.PLUGIN_DOMAIN, PLUGIN_OPSET))
     return new
-
-
-def doctor(*args, **kwargs):
-    """See ``stn_deploy.doctor.doctor``."""
-    from stn_deploy.doctor import doctor as _doctor
-
-    return _doctor(*args, **kwargs)

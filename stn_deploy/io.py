@@ -6,6 +6,7 @@ An interrupted run never leaves a partial file at the target path.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -72,3 +73,9 @@ def save_figure(fig, target: Path | str, fmt: str = "png", dpi: int = 100) -> Pa
     finally:
         plt.close(fig)
     return Path(target)
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -206,6 +207,23 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
             )
         _LIBS[path] = lib
         return lib
+
+
+def plugin_versions(path: Path | None = None) -> dict[str, list[str]]:
+    """Plugin op -> versions its creators implement, from ``stn_library_version()``
+    (text like "0.1.0 (STNGridSample 1, STNAffineGridSample 1)").
+
+    Raises:
+        UserError: the library is missing or is not ours (``load_library``).
+    """
+    text = load_library(path).stn_library_version().decode(errors="replace")
+    inner = re.search(r"\((.*)\)", text)
+    found: dict[str, list[str]] = {}
+    for part in inner.group(1).split(",") if inner else []:
+        bits = part.split()
+        if len(bits) == 2:
+            found.setdefault(bits[0], []).append(bits[1])
+    return found
 
 
 # ------------------------------------------------------------------------------ array access

@@ -16,52 +16,23 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from stn_deploy.errors import UserError
+from stn_deploy.model_files import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelKind,
+    detect_kind,
+    load_model,
+    require_file,
+    sample_shape,
+)
 
 if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
 
-KIND_CHECKPOINT = "checkpoint"
-KIND_ONNX_STANDARD = "onnx-standard"
-KIND_ONNX_PLUGIN = "onnx-plugin"
-KIND_ENGINE = "engine"
-MODEL_KINDS = (KIND_CHECKPOINT, KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN, KIND_ENGINE)
 BACKENDS = ("torch", "ort", "trt")
-DEFAULT_BACKEND = {KIND_CHECKPOINT: "torch", KIND_ONNX_STANDARD: "ort", KIND_ONNX_PLUGIN: "ort", KIND_ENGINE: "trt"}
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-#: torch.save writes a zip archive (PK..) by default, a pickle (0x80) with the legacy format.
-_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
-# --------------------------------------------------------------------------- model kinds
-
-
-def detect_kind(path: Path | str) -> str:
-    """Which kind of model ``path`` is: one of ``MODEL_KINDS``.
-
-    Raises:
-        UserError: missing file, or neither a checkpoint, an ONNX model nor an engine
-            (including a truncated ONNX file).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    if p.suffix.lower() in ENGINE_SUFFIXES:
-        return KIND_ENGINE
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if p.suffix.lower() in (".pt", ".pth", ".ckpt") or head.startswith(_CHECKPOINT_MAGIC):
-        return KIND_CHECKPOINT
-    from stn_deploy.graph import load_onnx
-    from stn_deploy.ort_ops import has_plugin_ops
-
-    try:
-        model = load_onnx(p)
-    except UserError:
-        if p.suffix.lower() == ".onnx":
-            raise
-        raise UserError(f"{p} is not a checkpoint, an ONNX model or a TensorRT engine (.engine/.plan)") from None
-    return KIND_ONNX_PLUGIN if has_plugin_ops(model) else KIND_ONNX_STANDARD
+DEFAULT_BACKEND = {ModelKind.CHECKPOINT: "torch", ModelKind.ONNX_STANDARD: "ort", ModelKind.ONNX_PLUGIN: "ort",
+                   ModelKind.ENGINE: "trt"}
 
 
 # --------------------------------------------------------------------------- runners
@@ -82,11 +53,10 @@ def _torch_runner_class():
 
         def __init__(self, checkpoint: Path | str, device: str = "cpu", name: str | None = None) -> None:
             super().__init__(name=name, prefix="stn-torch-runner")
-            from stn_deploy.export import INPUT_NAME, OUTPUT_NAME, load_model
-
             self.checkpoint = Path(checkpoint)
             self.device = device
-            self.model, self.input_shape, _ = load_model(self.checkpoint)
+            self.model, self.config = load_model(self.checkpoint)
+            self.input_shape = tuple(self.config.input_shape)
             self.input_name, self.output_names = INPUT_NAME, [OUTPUT_NAME]
 
         def activate_impl(self):
@@ -168,15 +138,15 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunn
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "torch":
-        if kind != KIND_CHECKPOINT:
+        if kind != ModelKind.CHECKPOINT:
             raise UserError(f"--backend torch runs checkpoints; {Path(model_path).name} is {kind}")
         return torch_runner(model_path)
     if backend == "ort":
-        if kind not in (KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN):
-            hint = "export it first (stn-deploy export)" if kind == KIND_CHECKPOINT else "run its ONNX model"
+        if not kind.is_onnx:
+            hint = "export it first (stn-deploy export)" if kind == ModelKind.CHECKPOINT else "run its ONNX model"
             raise UserError(f"--backend ort runs ONNX models; {Path(model_path).name} is {kind}: {hint}")
         return ort_runner(model_path)
-    if kind != KIND_ENGINE:
+    if kind != ModelKind.ENGINE:
         raise UserError(f"--backend trt runs engines; {Path(model_path).name} is {kind}: build it first (stn-deploy build)")
     return engine_runner(model_path)
 
@@ -192,9 +162,7 @@ def load_inputs(path: Path | str) -> dict[str, np.ndarray]:
     Raises:
         UserError: missing or unreadable file, or not a mapping of names to arrays.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such inputs file")
+    p = require_file(path, "inputs file")
     if p.suffix.lower() == ".json":
         from polygraphy.json import load_json
 
@@ -277,23 +245,6 @@ def check_inputs(feed: Mapping[str, np.ndarray], metadata: "TensorMetadata") -> 
             raise UserError(f"input {name!r} has shape {'x'.join(map(str, arr.shape))}, the model takes {want_s}")
 
 
-def _sample_shape(model_path: Path, kind: str) -> tuple[int, ...] | None:
-    """(C, H, W) recorded by the export, for filling dynamic H/W of random inputs."""
-    if kind not in (KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN):
-        return None
-    import json
-
-    import onnx
-
-    from stn_deploy.export import META_PREFIX
-
-    m = onnx.load(str(model_path), load_external_data=False)
-    for p in m.metadata_props:
-        if p.key == f"{META_PREFIX}input_shape":
-            return tuple(json.loads(p.value))
-    return None
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -320,7 +271,7 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    kind: str
+    kind: ModelKind
     backend: str
     output: str
     inputs: dict[str, list[int]] = field(default_factory=dict)
@@ -343,8 +294,8 @@ def run(options: RunOptions) -> RunResult:
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feed is None:
-            feed = random_inputs(meta, batch=options.batch, seed=options.seed,
-                                 sample_shape=_sample_shape(Path(options.model), kind))
+            recorded = sample_shape(options.model, kind)
+            feed = random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded)
         check_inputs(feed, meta)
         outputs = runner.infer(feed, check_inputs=False)
         ms = 1000.0 * (runner.last_inference_time() or 0.0)

@@ -8,11 +8,35 @@ the C++ plugin expects in its fields (``plugins/common/gridSampleMath.h``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 from stn_deploy.errors import UserError
 
 PLUGIN_VERSION = "1"
+
+
+class Precision(StrEnum):
+    """Compute precision of an engine or graph (``--precision``); engine I/O stays fp32."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+    @property
+    def dtype(self) -> str:
+        """The numpy-style dtype name: the key of the tolerance tables."""
+        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.value]
+
+    @classmethod
+    def from_dtype(cls, dtype: str) -> Precision:
+        """``"float16"`` -> ``Precision.FP16``; UserError for another dtype."""
+        for p in cls:
+            if p.dtype == dtype:
+                return p
+        raise UserError(f"no precision for dtype {dtype!r}; known: {', '.join(p.dtype for p in cls)}")
+
+
+PRECISION_NAMES = tuple(p.value for p in Precision)
 #: ONNX domain of our plugin ops; the TensorRT parser uses it as plugin namespace, and our
 #: creators have an empty namespace so they match any domain.
 PLUGIN_DOMAIN = "stn_deploy"

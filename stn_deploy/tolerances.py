@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from stn_deploy.errors import UserError
+from stn_deploy.schema import PRECISION_NAMES, Precision
 
 
 @dataclass(frozen=True)
@@ -38,13 +39,11 @@ KERNEL_TOLERANCES: dict[str, Tolerance] = {
     "float16": Tolerance(atol=1e-3, rtol=2e-3),
     "bfloat16": Tolerance(atol=8e-3, rtol=8e-3),
 }
-#: ``--precision`` names -> table keys.
-PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def tolerance_for(dtype: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
     """The table entry for ``dtype`` ("float32", "fp16", ...) with optional overrides."""
-    key = PRECISION_DTYPES.get(dtype, dtype)
+    key = Precision(dtype).dtype if dtype in PRECISION_NAMES else dtype
     if key not in TOLERANCES:
         raise UserError(f"no tolerance for dtype {dtype!r}; known: {', '.join(TOLERANCES)}")
     base = TOLERANCES[key]

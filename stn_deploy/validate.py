@@ -43,6 +43,8 @@ from typing import Callable
 import numpy as np
 
 from stn_deploy.errors import UserError
+from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata
+from stn_deploy.schema import PRECISION_NAMES, Precision
 from stn_deploy.tolerances import TOLERANCES, ErrorStats, Tolerance, compare, tolerance_for
 
 #: Size (H, W) -> dataset used when neither the checkpoint nor the ONNX names one.
@@ -180,22 +182,20 @@ class ValidationReport:
 # --------------------------------------------------------------------------- models
 
 
-def _describe(path: Path) -> tuple[str, str]:
-    """(kind, compute precision) of a model file; precision as a tolerance-table key."""
-    from stn_deploy import run
+def _describe(path: Path) -> tuple[ModelKind, Precision]:
+    """(kind, compute precision) of a model file."""
+    kind = detect_kind(path)
+    if kind == ModelKind.ENGINE:
+        from stn_deploy.trt.engine_file import read_sidecar
 
-    kind = run.detect_kind(path)
-    if kind == run.KIND_ENGINE:
-        from stn_deploy.trt.inspector import read_sidecar
-
-        side = read_sidecar(path) or {}
-        return kind, {"fp16": "float16", "bf16": "bfloat16"}.get(side.get("precision"), "float32")
-    if kind in (run.KIND_ONNX_STANDARD, run.KIND_ONNX_PLUGIN):
+        recorded = (read_sidecar(path) or {}).get("precision")
+        return kind, Precision(recorded) if recorded in PRECISION_NAMES else Precision.FP32
+    if kind.is_onnx:
         return kind, _onnx_precision(path)
-    return kind, "float32"
+    return kind, Precision.FP32
 
 
-def _onnx_precision(path: Path) -> str:
+def _onnx_precision(path: Path) -> Precision:
     import onnx
     from onnx import TensorProto
 
@@ -205,30 +205,19 @@ def _onnx_precision(path: Path) -> str:
         if init.data_type in counts:
             counts[init.data_type] += 1
     top = max(counts, key=counts.get)
-    return {TensorProto.FLOAT16: "float16", TensorProto.BFLOAT16: "bfloat16"}.get(top, "float32") \
-        if counts[top] else "float32"
+    if not counts[top]:
+        return Precision.FP32
+    return {TensorProto.FLOAT16: Precision.FP16, TensorProto.BFLOAT16: Precision.BF16}.get(top, Precision.FP32)
 
 
 def _reference_model(path: Path):
     """(torch model, config, train info) of a checkpoint reference; (None, None, {}) for ONNX."""
-    from stn_deploy import run
-
-    if run.detect_kind(path) != run.KIND_CHECKPOINT:
+    if detect_kind(path) != ModelKind.CHECKPOINT:
         return None, None, {}
-    from stn_deploy.train import load_checkpoint, read_checkpoint
+    from stn_deploy.train import read_checkpoint
 
-    model, config = load_checkpoint(path)
+    model, config = load_model(path)
     return model, config, dict(read_checkpoint(path).get("train") or {})
-
-
-def _onnx_meta(path: Path) -> dict[str, str]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return {}
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def _choose_dataset(options: ValidateOptions, train_info: dict, input_shape) -> str:
@@ -251,15 +240,13 @@ def _choose_dataset(options: ValidateOptions, train_info: dict, input_shape) -> 
     return name
 
 
-def _batch_limit(candidate: Path, kind: str, input_shape, wanted: int) -> tuple[int, bool]:
+def _batch_limit(candidate: Path, kind: ModelKind, input_shape, wanted: int) -> tuple[int, bool]:
     """(batch size, fixed?) the candidate accepts: an engine's profile max, a fixed ONNX batch."""
-    from stn_deploy import run
-
     first = input_shape[0] if input_shape else -1
     if isinstance(first, int) and first > 0:
         return first, True
-    if kind == run.KIND_ENGINE:
-        from stn_deploy.trt.inspector import read_sidecar
+    if kind == ModelKind.ENGINE:
+        from stn_deploy.trt.engine_file import read_sidecar
 
         side = read_sidecar(candidate) or {}
         for profile in side.get("profiles", [])[:1]:
@@ -426,14 +413,14 @@ def _compare_set(name: str, cand: dict, ref: dict, tols: dict[str, Tolerance], n
     return SetResult(name, len(next(iter(cand.values()))) if cand else 0, stats, notes or {})
 
 
-def _tolerance(output: np.ndarray, precision: str, options: ValidateOptions, name: str) -> Tolerance:
+def _tolerance(output: np.ndarray, precision: Precision, options: ValidateOptions, name: str) -> Tolerance:
     """Per output: the table entry for the candidate's precision (exact for integer and
     boolean outputs), then the user's overrides by output name or for all outputs."""
     atol = options.atol.get(name, options.atol.get(""))
     rtol = options.rtol.get(name, options.rtol.get(""))
     if output.dtype.kind in "biu":
         return Tolerance(0.0 if atol is None else atol, 0.0 if rtol is None else rtol)
-    return tolerance_for(precision, atol, rtol)
+    return tolerance_for(precision.dtype, atol, rtol)
 
 
 def _logits_name(outputs: dict, num_classes: int | None) -> str | None:
@@ -459,14 +446,14 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     cand_kind, precision = _describe(options.candidate)
-    if cand_kind == run.KIND_CHECKPOINT:
+    if cand_kind == ModelKind.CHECKPOINT:
         raise UserError(f"{options.candidate.name} is a checkpoint: the candidate is an engine or an ONNX model")
     ref_kind, _ = _describe(options.reference)
-    if ref_kind == run.KIND_ENGINE:
+    if ref_kind == ModelKind.ENGINE:
         raise UserError(f"{options.reference.name} is an engine: the reference is a checkpoint or an ONNX model")
     model, config, train_info = _reference_model(options.reference)
     if not train_info.get("dataset"):
-        train_info["dataset"] = _onnx_meta(options.candidate).get("stn_deploy.dataset")
+        train_info["dataset"] = onnx_metadata(options.candidate).get("dataset")
 
     cand_runner = run.open_runner(options.candidate)
     ref_runner = run.open_runner(options.reference)
@@ -529,12 +516,12 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
                     "limit": options.max_accuracy_drop, "passed": diff <= options.max_accuracy_drop + 1e-9}
 
     report = ValidationReport(
-        candidate={"path": str(options.candidate), "kind": cand_kind, "precision": precision},
+        candidate={"path": str(options.candidate), "kind": cand_kind.value, "precision": precision.dtype},
         reference={"path": str(options.reference), "kind": ref_kind,
                    "model": config.name if config is not None
-                   else _onnx_meta(options.reference).get("stn_deploy.model")},
+                   else onnx_metadata(options.reference).get("model")},
         dataset=dataset,
-        tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision} for k, v in tols.items()},
+        tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision.dtype} for k, v in tols.items()},
         sets=sets, accuracy=accuracy, seconds=time.perf_counter() - started)
     if options.report is not None:
         from stn_deploy.io import write_json

@@ -1,10 +1,12 @@
-"""ONNX graphs for the engine-build tests (test_trt.py, test_cli_build.py), made with onnx.helper."""
+"""ONNX graphs for the engine-build tests (tests/trt, test_cli.py), made with onnx.helper."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stn_deploy import schema
 
@@ -91,3 +93,12 @@ def plugin_graph(path: Path, op: str, fields: dict, x_shape=(2, 3, 8, 8), x_type
                       h.make_tensor_value_info(second[0], T.FLOAT, list(second[1]))],
                      [h.make_tensor_value_info("y", x_type, list(out))])
     return _save(g, path, opset=17, domains=[schema.PLUGIN_DOMAIN])
+
+
+HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+needs_rtx = pytest.mark.skipif(not HAS_RTX, reason="needs tensorrt_rtx (pip install 'stn-deploy[rtx]')")
+
+
+def no_temp_files(folder: Path) -> bool:
+    """No atomic-write temporary (``.X.<rand>.tmp``) left in ``folder``."""
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

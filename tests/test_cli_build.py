@@ -10,11 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from helpers_export import perturbed_checkpoint
 from click.testing import CliRunner
-
+from helpers_export import perturbed_checkpoint
 from helpers_trt import affine_grid_graph, matmul_graph, plugin_graph
+
 from stn_deploy import schema
 from stn_deploy.cli import main
 
@@ -93,7 +92,7 @@ def test_inspect_json(built):
 @pytest.mark.plugin
 @needs_rtx
 def test_inspect_names_plugin_layers(tmp_path):
-    from stn_deploy.trt.backend import default_plugin_library
+    from stn_deploy.trt.flavour import default_plugin_library
 
     if default_plugin_library() is None:
         pytest.skip("plugin library not built (stn-deploy plugins build)")
@@ -139,7 +138,7 @@ def test_build_missing_plugin_library_for_plugin_graph(tmp_path, monkeypatch):
 @pytest.mark.plugin
 @needs_rtx
 def test_build_invalid_plugin_field_is_one_line(tmp_path):
-    from stn_deploy.trt.backend import default_plugin_library
+    from stn_deploy.trt.flavour import default_plugin_library
 
     if default_plugin_library() is None:
         pytest.skip("plugin library not built (stn-deploy plugins build)")

@@ -14,7 +14,6 @@ from stn_deploy import train
 from stn_deploy.cli import main
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model, count_parameters
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

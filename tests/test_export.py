@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
 from stn_deploy import __version__, schema
 from stn_deploy.cli import main
@@ -19,7 +20,6 @@ from stn_deploy.graph import PLUGIN_VERSION_ATTR, attr_value
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
 from stn_deploy.train import save_checkpoint
-from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
 
 def _model(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

@@ -12,11 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
 from onnx import TensorProto, helper
 
 from stn_deploy import schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
+from stn_deploy.export import export_module, transformers
 from stn_deploy.graph import (
     PLUGIN_VERSION_ATTR,
     RewriteOptions,
@@ -25,10 +27,8 @@ from stn_deploy.graph import (
     rewrite,
     rewrite_model,
 )
-from stn_deploy.export import export_module, transformers
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
-from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
 
 FLOAT = TensorProto.FLOAT
 

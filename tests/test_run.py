@@ -8,26 +8,21 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
 from stn_deploy.export import export_module
 from stn_deploy.models import ModelConfig, build_model
 from stn_deploy.run import (
-    KIND_CHECKPOINT,
-    KIND_ENGINE,
-    KIND_ONNX_PLUGIN,
-    KIND_ONNX_STANDARD,
     RunOptions,
     check_inputs,
-    detect_kind,
     load_inputs,
     open_runner,
     random_inputs,
     run,
 )
 from stn_deploy.train import save_checkpoint
-from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +35,6 @@ def models(tmp_path_factory) -> dict[str, Path]:
     export_module(model, config.input_shape, d / "std.onnx", ops="standard", source=d / "m.pt")
     export_module(model, config.input_shape, d / "plugin.onnx", ops="plugin", source=d / "m.pt")
     return {"ckpt": d / "m.pt", "standard": d / "std.onnx", "plugin": d / "plugin.onnx", "dir": d}
-
-
-def test_detect_kind(models, tmp_path):
-    assert detect_kind(models["ckpt"]) == KIND_CHECKPOINT
-    assert detect_kind(models["standard"]) == KIND_ONNX_STANDARD
-    assert detect_kind(models["plugin"]) == KIND_ONNX_PLUGIN
-    (tmp_path / "m.engine").write_bytes(b"\0" * 16)
-    assert detect_kind(tmp_path / "m.engine") == KIND_ENGINE
-    truncated = tmp_path / "t.onnx"
-    data = models["standard"].read_bytes()
-    truncated.write_bytes(data[: len(data) // 3])
-    text = tmp_path / "notes.txt"
-    text.write_text("hello")
-    for bad in (truncated, text, tmp_path / "missing.onnx"):
-        with pytest.raises(UserError):
-            detect_kind(bad)
 
 
 def test_torch_and_ort_runners_agree(models):

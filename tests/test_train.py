@@ -13,7 +13,6 @@ from stn_deploy import data, train
 from stn_deploy.errors import UserError
 from stn_deploy.models import ModelConfig, build_model, spatial_transformers
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

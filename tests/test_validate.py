@@ -12,12 +12,18 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers_export import perturbed_checkpoint
 
 from stn_deploy.errors import UserError, ValidationFailed
-from stn_deploy.validate import (CRAFTED_TARGETS, ValidateOptions, check, crafted_images, parse_tolerance,
-                                 stress_images, validate)
+from stn_deploy.validate import (
+    CRAFTED_TARGETS,
+    ValidateOptions,
+    check,
+    crafted_images,
+    parse_tolerance,
+    stress_images,
+    validate,
+)
 
 torch = pytest.importorskip("torch")
 

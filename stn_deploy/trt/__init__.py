@@ -1,10 +1,10 @@
-"""TensorRT / TensorRT-RTX backend: plugin loading, engine builds, inspection, a runner.
+"""TensorRT / TensorRT-RTX flavour: plugin loading, engine builds, inspection, a runner.
 
 Nothing here imports TensorRT until it is used: ``from stn_deploy import trt`` is cheap,
 and the attributes below load their module on first access.
 
 Public API:
-    get_backend(choice): the ``tensorrt`` or ``tensorrt_rtx`` module behind a ``Backend``.
+    get_flavour(choice): the ``tensorrt`` or ``tensorrt_rtx`` module behind a ``Flavour``.
     BuildOptions, ShapeRange, parse_shape_spec: what to build.
     build(options) -> BuildResult, build_many(options_list) -> [BuildOutcome].
     inspect(path) -> dict: engine, sidecar, and what needs a GPU to read.
@@ -16,11 +16,11 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "Backend": "backend", "get_backend": "backend", "available_backends": "backend",
-    "gpu_available": "backend", "load_plugin_library": "backend",
+    "Flavour": "flavour", "get_flavour": "flavour", "available_flavours": "flavour",
+    "gpu_available": "flavour", "load_plugin_library": "flavour",
     "BuildOptions": "options", "BuildResult": "options", "ShapeRange": "options",
     "parse_shape_spec": "options", "sidecar_path": "options",
-    "BACKEND_CHOICES": "options", "PRECISION_CHOICES": "options",
+    "FLAVOUR_CHOICES": "options",
     "COMPUTE_CAPABILITY_CHOICES": "options",
     "build": "builder", "build_many": "builder", "build_all": "builder", "BuildError": "builder",
     "BuildOutcome": "builder",

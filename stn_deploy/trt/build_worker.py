@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import Backend, dtype_name, get_backend, load_plugin_library, make_logger
+from stn_deploy.trt.flavour import Flavour, dtype_name, get_flavour, load_plugin_library, make_logger
+from stn_deploy.trt.options import BuildJob
 
 _events = None
 
@@ -33,8 +34,8 @@ def _tensor_info(t) -> dict:
     return {"name": t.name, "dtype": dtype_name(t.dtype), "shape": list(t.shape)}
 
 
-def _layer_info(backend: Backend, layer) -> dict:
-    trt = backend.trt
+def _layer_info(flavour: Flavour, layer) -> dict:
+    trt = flavour.trt
     info = {"name": layer.name, "type": layer.type.name,
             "outputs": [dtype_name(layer.get_output(i).dtype) for i in range(layer.num_outputs)]}
     if layer.type == trt.LayerType.PLUGIN_V3:
@@ -91,9 +92,9 @@ def _fail(logger, *first: str) -> str:
 PLUGIN_PREFIX = "[stn_deploy_plugins]"
 
 
-def _native_errors(job: dict) -> list[str]:
+def _native_errors(job: BuildJob) -> list[str]:
     """What the plugin library wrote to stderr during this job (it names the bad field)."""
-    path = job.get("stderr")
+    path = job.stderr
     if not path:
         return []
     try:
@@ -104,15 +105,15 @@ def _native_errors(job: dict) -> list[str]:
     return [" ".join(line.split(PLUGIN_PREFIX, 1)[1].split()) for line in lines if PLUGIN_PREFIX in line]
 
 
-def _profile_shapes(job: dict, network) -> list[dict]:
+def _profile_shapes(job: BuildJob, network) -> list[dict]:
     """Resolve one optimisation profile: named ranges from --shapes, defaults elsewhere."""
-    given = {s["name"]: s for s in job["shapes"]}
+    given = {s.name: s.to_dict() for s in job.shapes}
     inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
     unknown = sorted(set(given) - set(inputs))
     if unknown:
         raise UserError(f"--shapes names {', '.join(unknown)}, not an input of the network "
                         f"(inputs: {', '.join(inputs)})")
-    lo_b, opt_b, hi_b = job["default_batch"]
+    lo_b, opt_b, hi_b = job.default_batch
     ranges = []
     for name, tensor in inputs.items():
         shape = list(tensor.shape)
@@ -162,28 +163,28 @@ def _parser_version(trt) -> int | None:
         return None
 
 
-def run_job(job: dict) -> dict:
-    """Parse, configure and build one engine; write it to ``job["out"]``. Returns its info."""
+def run_job(job: BuildJob) -> dict:
+    """Parse, configure and build one engine; write it to ``job.out``. Returns its info."""
     import onnx
 
     from stn_deploy.trt import precision as precision_mod
 
-    backend = get_backend(job["backend"])
-    trt = backend.trt
-    logger = make_logger(backend, sink=lambda sev, msg: emit("log", severity=sev, message=msg))
+    flavour = get_flavour(job.flavour)
+    trt = flavour.trt
+    logger = make_logger(flavour, sink=lambda sev, msg: emit("log", severity=sev, message=msg))
     # The Builder must exist before plugins load (the registry ignores them otherwise).
     builder = trt.Builder(logger)
-    if job.get("plugin_library"):
-        load_plugin_library(backend, builder.get_plugin_registry(), job["plugin_library"])
+    if job.plugin_library:
+        load_plugin_library(flavour, builder.get_plugin_registry(), job.plugin_library)
 
-    precision = job["precision"]
+    precision = job.precision
     flags = 0
-    convert_graph = precision != "fp32" and backend.strongly_typed
-    if backend.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    convert_graph = precision != "fp32" and flavour.strongly_typed
+    if flavour.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    onnx_path = Path(job["onnx"])
+    onnx_path = job.onnx
     if convert_graph:
         model = precision_mod.convert(onnx.load(str(onnx_path)), precision)
         data = model.SerializeToString()
@@ -199,18 +200,18 @@ def run_job(job: dict) -> dict:
     config = builder.create_builder_config()
     if precision != "fp32" and not convert_graph:
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
-    if job.get("opt_level") is not None:
-        config.builder_optimization_level = int(job["opt_level"])
-    if job.get("workspace_mib"):
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(job["workspace_mib"]) << 20)
-    ccs = job.get("compute_capabilities") or []
+    if job.opt_level is not None:
+        config.builder_optimization_level = job.opt_level
+    if job.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, job.workspace_mib << 20)
+    ccs = job.compute_capabilities
     if ccs:
         config.num_compute_capabilities = len(ccs)
         for i, cc in enumerate(ccs):
             config.set_compute_capability(getattr(trt.ComputeCapability, cc.upper()), i)
     cache = None
-    if job.get("timing_cache") and backend.name != "rtx":
-        cache_path = Path(job["timing_cache"])
+    if job.timing_cache and flavour.name != "rtx":
+        cache_path = job.timing_cache
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
 
@@ -227,28 +228,28 @@ def run_job(job: dict) -> dict:
     network_info = {
         "inputs": [_tensor_info(network.get_input(i)) for i in range(network.num_inputs)],
         "outputs": [_tensor_info(network.get_output(i)) for i in range(network.num_outputs)],
-        "layers": [_layer_info(backend, network.get_layer(i)) for i in range(network.num_layers)],
+        "layers": [_layer_info(flavour, network.get_layer(i)) for i in range(network.num_layers)],
     }
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
-        raise UserError(f"{backend.label} could not build {onnx_path.name}: "
+        raise UserError(f"{flavour.label} could not build {onnx_path.name}: "
                         + _fail(logger, *_native_errors(job)))
-    with open(job["out"], "wb") as f:
+    with open(job.out, "wb") as f:
         f.write(serialized)
     if cache is not None:
         from stn_deploy.io import write_bytes
 
-        write_bytes(job["timing_cache"], bytes(config.get_timing_cache().serialize()))
+        write_bytes(job.timing_cache, bytes(config.get_timing_cache().serialize()))
     return {
-        "backend": {"name": backend.name, "version": backend.version,
+        "backend": {"name": flavour.name, "version": flavour.version,
                     "onnx_parser": _parser_version(trt)},
         "build_seconds": round(seconds, 4),
         "profiles": [ranges],
         "network": network_info,
-        "strongly_typed": backend.strongly_typed,
-        "graph_converted_to": precision if convert_graph else None,
+        "strongly_typed": flavour.strongly_typed,
+        "graph_converted_to": precision.value if convert_graph else None,
         "warnings": [m for sev, m in logger.messages if sev == "WARNING"][:20],
     }
 
@@ -265,12 +266,12 @@ def main() -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        job = json.loads(line)
+        job = BuildJob.from_json(line)
         # Native stderr (TensorRT, the plugin) goes to the job's file, which the parent
         # reads if we die and we read to explain a failure.
         saved = os.dup(2)
-        if job.get("stderr"):
-            fd = os.open(job["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if job.stderr:
+            fd = os.open(job.stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             os.dup2(fd, 2)
             os.dup2(fd, 1)
             os.close(fd)

@@ -9,6 +9,7 @@ succeeded (``io.atomic_path``).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import json
 import os
@@ -21,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from stn_deploy import __version__
-from stn_deploy import schema
+from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_path
-from stn_deploy.trt.backend import available_backends, default_plugin_library, gpu_available, sha256
-from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildOptions, BuildResult
+from stn_deploy.io import atomic_path, file_sha256
+from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
+from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildJob, BuildOptions, BuildResult
 
 #: ``progress(event)`` receives the worker's events: dicts with "event" = "progress"
 #: (kind start/step/finish, phase, parent, steps/step) or "log" (severity, message).
@@ -69,9 +69,9 @@ def plugin_ops_in(model) -> list[str]:
     return sorted({n.op_type for n in nodes if n.op_type in PLUGIN_OPS})
 
 
-def doctor_target(backend: str) -> str:
-    """The ``doctor`` target matching a build backend choice, without importing TensorRT."""
-    name = backend if backend != "auto" else (available_backends() or ["rtx"])[0]
+def doctor_target(flavour: str) -> str:
+    """The ``doctor`` target matching a build flavour choice, without importing TensorRT."""
+    name = flavour if flavour != "auto" else (available_flavours() or ["rtx"])[0]
     if name == "rtx":
         return "rtx"
     try:
@@ -83,11 +83,11 @@ def doctor_target(backend: str) -> str:
     return "trt11" if major >= 11 else "trt10"
 
 
-def _run_doctor(path: Path, backend: str) -> None:
-    """Stop the build on the doctor's errors (``graph.doctor``, lint of known traps)."""
-    from stn_deploy import graph
+def _run_doctor(path: Path, flavour: str) -> None:
+    """Stop the build on the doctor's errors (``doctor.doctor``, lint of known traps)."""
+    from stn_deploy.doctor import doctor
 
-    report = graph.doctor(path, target=doctor_target(backend))
+    report = doctor(path, target=doctor_target(flavour))
     errors = [f"{f.node}: {f.message} (fix: {f.hint})" if getattr(f, "hint", "") else f"{f.node}: {f.message}"
               for f in report.errors]
     if errors:
@@ -96,10 +96,10 @@ def _run_doctor(path: Path, backend: str) -> None:
                         + "; use --no-doctor to build anyway")
 
 
-def _prepare(options: BuildOptions) -> dict:
-    """Check what can be checked without TensorRT; return the worker's job (less "out")."""
+def _prepare(options: BuildOptions) -> BuildJob:
+    """Check what can be checked without TensorRT; return the worker's job (less ``out``)."""
     model = _load_onnx(options.onnx)
-    if not available_backends():
+    if not available_flavours():
         raise UserError("no TensorRT found: install tensorrt, or tensorrt-rtx (pip install 'stn-deploy[rtx]')")
     inputs = {v.name for v in model.graph.input} - {i.name for i in model.graph.initializer}
     unknown = sorted({s.name for s in options.shapes} - inputs)
@@ -118,23 +118,16 @@ def _prepare(options: BuildOptions) -> dict:
     if "current" in options.compute_capabilities and not gpu_available():
         raise UserError("--compute-capability current targets this machine's GPU, and it has none; "
                         "name the targets (e.g. sm86) to build ahead of time on the CPU")
-    if options.compute_capabilities and options.backend == "tensorrt":
+    if options.compute_capabilities and options.flavour == "tensorrt":
         raise UserError("--compute-capability is a TensorRT-RTX option; full TensorRT builds for the GPU it runs on")
     if options.doctor:
-        _run_doctor(options.onnx, options.backend)
-    return {
-        "onnx": str(options.onnx.resolve()),
-        "backend": options.backend,
-        "precision": options.precision,
-        "shapes": [s.to_dict() for s in options.shapes],
-        "default_batch": list(DEFAULT_BATCH_RANGE),
-        "timing_cache": str(options.timing_cache) if options.timing_cache else None,
-        "opt_level": options.opt_level,
-        "workspace_mib": options.workspace_mib,
-        "compute_capabilities": list(options.compute_capabilities),
-        "plugin_library": str(Path(plugin).resolve()) if plugin else None,
-        "plugin_ops": ops,
-    }
+        _run_doctor(options.onnx, options.flavour)
+    return BuildJob(
+        onnx=options.onnx.resolve(), flavour=options.flavour, precision=options.precision, shapes=options.shapes,
+        default_batch=DEFAULT_BATCH_RANGE, timing_cache=options.timing_cache, opt_level=options.opt_level,
+        workspace_mib=options.workspace_mib, compute_capabilities=options.compute_capabilities,
+        plugin_library=Path(plugin).resolve() if plugin else None, plugin_ops=tuple(ops),
+    )
 
 
 class _Worker:
@@ -160,10 +153,10 @@ class _Worker:
         for line in self.proc.stderr:
             self.stderr.append(line.rstrip())
 
-    def run(self, job: dict, progress: ProgressCallback | None) -> dict:
+    def run(self, job: BuildJob, progress: ProgressCallback | None) -> dict:
         """Send one job; return its result event. A dead child raises BuildError."""
         try:
-            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.write(job.to_json() + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             pass
@@ -229,24 +222,24 @@ def _library_version(path: str) -> str | None:
     return fn().decode(errors="replace")
 
 
-def _sidecar(options: BuildOptions, job: dict, info: dict, engine_tmp: Path) -> dict:
-    plugin = job["plugin_library"]
+def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path) -> dict:
+    plugin = str(job.plugin_library) if job.plugin_library else None
     return {
         "format": "stn-deploy-engine",
         "version": 1,
         "stn_deploy": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "engine": {"file": options.engine.name, "bytes": engine_tmp.stat().st_size,
-                   "sha256": sha256(engine_tmp)},
+                   "sha256": file_sha256(engine_tmp)},
         "backend": info["backend"],
-        "onnx": {"path": job["onnx"], "sha256": sha256(job["onnx"])},
-        "plugin_library": ({"path": plugin, "sha256": sha256(plugin), "version": _library_version(plugin),
-                            "ops": job["plugin_ops"]} if plugin else None),
-        "precision": options.precision,
+        "onnx": {"path": str(job.onnx), "sha256": file_sha256(job.onnx)},
+        "plugin_library": ({"path": plugin, "sha256": file_sha256(plugin), "version": _library_version(plugin),
+                            "ops": list(job.plugin_ops)} if plugin else None),
+        "precision": options.precision.value,
         "precision_method": ("graph converted (strongly typed builder)" if info["graph_converted_to"]
                              else "builder flag" if options.precision != "fp32" else "as exported"),
         "profiles": info["profiles"],
-        "compute_capabilities": (job["compute_capabilities"] or
+        "compute_capabilities": (list(job.compute_capabilities) or
                                  (["default: sm80, sm86, sm89, sm120+ (no sm90)"]
                                   if info["backend"]["name"] == "rtx" else ["the build GPU"])),
         "opt_level": options.opt_level,
@@ -284,7 +277,7 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
             try:
                 with atomic_path(options.engine) as tmp:
                     try:
-                        event = worker.run({**job, "out": str(tmp), "stderr": str(worker.stderr_file)}, progress)
+                        event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file), progress)
                     except BaseException:
                         # Stop the worker before atomic_path deletes the temporary engine, or
                         # a worker still building could write it again.
@@ -312,7 +305,7 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> BuildResult:
     """Build one engine and its sidecar JSON (``<engine>.json``), both written atomically.
 
-    Runs ``graph.doctor`` first unless ``options.doctor`` is False.
+    Runs ``doctor.doctor`` first unless ``options.doctor`` is False.
 
     Raises:
         UserError: bad input (not ONNX, missing plugin library, unknown ``--shapes`` name)

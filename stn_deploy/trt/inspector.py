@@ -10,69 +10,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import (Backend, dtype_name, engine_backend_from_header, engine_version_from_header,
-                                    get_backend, gpu_available, sha256)
-from stn_deploy.trt.options import sidecar_path
+from stn_deploy.io import file_sha256
+from stn_deploy.trt.flavour import (
+    dtype_name,
+    gpu_available,
+)
+from stn_deploy.trt.engine_file import check_engine_file, deserialize, read_sidecar
 
 NEEDS_GPU = ("reading the engine itself (fused layers, tactics, device memory) needs a GPU: TensorRT "
              "deserialises engines only on a CUDA device; shown here is the network as parsed at build "
              "time (from the sidecar), before layer fusion")
 
 
-def read_sidecar(engine: Path) -> dict | None:
-    """The sidecar dict of ``engine``, or None when there is none.
-
-    Raises:
-        UserError: the sidecar exists but is not valid JSON.
-    """
-    path = sidecar_path(engine)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"unreadable engine sidecar {path}: {exc}") from None
-
-
-def check_engine_file(path: Path, backend_choice: str = "auto") -> tuple[str, Backend]:
-    """Check that ``path`` is an engine this installation can load; return (kind, backend).
-
-    Raises:
-        UserError: missing file, not an engine, or built by another TensorRT (version).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"engine not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    kind = engine_backend_from_header(head)
-    if kind is None:
-        raise UserError(f"not a TensorRT engine: {path} (no TensorRT/TensorRT-RTX header)")
-    if backend_choice not in ("auto", kind):
-        raise UserError(f"{path.name} is a {'TensorRT-RTX' if kind == 'rtx' else 'TensorRT'} engine; "
-                        f"it cannot run with --trt {backend_choice}")
-    backend = get_backend(kind)
-    built = engine_version_from_header(head)
-    if built is not None and built[:2] != backend.version_tuple()[:2]:
-        raise UserError(f"{path.name} was built by TensorRT-RTX {'.'.join(map(str, built))}; this is "
-                        f"{backend.label}: rebuild it with stn-deploy build")
-    sidecar = read_sidecar(path)
-    if sidecar is not None:
-        made = sidecar.get("backend", {})
-        if made.get("name") == backend.name and made.get("version") and \
-                tuple(made["version"].split(".")[:2]) != tuple(backend.version.split(".")[:2]):
-            raise UserError(f"{path.name} was built by {made['version']} (sidecar); this is "
-                            f"{backend.label}: rebuild it with stn-deploy build")
-    return kind, backend
-
-
-def _from_engine(path: Path, backend, sidecar: dict | None) -> dict:
+def _from_engine(path: Path, flavour, sidecar: dict | None) -> dict:
     """Read I/O, profiles and layers from a deserialised engine (GPU only)."""
-    from stn_deploy.trt.runner import deserialize
-
-    engine, _runtime = deserialize(path, backend, sidecar)
-    trt = backend.trt
+    engine, _runtime = deserialize(path, flavour, sidecar)
+    trt = flavour.trt
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     io = {"inputs": [], "outputs": []}
     for name in names:
@@ -96,15 +49,15 @@ def _from_engine(path: Path, backend, sidecar: dict | None) -> dict:
     return {**io, "profiles": profiles, "layers": layers, "layers_source": "engine"}
 
 
-def inspect(path: Path | str, backend: str = "auto") -> dict:
+def inspect(path: Path | str, flavour: str = "auto") -> dict:
     """Describe an engine file.
 
     Args:
         path: the engine.
-        backend: "auto" (from the engine header), "tensorrt" or "rtx".
+        flavour: "auto" (from the engine header), "tensorrt" or "rtx".
 
     Returns:
-        A dict with ``engine`` (file, bytes, sha256, backend), ``inputs``, ``outputs``,
+        A dict with ``engine`` (file, bytes, sha256, flavour), ``inputs``, ``outputs``,
         ``profiles``, ``layers`` (each with ``plugin`` where it is one of ours),
         ``layers_source`` ("engine" or "sidecar: network as parsed"), ``sidecar`` (or
         None) and ``needs_gpu`` (what could not be read here, or None).
@@ -113,9 +66,9 @@ def inspect(path: Path | str, backend: str = "auto") -> dict:
         UserError: missing file, not an engine, another TensorRT version.
     """
     path = Path(path)
-    kind, be = check_engine_file(path, backend)
+    kind, be = check_engine_file(path, flavour)
     sidecar = read_sidecar(path)
-    digest = sha256(path)
+    digest = file_sha256(path)
     report: dict = {
         "engine": {"path": str(path), "bytes": path.stat().st_size, "sha256": digest,
                    "backend": {"name": kind, "version": be.version}},

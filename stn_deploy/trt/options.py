@@ -5,15 +5,15 @@ parent process of a build use these without loading TensorRT.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from stn_deploy.errors import UserError
+from stn_deploy.schema import PRECISION_NAMES, Precision
 
 #: ``--trt`` choices; "auto" prefers full TensorRT where it is installed, else TensorRT-RTX.
-BACKEND_CHOICES = ("auto", "tensorrt", "rtx")
-#: ``--precision`` choices: the compute precision of the engine (I/O stays fp32).
-PRECISION_CHOICES = ("fp32", "fp16", "bf16")
+FLAVOUR_CHOICES = ("auto", "tensorrt", "rtx")
 #: ``--compute-capability`` choices (TensorRT-RTX only). "default" leaves the builder's own
 #: choice (portable across sm80/86/89/120+); "current" targets the GPU of this machine
 #: (needs one). TensorRT-RTX 1.7 has no sm90 target.
@@ -48,6 +48,10 @@ class ShapeRange:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ShapeRange:
+        return cls(str(d["name"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
     def contains(self, shape: tuple[int, ...]) -> bool:
         """Whether ``shape`` lies inside [min, max] in every dimension."""
@@ -93,7 +97,7 @@ class BuildOptions:
         onnx: the ONNX model to build (standard or plugin ops).
         engine: where to write the serialised engine; a sidecar JSON goes to
             ``<engine>.json``. Both are written atomically.
-        backend: "auto", "tensorrt" or "rtx" (TensorRT-RTX). Default "auto".
+        flavour: "auto", "tensorrt" or "rtx" (TensorRT-RTX). Default "auto".
         precision: compute precision, "fp32" (default), "fp16" or "bf16". Network I/O stays
             fp32. Strongly typed backends (TensorRT-RTX) get a converted copy of the graph;
             weakly typed ones (TensorRT 10) get the builder flag.
@@ -106,13 +110,13 @@ class BuildOptions:
             "default"); empty = the builder default.
         plugin_library: the plugin library to load; None = ``kernels.library_path()`` when
             the graph holds our plugin ops, else none.
-        doctor: run ``graph.doctor`` first and stop on its errors.
+        doctor: run ``doctor.doctor`` first and stop on its errors.
     """
 
     onnx: Path
     engine: Path
-    backend: str = "auto"
-    precision: str = "fp32"
+    flavour: str = "auto"
+    precision: Precision = Precision.FP32
     shapes: tuple[ShapeRange, ...] = ()
     timing_cache: Path | None = None
     opt_level: int | None = None
@@ -124,10 +128,11 @@ class BuildOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "onnx", Path(self.onnx))
         object.__setattr__(self, "engine", Path(self.engine))
-        if self.backend not in BACKEND_CHOICES:
-            raise UserError(f"unknown TensorRT backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
-        if self.precision not in PRECISION_CHOICES:
-            raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISION_CHOICES)}")
+        if self.flavour not in FLAVOUR_CHOICES:
+            raise UserError(f"unknown TensorRT flavour {self.flavour!r}; choose from {', '.join(FLAVOUR_CHOICES)}")
+        if self.precision not in PRECISION_NAMES:
+            raise UserError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISION_NAMES)}")
+        object.__setattr__(self, "precision", Precision(self.precision))
         if self.opt_level is not None and not OPT_LEVEL_RANGE[0] <= self.opt_level <= OPT_LEVEL_RANGE[1]:
             raise UserError(f"--opt-level must be in {OPT_LEVEL_RANGE[0]}..{OPT_LEVEL_RANGE[1]}, got {self.opt_level}")
         if self.workspace_mib is not None and self.workspace_mib <= 0:
@@ -160,3 +165,51 @@ class BuildResult:
     sidecar_path: Path
     seconds: float
     sidecar: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One build as the parent sends it to the worker process (``build_worker``): the
+    options resolved (absolute paths, the plugin library found, default ranges filled in).
+
+    Crosses the process boundary as one JSON line (``to_json`` / ``from_json``).
+    """
+
+    onnx: Path
+    flavour: str
+    precision: Precision
+    shapes: tuple[ShapeRange, ...]
+    default_batch: tuple[int, int, int]
+    timing_cache: Path | None
+    opt_level: int | None
+    workspace_mib: int | None
+    compute_capabilities: tuple[str, ...]
+    plugin_library: Path | None
+    plugin_ops: tuple[str, ...]
+    #: The (temporary) engine file to write, and the file for native stderr; set per run.
+    out: Path | None = None
+    stderr: Path | None = None
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["shapes"] = [s.to_dict() for s in self.shapes]
+        return json.dumps(d, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildJob:
+        d = json.loads(text)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"build job has unknown keys: {', '.join(sorted(unknown))}")
+
+        def path(v):
+            return Path(v) if v is not None else None
+
+        return cls(
+            onnx=Path(d["onnx"]), flavour=d["flavour"], precision=Precision(d["precision"]),
+            shapes=tuple(ShapeRange.from_dict(s) for s in d["shapes"]),
+            default_batch=tuple(d["default_batch"]), timing_cache=path(d["timing_cache"]),
+            opt_level=d["opt_level"], workspace_mib=d["workspace_mib"],
+            compute_capabilities=tuple(d["compute_capabilities"]), plugin_library=path(d["plugin_library"]),
+            plugin_ops=tuple(d["plugin_ops"]), out=path(d.get("out")), stderr=path(d.get("stderr")),
+        )

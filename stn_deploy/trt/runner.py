@@ -14,47 +14,7 @@ from pathlib import Path
 from polygraphy.backend.base import BaseRunner
 
 from stn_deploy.errors import UserError
-from stn_deploy.trt.backend import Backend, default_plugin_library, load_plugin_library, make_logger
-
-
-def _plugin_for(engine_path: Path, sidecar: dict | None, plugin_library: Path | None) -> Path | None:
-    """The plugin library to load before deserialising: explicit, sidecar's, or default."""
-    if plugin_library is not None:
-        if not Path(plugin_library).is_file():
-            raise UserError(f"plugin library not found: {plugin_library}")
-        return Path(plugin_library)
-    recorded = (sidecar or {}).get("plugin_library")
-    if recorded:
-        if Path(recorded["path"]).is_file():
-            return Path(recorded["path"])
-        found = default_plugin_library()
-        if found is None:
-            raise UserError(f"{engine_path.name} uses plugin ops ({', '.join(recorded.get('ops', []))}) but the "
-                            f"plugin library is missing ({recorded['path']}); build it with: stn-deploy plugins build")
-        return found
-    return default_plugin_library()
-
-
-def deserialize(path: Path, backend: Backend, sidecar: dict | None = None,
-                plugin_library: Path | None = None):
-    """Deserialise an engine on the GPU; returns (engine, runtime) — keep the runtime alive.
-
-    Raises:
-        UserError: a missing plugin library, or an engine TensorRT cannot load (another
-            version, a plugin it cannot find).
-    """
-    trt = backend.trt
-    logger = make_logger(backend)
-    runtime = trt.Runtime(logger)
-    plugin = _plugin_for(Path(path), sidecar, plugin_library)
-    if plugin is not None:
-        load_plugin_library(backend, runtime.get_plugin_registry(), plugin)
-    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
-    if engine is None:
-        said = "; ".join(m for sev, m in logger.messages if sev in ("ERROR", "INTERNAL_ERROR"))
-        raise UserError(f"{backend.label} cannot load engine {Path(path).name}: "
-                        f"{said or 'no reason given'} (built by another version? rebuild with stn-deploy build)")
-    return engine, runtime
+from stn_deploy.trt.engine_file import check_engine_file, deserialize, read_sidecar
 
 
 class EngineRunner(BaseRunner):
@@ -62,7 +22,7 @@ class EngineRunner(BaseRunner):
 
     Args:
         path: the engine.
-        backend: "auto" (from the engine header), "tensorrt" or "rtx".
+        flavour: "auto" (from the engine header), "tensorrt" or "rtx".
         plugin_library: plugin library to load; default: the one the sidecar names, else
             ``kernels.library_path()``.
         name: runner name shown by Polygraphy.
@@ -72,26 +32,25 @@ class EngineRunner(BaseRunner):
     optimisation profile 0.
     """
 
-    def __init__(self, path: Path | str, backend: str = "auto", plugin_library: Path | None = None,
+    def __init__(self, path: Path | str, flavour: str = "auto", plugin_library: Path | None = None,
                  name: str | None = None) -> None:
         super().__init__(name=name, prefix="stn-trt-runner")
         self.path = Path(path)
-        self.backend_choice = backend
+        self.flavour_choice = flavour
         self.plugin_library = plugin_library
 
     def activate_impl(self) -> None:
         import torch
 
-        from stn_deploy.trt.inspector import check_engine_file, read_sidecar
 
-        _kind, backend = check_engine_file(self.path, self.backend_choice)
+        _kind, flavour = check_engine_file(self.path, self.flavour_choice)
         if not torch.cuda.is_available():
             raise UserError(f"running engine {self.path.name} needs a CUDA GPU (torch.cuda.is_available() is False)")
         self._torch = torch
-        self.backend = backend
-        self.engine, self._runtime = deserialize(self.path, backend, read_sidecar(self.path), self.plugin_library)
+        self.flavour = flavour
+        self.engine, self._runtime = deserialize(self.path, flavour, read_sidecar(self.path), self.plugin_library)
         self.context = self.engine.create_execution_context()
-        trt = backend.trt
+        trt = flavour.trt
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
@@ -100,7 +59,7 @@ class EngineRunner(BaseRunner):
     def _torch_dtype(self, name: str):
         import numpy as np
 
-        trt, torch = self.backend.trt, self._torch
+        trt, torch = self.flavour.trt, self._torch
         dtype = self.engine.get_tensor_dtype(name)
         if dtype == trt.DataType.BF16:
             return torch.bfloat16
@@ -113,7 +72,7 @@ class EngineRunner(BaseRunner):
         meta = TensorMetadata()
         for name in self.inputs:
             dtype = self.engine.get_tensor_dtype(name)
-            np_dtype = None if dtype == self.backend.trt.DataType.BF16 else np.dtype(self.backend.trt.nptype(dtype))
+            np_dtype = None if dtype == self.flavour.trt.DataType.BF16 else np.dtype(self.flavour.trt.nptype(dtype))
             meta.add(name, dtype=np_dtype, shape=list(self.engine.get_tensor_shape(name)))
         return meta
 

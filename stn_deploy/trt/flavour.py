@@ -1,15 +1,14 @@
-"""Backend adapter: full TensorRT (``tensorrt``) or TensorRT-RTX (``tensorrt_rtx``).
+"""Flavour adapter: full TensorRT (``tensorrt``) or TensorRT-RTX (``tensorrt_rtx``).
 
 Both expose the same Python API for what we use (Builder, OnnxParser, Runtime). The
-differences we paper over are listed on :class:`Backend`. ``tensorrt`` is imported only when
-a backend is asked for, so that ``stn-deploy --help`` works on machines without TensorRT.
+differences we paper over are listed on :class:`Flavour`. ``tensorrt`` is imported only when
+a flavour is asked for, so that ``stn-deploy --help`` works on machines without TensorRT.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -18,14 +17,14 @@ from types import ModuleType
 
 from stn_deploy.errors import UserError
 
-#: backend name -> Python module.
+#: flavour name -> Python module.
 MODULES = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
-#: first 4 bytes of a serialised engine -> backend name ("ftrt" TensorRT, "vtrt" TensorRT-RTX).
+#: first 4 bytes of a serialised engine -> flavour name ("ftrt" TensorRT, "vtrt" TensorRT-RTX).
 ENGINE_MAGIC = {b"ftrt": "tensorrt", b"vtrt": "rtx"}
 
 
 @dataclass(frozen=True)
-class Backend:
+class Flavour:
     """An imported TensorRT flavour.
 
     Attributes:
@@ -69,43 +68,43 @@ def dtype_name(dtype) -> str:
     return _DTYPES.get(name, name.lower())
 
 
-def available_backends() -> list[str]:
+def available_flavours() -> list[str]:
     """Names of the installed backends, without importing them."""
     return [name for name, mod in MODULES.items() if importlib.util.find_spec(mod) is not None]
 
 
 @functools.lru_cache(maxsize=None)
-def get_backend(choice: str = "auto") -> Backend:
-    """Import and return a backend.
+def get_flavour(choice: str = "auto") -> Flavour:
+    """Import and return a flavour.
 
     Args:
         choice: "tensorrt", "rtx", or "auto" (full TensorRT where installed, else RTX).
 
     Raises:
-        UserError: the chosen backend is not installed.
+        UserError: the chosen flavour is not installed.
     """
     if choice == "auto":
-        found = available_backends()
+        found = available_flavours()
         if not found:
             raise UserError("no TensorRT found: install tensorrt, or tensorrt-rtx "
                             "(pip install 'stn-deploy[rtx]')")
         choice = found[0]
     if choice not in MODULES:
-        raise UserError(f"unknown TensorRT backend {choice!r}; choose from auto, {', '.join(MODULES)}")
+        raise UserError(f"unknown TensorRT flavour {choice!r}; choose from auto, {', '.join(MODULES)}")
     try:
         module = importlib.import_module(MODULES[choice])
     except ImportError as exc:
         raise UserError(f"--trt {choice}: cannot import {MODULES[choice]} ({exc})") from None
-    return Backend(choice, module, str(getattr(module, "__version__", "unknown")))
+    return Flavour(choice, module, str(getattr(module, "__version__", "unknown")))
 
 
-def make_logger(backend: Backend, sink=None, min_severity: str = "WARNING"):
+def make_logger(flavour: Flavour, sink=None, min_severity: str = "WARNING"):
     """A logger that forwards messages at ``min_severity`` or worse to ``sink(sev, msg)``.
 
     Every message is also kept in ``logger.messages`` so that failures can quote the
     builder's and the plugin creator's own words.
     """
-    trt = backend.trt
+    trt = flavour.trt
     threshold = getattr(trt.ILogger.Severity, min_severity)
 
     class _Logger(trt.ILogger):
@@ -123,15 +122,7 @@ def make_logger(backend: Backend, sink=None, min_severity: str = "WARNING"):
     return _Logger()
 
 
-def sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_plugin_library(backend: Backend, registry, path: Path | str) -> None:
+def load_plugin_library(flavour: Flavour, registry, path: Path | str) -> None:
     """Load our plugin library into ``registry`` (the builder's or the runtime's).
 
     Call it after a Builder or Runtime exists: before that, TensorRT's registry returns
@@ -146,9 +137,9 @@ def load_plugin_library(backend: Backend, registry, path: Path | str) -> None:
     try:
         handle = registry.load_library(str(path))
     except Exception as exc:  # TensorRT raises plain RuntimeError/TypeError here
-        raise UserError(f"{backend.label} cannot load plugin library {path}: {exc}") from None
+        raise UserError(f"{flavour.label} cannot load plugin library {path}: {exc}") from None
     if handle is None:
-        raise UserError(f"{backend.label} cannot load plugin library {path}")
+        raise UserError(f"{flavour.label} cannot load plugin library {path}")
 
 
 def default_plugin_library() -> Path | None:
@@ -178,7 +169,7 @@ def gpu_available() -> bool:
     return False
 
 
-def engine_backend_from_header(head: bytes) -> str | None:
+def engine_flavour_from_header(head: bytes) -> str | None:
     """"tensorrt" or "rtx" from an engine's magic bytes; None when it is not an engine."""
     return ENGINE_MAGIC.get(head[:4])
 
@@ -189,6 +180,6 @@ def engine_version_from_header(head: bytes) -> tuple[int, int, int] | None:
     Read from engines built with TensorRT-RTX 1.7.1 (bytes ``01 07 01``); the layout is not
     documented, so callers treat a mismatch as a strong hint and the runtime as the judge.
     """
-    if engine_backend_from_header(head) != "rtx" or len(head) < 27:
+    if engine_flavour_from_header(head) != "rtx" or len(head) < 27:
         return None
     return head[24], head[25], head[26]

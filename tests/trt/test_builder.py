@@ -1,14 +1,8 @@
-"""stn_deploy.trt: shapes, options, precision conversion, TensorRT-RTX engine builds (in a child
-process), plugin-op builds, inspect without a GPU, the engine runner.
-
-Engine builds are batched: each module fixture sends its builds to one worker process
-(``build_many``), which is restarted only after a crash; each test then asserts on its own
-build's outcome, so failures stay distinguishable.
-"""
+"""stn_deploy.trt.builder: engine builds in a child process (TensorRT-RTX here), sidecars, failures,
+interrupts, plugin builds."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -16,158 +10,20 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers_trt import (
+    HAS_RTX,
+    affine_grid_graph,
+    matmul_graph,
+    needs_rtx,
+    no_temp_files,
+    plugin_graph,
+)
 
-from helpers_trt import affine_grid_graph, dynamic_hw_graph, grid_sample_graph, matmul_graph, plugin_graph
 from stn_deploy import schema
 from stn_deploy.errors import UserError
 from stn_deploy.trt import options as trt_options
-from stn_deploy.trt.options import BuildOptions, ShapeRange, parse_shape_spec
-
-HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
-needs_rtx = pytest.mark.skipif(not HAS_RTX, reason="needs tensorrt_rtx (pip install 'stn-deploy[rtx]')")
-
-
-def _no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
-
-
-# --------------------------------------------------------------------------- options (no TensorRT)
-
-
-@pytest.mark.parametrize("spec, expected", [
-    ("x:1x4,2x4,8x4", ShapeRange("x", (1, 4), (2, 4), (8, 4))),
-    ("input:1x1x28x28", ShapeRange("input", (1, 1, 28, 28), (1, 1, 28, 28), (1, 1, 28, 28))),
-    ("in:put:1x2,1x2,3x2", ShapeRange("in:put", (1, 2), (1, 2), (3, 2))),
-], ids=["range", "single-shape", "colon-in-name"])
-def test_parse_shape_spec_accepts(spec, expected):
-    assert parse_shape_spec(spec) == expected
-    assert parse_shape_spec(expected.spec()) == expected
-
-
-@pytest.mark.parametrize("spec", ["x", "x:1x4,2x4", "x:1xa,2x4,3x4", ":1,2,3", "x:4x4,2x4,8x4", "x:1x4,2x4,8x4x1",
-                                  "x:1x-4,2x4,8x4", "x:,,"],
-                         ids=["no-shapes", "two-shapes", "letter", "no-name", "min-above-opt", "rank-mismatch",
-                              "negative", "empty"])
-def test_parse_shape_spec_rejects(spec):
-    with pytest.raises(UserError, match="--shapes"):
-        parse_shape_spec(spec)
-
-
-@pytest.mark.parametrize("field, value, message", [
-    ("precision", "int8", "precision"), ("backend", "trt9", "backend"), ("opt_level", 9, "opt-level"),
-    ("workspace_mib", 0, "workspace"), ("compute_capabilities", ("sm90",), "compute capability"),
-    ("shapes", (ShapeRange("x", (1,), (1,), (1,)),) * 2, "twice"),
-])
-def test_build_options_reject(tmp_path, field, value, message):
-    with pytest.raises(UserError, match=message):
-        BuildOptions(onnx=tmp_path / "m.onnx", engine=tmp_path / "m.engine", **{field: value})
-
-
-def test_sidecar_path_appends_json():
-    assert trt_options.sidecar_path(Path("a/model.engine")) == Path("a/model.engine.json")
-
-
-def test_import_is_lazy():
-    """``from stn_deploy import trt`` loads no TensorRT (so --help works anywhere)."""
-    code = ("import sys; from stn_deploy import trt; import stn_deploy.cli; "
-            "assert 'tensorrt_rtx' not in sys.modules and 'tensorrt' not in sys.modules, sorted(sys.modules)")
-    subprocess.run([os.sys.executable, "-c", code], check=True)
-
-
-def test_precision_convert_fp16_runs_in_ort_with_fp32_io(tmp_path):
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto
-
-    from stn_deploy.trt import precision
-
-    model = onnx.load(str(matmul_graph(tmp_path / "mm.onnx")))
-    half = precision.convert(model, "fp16")
-    onnx.checker.check_model(half)
-    assert [i.data_type for i in half.graph.initializer] == [TensorProto.FLOAT16]
-    assert half.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
-    assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
-    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    got = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    want = np.maximum(x @ (np.arange(16, dtype=np.float32).reshape(4, 4) / 16), 0)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, want, atol=1e-2, rtol=1e-2)
-    assert precision.convert(model, "fp32") is model
-
-
-def test_precision_bf16_bits_round_to_nearest_even():
-    from stn_deploy.trt.precision import _to_bf16_bits
-
-    values = np.array([1.0, -2.5, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, np.nan], np.float32)
-    bits = _to_bf16_bits(values)
-    back = (bits.astype(np.uint32) << 16).view(np.float32)
-    assert back[:2].tolist() == [1.0, -2.5]
-    assert back[2] == 1.0  # a tie rounds to the even mantissa
-    assert back[3] == 1.0 + 2 ** -6
-    assert np.isnan(back[4])
-
-
-# --------------------------------------------------------------------------- backend
-
-
-@needs_rtx
-def test_backend_rtx_properties():
-    from stn_deploy.trt import get_backend
-
-    be = get_backend("rtx")
-    assert be.name == "rtx" and be.version.startswith("1.")
-    assert be.strongly_typed, "TensorRT-RTX has no FP16 builder flag"
-    assert be.has_compute_capabilities
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="full TensorRT is installed here")
-def test_backend_tensorrt_missing_is_user_error():
-    from stn_deploy.trt import get_backend
-
-    with pytest.raises(UserError, match="tensorrt"):
-        get_backend("tensorrt")
-
-
-def test_engine_header_detection():
-    from stn_deploy.trt.backend import engine_backend_from_header, engine_version_from_header
-
-    head = b"vtrt" + bytes(20) + bytes([1, 7, 1]) + bytes(37)
-    assert engine_backend_from_header(head) == "rtx"
-    assert engine_version_from_header(head) == (1, 7, 1)
-    assert engine_backend_from_header(b"ftrt" + bytes(60)) == "tensorrt"
-    assert engine_backend_from_header(b"\x08\x01onnx") is None
-
-
-# --------------------------------------------------------------------------- standard builds
-
-
-@pytest.fixture(scope="module")
-def standard_builds(tmp_path_factory):
-    """Several RTX builds in one worker process: name -> BuildOutcome."""
-    if not HAS_RTX:
-        pytest.skip("needs tensorrt_rtx")
-    from stn_deploy.trt import build_many
-
-    d = tmp_path_factory.mktemp("builds")
-    mm, gs = matmul_graph(d / "mm.onnx"), grid_sample_graph(d / "gs.onnx")
-    cases = {
-        "fp32": BuildOptions(mm, d / "fp32.engine", shapes=(parse_shape_spec("x:1x4,2x4,16x4"),)),
-        "fp16": BuildOptions(mm, d / "fp16.engine", precision="fp16"),
-        "bf16": BuildOptions(mm, d / "bf16.engine", precision="bf16"),
-        "sm86": BuildOptions(mm, d / "sm86.engine", compute_capabilities=("sm86", "sm89"), opt_level=1,
-                             workspace_mib=64, timing_cache=d / "tc.bin"),
-        "gridsample": BuildOptions(gs, d / "gs.engine"),
-        "affine-grid": BuildOptions(affine_grid_graph(d / "ag.onnx"), d / "ag.engine", doctor=False),
-        "dynamic-hw": BuildOptions(dynamic_hw_graph(d / "dyn.onnx"), d / "dyn.engine"),
-        "dynamic-hw-shapes": BuildOptions(d / "dyn.onnx", d / "dyn2.engine",
-                                          shapes=(parse_shape_spec("x:1x1x8x8,2x1x16x16,4x1x32x32"),)),
-        "sm75-fp32-gemm": BuildOptions(mm, d / "sm75.engine", compute_capabilities=("sm75",)),
-    }
-    events: list[dict] = []
-    outcomes = build_many(list(cases.values()), progress=events.append)
-    return {"dir": d, "events": events, **dict(zip(cases, outcomes))}
+from stn_deploy.trt.options import BuildOptions, parse_shape_spec
 
 
 @needs_rtx
@@ -177,11 +33,12 @@ def test_build_writes_engine_and_sidecar(standard_builds, case):
     assert outcome.ok, outcome.error
     engine = outcome.options.engine
     side = json.loads(engine.with_name(engine.name + ".json").read_text())
-    from stn_deploy.trt.backend import get_backend, sha256
+    from stn_deploy.io import file_sha256 as sha256
+    from stn_deploy.trt.flavour import get_flavour
 
     assert engine.read_bytes()[:4] == b"vtrt"
     assert side["engine"]["sha256"] == sha256(engine) and side["engine"]["bytes"] == engine.stat().st_size
-    assert side["backend"]["name"] == "rtx" and side["backend"]["version"] == get_backend("rtx").version
+    assert side["backend"]["name"] == "rtx" and side["backend"]["version"] == get_flavour("rtx").version
     assert side["precision"] == outcome.options.precision
     assert side["build_seconds"] > 0 and side["build_seconds"] == outcome.result.seconds
     assert side["onnx"]["sha256"] == sha256(outcome.options.onnx)
@@ -189,7 +46,7 @@ def test_build_writes_engine_and_sidecar(standard_builds, case):
     assert side["plugin_library"] is None
     # Written like any other file, not with mkstemp's 0600.
     assert engine.stat().st_mode & 0o044 == 0o044 & ~_umask()
-    assert _no_temp_files(engine.parent)
+    assert no_temp_files(engine.parent)
 
 
 def _umask() -> int:
@@ -309,7 +166,7 @@ def test_crash_in_worker_leaves_no_engine_and_later_builds_run(tmp_path, abort_l
     assert not crash.ok and "SIGABRT" in crash.error and "\n" not in crash.error
     assert not (tmp_path / "crash.engine").exists() and not (tmp_path / "crash.engine.json").exists()
     assert after.ok, after.error
-    assert _no_temp_files(tmp_path)
+    assert no_temp_files(tmp_path)
 
 
 @needs_rtx
@@ -326,101 +183,11 @@ def test_interrupt_leaves_no_partial_engine(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mm.onnx"]
 
 
-# --------------------------------------------------------------------------- inspect, runner
-
-
-@needs_rtx
-def test_inspect_without_gpu_reads_sidecar(standard_builds):
-    from stn_deploy.trt import gpu_available, inspect
-
-    if gpu_available():
-        pytest.skip("a GPU is present: inspect reads the engine itself")
-    report = inspect(standard_builds["fp32"].options.engine)
-    assert report["needs_gpu"] and "GPU" in report["needs_gpu"]
-    assert report["sidecar_matches"] is True
-    assert report["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 4]}]
-    assert report["profiles"][0][0]["max"] == [16, 4]
-    assert report["layers_source"].startswith("sidecar")
-
-
-@needs_rtx
-def test_inspect_flags_foreign_version_and_non_engine(standard_builds, tmp_path):
-    from stn_deploy.trt import inspect
-
-    data = bytearray(standard_builds["fp32"].options.engine.read_bytes())
-    data[24:27] = bytes([1, 3, 0])
-    (tmp_path / "old.engine").write_bytes(bytes(data))
-    with pytest.raises(UserError, match=r"built by TensorRT-RTX 1\.3\.0"):
-        inspect(tmp_path / "old.engine")
-    (tmp_path / "x.engine").write_bytes(b"\x08\x07onnx-ish" + bytes(64))
-    with pytest.raises(UserError, match="not a TensorRT engine"):
-        inspect(tmp_path / "x.engine")
-    with pytest.raises(UserError, match="engine not found"):
-        inspect(tmp_path / "none.engine")
-
-
-@needs_rtx
-def test_inspect_notices_stale_sidecar(standard_builds, tmp_path):
-    from stn_deploy.trt import inspect
-
-    src = standard_builds["fp32"].options.engine
-    shutil.copy(standard_builds["fp16"].options.engine, tmp_path / "e.engine")
-    shutil.copy(src.with_name(src.name + ".json"), tmp_path / "e.engine.json")
-    assert inspect(tmp_path / "e.engine")["sidecar_matches"] is False
-
-
-class _FakeEngine:
-    def get_tensor_profile_shape(self, name, profile):
-        return (1, 1, 28, 28), (8, 1, 28, 28), (64, 1, 28, 28)
-
-
-@pytest.mark.parametrize("shape, ok", [((1, 1, 28, 28), True), ((64, 1, 28, 28), True), ((65, 1, 28, 28), False),
-                                       ((8, 1, 32, 32), False), ((8, 28, 28), False)],
-                         ids=["min", "max", "batch-above", "size-off", "rank"])
-def test_runner_checks_profile(shape, ok):
-    from stn_deploy.trt.runner import EngineRunner
-
-    runner = EngineRunner("unused.engine")
-    runner.engine = _FakeEngine()
-    if ok:
-        runner.check_profile("input", shape)
-    else:
-        with pytest.raises(UserError, match="outside the engine's profile"):
-            runner.check_profile("input", shape)
-
-
-def test_runner_without_gpu_is_user_error(tmp_path):
-    pytest.importorskip("torch")
-    import torch
-
-    from stn_deploy.trt import EngineRunner
-
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    (tmp_path / "e.engine").write_bytes(b"vtrt" + bytes(20) + bytes([1, 7, 1]) + bytes(100))
-    with pytest.raises(UserError):
-        EngineRunner(tmp_path / "e.engine").activate()
-
-
-@pytest.mark.gpu
-@needs_rtx
-def test_runner_matches_numpy_on_gpu(standard_builds):
-    from stn_deploy.trt import EngineRunner
-
-    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
-    with EngineRunner(standard_builds["fp32"].options.engine) as runner:
-        y = runner.infer({"x": x})["y"]
-        with pytest.raises(UserError, match="outside the engine's profile"):
-            runner.infer({"x": np.zeros((17, 4), np.float32)})
-    np.testing.assert_allclose(y, np.maximum(x @ (np.arange(16, dtype=np.float32).reshape(4, 4) / 16), 0),
-                               atol=1e-3, rtol=1e-3)
-
-
 # --------------------------------------------------------------------------- plugin builds
 
 
 def _plugin_library() -> Path | None:
-    from stn_deploy.trt.backend import default_plugin_library
+    from stn_deploy.trt.flavour import default_plugin_library
 
     return default_plugin_library()
 

@@ -1,0 +1,136 @@
+"""``bench``: every backend and batch, the sampler section, the report files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from stn_deploy.bench.backends import Skip, Sources, open_backend, short_reason
+from stn_deploy.bench.options import REPORT_FORMAT, REPORT_VERSION, BenchOptions, BenchResult
+from stn_deploy.bench.report import add_ratios, environment, plot_latency, row_line
+from stn_deploy.bench.sampler import sampler_section
+from stn_deploy.bench.timing import latency_stats, time_callable
+from stn_deploy.errors import UserError
+from stn_deploy.io import ensure_writable_dir, write_json
+
+
+def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
+    """Benchmark ``options.model`` and write ``<name>.json`` and ``<name>.png``.
+
+    Args:
+        options: what to measure and where to write.
+        progress: called with one line per step (the CLI prints them); default silent.
+
+    Returns:
+        The report and the paths written.
+
+    Raises:
+        UserError: a missing or unrecognised model file, an unwritable output folder.
+    """
+    import torch
+
+    say = progress or (lambda _msg: None)
+    name = options.name or f"bench-{options.model.stem}"
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda given but no CUDA GPU is available")
+    device = "cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device)
+
+    previous_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)  # process-wide: restored below
+    try:
+        return _bench(options, name, device, say)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], None]) -> BenchResult:
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
+        sources = Sources(options, Path(tmp))
+        dims, dtype = sources.input_shape()
+        ensure_writable_dir(options.output_dir)  # after the input checks: bad input creates nothing
+        report: dict[str, Any] = {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": {
+                "path": str(options.model),
+                "kind": sources.kind.family,
+                "name": sources.config.name if sources.config is not None else options.model.stem,
+                "input_shape": dims,
+                "dtype": dtype,
+            },
+            **environment(),
+            "settings": {
+                "backends": list(options.backends),
+                "batches": list(options.batches),
+                "warmup": options.warmup,
+                "iters": options.iters,
+                "torch_device": device,
+                "cpu_threads": torch.get_num_threads(),
+                "timer": "cuda-events" if device == "cuda" else "perf_counter",
+                "throughput": "batch / p50 (samples/s)",
+                "speedup_vs_torch": "torch eager p50 / p50, same run",
+            },
+            "results": [],
+        }
+        for backend_name in options.backends:
+            report["results"].extend(_bench_backend(backend_name, sources, options, device, dims, say))
+        if sources.onnx_exported:
+            report["model"]["onnx"] = "exported to a temporary folder (standard ops)"
+        elif sources.onnx_path is not None:
+            report["model"]["onnx"] = str(sources.onnx_path)
+        if options.sampler:
+            say("sampler vs copy")
+            report["sampler"] = sampler_section(sources, options, device)
+
+    add_ratios(report["results"])
+    json_path = options.output_dir / f"{name}.json"
+    png_path = options.output_dir / f"{name}.png"
+    report["outputs"] = {"json": str(json_path), "png": str(png_path)}
+    plot_latency(report, png_path)
+    write_json(json_path, report)
+    return BenchResult(report=report, json_path=json_path, png_path=png_path)
+
+
+def _bench_backend(name: str, sources: Sources, options: BenchOptions, device: str, dims: list,
+                   say: Callable[[str], None]) -> list[dict[str, Any]]:
+    rows = []
+    base: dict[str, Any] = {"backend": name}
+    try:
+        backend = open_backend(name, sources, device, options.seed, options.threads)
+    except Skip as exc:
+        say(f"{name}: skipped: {exc}")
+        return [{**base, "batch": b, "status": "skipped", "reason": str(exc)} for b in options.batches]
+    except UserError as exc:  # e.g. the plugin library is not built: this backend cannot run here
+        say(f"{name}: skipped: {exc}")
+        return [{**base, "batch": b, "status": "skipped", "reason": str(exc)} for b in options.batches]
+    except Exception as exc:  # a broken backend is reported in its rows; the others still run
+        say(f"{name}: failed: {short_reason(exc)}")
+        return [{**base, "batch": b, "status": "failed", "reason": short_reason(exc)} for b in options.batches]
+    try:
+        for batch in options.batches:
+            row: dict[str, Any] = {**base, "batch": batch, "device": backend.device, "input_shape": [batch, *dims]}
+            if backend.note:
+                row["note"] = backend.note
+            try:
+                fn = backend.prepare(batch)
+                samples = time_callable(fn, warmup=options.warmup, iters=options.iters, cuda=backend.cuda_timing)
+            except Skip as exc:
+                row.update(status="skipped", reason=str(exc))
+            except Exception as exc:  # as above: record and go on
+                row.update(status="failed", reason=short_reason(exc))
+            else:
+                stats = latency_stats(samples)
+                row.update(status="ok", **stats, throughput_sps=batch / (stats["p50_ms"] * 1e-3))
+                if backend.compile_s is not None:
+                    row["compile_s"] = round(backend.compile_s, 3)
+            say(row_line(row))
+            rows.append(row)
+    finally:
+        backend.close()
+    return rows

@@ -1,0 +1,109 @@
+"""What ``bench`` measures: backends, batches, iterations, where it writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stn_deploy.errors import UserError
+
+BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt")
+DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 64)
+DEFAULT_WARMUP = 10
+DEFAULT_ITERS = 100
+DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
+REPORT_FORMAT = "stn-deploy-bench"
+REPORT_VERSION = 1
+
+ORT_PLUGIN_NOTE = "validation path: plugin ops run as Python ops on the CPU reference, not serving"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``bench`` measures and where it writes.
+
+    Attributes:
+        model: a checkpoint (``.pt``), an ONNX (``.onnx``) or an engine (``.engine``/``.plan``).
+        backends: backends to run, in order; default all of ``BACKENDS``.
+        batches: batch sizes; default (1, 8, 64).
+        warmup: untimed iterations before each measurement; default 10.
+        iters: timed iterations per backend and batch; default 100.
+        output_dir: folder of the JSON and PNG; default ``benchmarks/results``.
+        name: file stem of the outputs; default ``bench-<model stem>``.
+        onnx: ONNX for the ``ort`` backend when ``model`` is a checkpoint; default: export a
+            standard ONNX into a temporary folder.
+        engine: engine for the ``trt`` backend when ``model`` is not one.
+        device: where the torch backends run: ``auto`` (CUDA when present), ``cpu``, ``cuda``.
+        sampler: also time the sampler against a copy of the same bytes; default True.
+        seed: seed of the random inputs; default 0.
+        threads: CPU threads for torch, ONNX Runtime and the plugin's CPU reference alike;
+            default None = each library's default (all cores). On a busy machine 1 thread
+            avoids the stalls of a thread pool waiting for a descheduled worker.
+    """
+
+    model: Path
+    backends: tuple[str, ...] = BACKENDS
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    warmup: int = DEFAULT_WARMUP
+    iters: int = DEFAULT_ITERS
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    name: str | None = None
+    onnx: Path | None = None
+    engine: Path | None = None
+    device: str = "auto"
+    sampler: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", Path(self.model))
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "backends", tuple(self.backends))
+        object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
+        for backend in self.backends:
+            if backend not in BACKENDS:
+                raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        if not self.backends:
+            raise UserError("no backend given")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UserError(f"batch sizes must be positive integers, got {list(self.batches)}")
+        if self.iters < 1:
+            raise UserError(f"--iters must be at least 1, got {self.iters}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UserError(f"unknown device {self.device!r}; choose from auto, cpu, cuda")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """What ``bench`` wrote: the report (the JSON's content) and the two files."""
+
+    report: dict[str, Any]
+    json_path: Path
+    png_path: Path
+
+
+def parse_backends(text: str) -> tuple[str, ...]:
+    """``"torch,ort"`` -> ``("torch", "ort")``; UserError for an unknown or empty name."""
+    names = tuple(part.strip() for part in text.split(","))
+    if not text.strip() or any(not n for n in names):
+        raise UserError(f"malformed --backends {text!r}: expected names separated by commas, e.g. torch,ort")
+    for name in names:
+        if name not in BACKENDS:
+            raise UserError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return tuple(dict.fromkeys(names))  # drop repeats, keep order
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """``"1,8,64"`` -> ``(1, 8, 64)``; UserError unless every item is a positive integer."""
+    try:
+        batches = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"malformed --batch {text!r}: expected positive integers separated by commas, e.g. 1,8,64") from None
+    if any(b < 1 for b in batches):
+        raise UserError(f"malformed --batch {text!r}: batch sizes must be positive")
+    return tuple(dict.fromkeys(batches))

@@ -1,0 +1,145 @@
+"""What kind of model file is this, and how is it opened: the one place that knows.
+
+Every command that takes a model (``run``, ``export``, ``bench``, ``validate``, ``demo``)
+asks ``detect_kind`` what it was given and opens a checkpoint with ``load_model``; a
+missing or unreadable path is reported by ``require_file`` in the same words everywhere.
+The names of the exported graph's input/output and of its metadata live here too, since
+they are what ties a checkpoint to the ONNX and engines made from it.
+
+Only the standard library is imported at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stn_deploy.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from stn_deploy.models import ModelConfig
+
+#: Name of the exported graph's input, and of its output (``output_<i>`` for several).
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+#: Prefix of the ONNX metadata keys the export writes (``stn_deploy.input_shape``, ...).
+META_PREFIX = "stn_deploy."
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+#: torch.save writes a zip archive (PK..) by default, a pickle (0x80) with the legacy format.
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+class ModelKind(StrEnum):
+    """The kinds of model file the pipeline reads; the value is what reports print."""
+
+    CHECKPOINT = "checkpoint"
+    ONNX_STANDARD = "onnx-standard"
+    ONNX_PLUGIN = "onnx-plugin"
+    ENGINE = "engine"
+
+    @property
+    def is_onnx(self) -> bool:
+        return self in (ModelKind.ONNX_STANDARD, ModelKind.ONNX_PLUGIN)
+
+    @property
+    def family(self) -> str:
+        """``checkpoint``, ``onnx`` or ``engine``: the kind without the op flavour."""
+        return "onnx" if self.is_onnx else self.value
+
+
+def require_file(path: Path | str, what: str = "model") -> Path:
+    """``path`` as a ``Path`` if it is a readable file.
+
+    Args:
+        path: the path given by the user.
+        what: how the message names it ("model", "checkpoint", "--inputs file", ...).
+
+    Raises:
+        UserError: ``<what> <path>: no such file`` / ``is a directory`` / ``is not readable``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{what} {p}: no such file")
+    if p.is_dir():
+        raise UserError(f"{what} {p}: is a directory, not a file")
+    if not p.is_file():
+        raise UserError(f"{what} {p}: not a regular file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{what} {p}: is not readable")
+    return p
+
+
+def detect_kind(path: Path | str) -> ModelKind:
+    """Which kind of model ``path`` is.
+
+    Engines are told by suffix, checkpoints by suffix or content, ONNX models by parsing
+    them (a plugin ONNX holds our plugin ops).
+
+    Raises:
+        UserError: missing file, or neither a checkpoint, an ONNX model nor an engine
+            (including a truncated ONNX file).
+    """
+    p = require_file(path)
+    if p.suffix.lower() in ENGINE_SUFFIXES:
+        return ModelKind.ENGINE
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if p.suffix.lower() in CHECKPOINT_SUFFIXES or head.startswith(_CHECKPOINT_MAGIC):
+        return ModelKind.CHECKPOINT
+    from stn_deploy.graph import load_onnx
+    from stn_deploy.ort_ops import has_plugin_ops
+
+    try:
+        model = load_onnx(p)
+    except UserError:
+        if p.suffix.lower() == ".onnx":
+            raise
+        raise UserError(f"{p} is not a checkpoint, an ONNX model or a TensorRT engine (.engine/.plan)") from None
+    return ModelKind.ONNX_PLUGIN if has_plugin_ops(model) else ModelKind.ONNX_STANDARD
+
+
+def require_kind(path: Path | str, *kinds: ModelKind, hint: str = "") -> ModelKind:
+    """``detect_kind(path)`` when it is one of ``kinds``, else a UserError naming both."""
+    kind = detect_kind(path)
+    if kind not in kinds:
+        wanted = " or ".join(k.value for k in kinds)
+        raise UserError(f"{Path(path).name} is {kind.value}, not {wanted}" + (f": {hint}" if hint else ""))
+    return kind
+
+
+def load_model(checkpoint: Path | str) -> tuple[nn.Module, ModelConfig]:
+    """(model in eval mode on the CPU, its ``ModelConfig``) from a training checkpoint.
+
+    Raises:
+        UserError: a missing, foreign or mismatched checkpoint (``train.load_checkpoint``).
+    """
+    from stn_deploy.train import load_checkpoint
+
+    model, config = load_checkpoint(require_file(checkpoint, "checkpoint"))
+    return model.eval(), config
+
+
+def onnx_metadata(path: Path | str) -> dict[str, str]:
+    """The ``stn_deploy.*`` metadata of an exported ONNX, keys without the prefix ({} if none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def sample_shape(path: Path | str, kind: ModelKind | None = None) -> tuple[int, ...] | None:
+    """(C, H, W) per sample as recorded by the export, for filling dynamic H/W; None if unknown."""
+    kind = kind or detect_kind(path)
+    if not kind.is_onnx:
+        return None
+    text = onnx_metadata(path).get("input_shape")
+    try:
+        return tuple(int(v) for v in json.loads(text)) if text else None
+    except (ValueError, TypeError):
+        return None
