@@ -57,6 +57,13 @@ FIELD_OUT_D = "out_d"
 FIELD_OUT_H = "out_h"
 FIELD_OUT_W = "out_w"
 
+#: The plugin fields of each op, in the creators' ``getFieldNames()`` order.
+SAMPLE_FIELDS = (FIELD_INTERPOLATION_MODE, FIELD_PADDING_MODE, FIELD_ALIGN_CORNERS)
+OP_FIELDS = {
+    GRID_SAMPLE_OP: SAMPLE_FIELDS,
+    AFFINE_GRID_SAMPLE_OP: (*SAMPLE_FIELDS, FIELD_TRANSFORM, FIELD_OUT_D, FIELD_OUT_H, FIELD_OUT_W),
+}
+
 
 class InterpolationMode(IntEnum):
     BILINEAR = 0

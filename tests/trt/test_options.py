@@ -53,3 +53,16 @@ def test_import_is_lazy():
     code = ("import sys; from stn_deploy import trt; import stn_deploy.cli; "
             "assert 'tensorrt_rtx' not in sys.modules and 'tensorrt' not in sys.modules, sorted(sys.modules)")
     subprocess.run([os.sys.executable, "-c", code], check=True)
+
+
+def test_build_job_round_trips_through_json(tmp_path):
+    from stn_deploy.schema import Precision
+    from stn_deploy.trt.options import BuildJob
+
+    job = BuildJob(onnx=tmp_path / "m.onnx", flavour="rtx", precision=Precision.FP16,
+                   shapes=(parse_shape_spec("x:1x4,2x4,8x4"),), default_batch=(1, 8, 64), timing_cache=None,
+                   opt_level=2, workspace_mib=None, compute_capabilities=("sm86",), plugin_library=tmp_path / "p.so",
+                   plugin_ops=("STNGridSample",), out=tmp_path / ".m.engine.tmp")
+    assert BuildJob.from_json(job.to_json()) == job
+    with pytest.raises(ValueError, match="unknown keys: colour"):
+        BuildJob.from_json(job.to_json()[:-1] + ', "colour": 1}')
