@@ -30,12 +30,55 @@ from stn_deploy.train import TrainOptions
 from stn_deploy.trt import options as trt_options
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+#: Exceptions of the libraries we drive that mean "this input is not what it claims to be":
+#: (module, class name) anywhere in the exception's MRO. Matched by name so that the CLI
+#: imports none of them.
+_BAD_INPUT_TYPES = {
+    ("onnx.onnx_cpp2py_export.checker", "ValidationError"),
+    ("google.protobuf.message", "Error"),
+    ("google.protobuf.text_format", "Error"),
+    ("polygraphy.exception.exception", "PolygraphyException"),
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the same clean-up runs (temporary files, child processes)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _bad_input_message(exc: BaseException) -> str | None:
+    """The one line for an expected failure that is not one of ours, else None (a bug: traceback)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: the input or batch is too large for this machine"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or _first_line(exc)}"
+    if any((t.__module__, t.__name__) in _BAD_INPUT_TYPES for t in type(exc).__mro__):
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
 
 
 class _Group(click.Group):
-    """Turns our errors into one line and an exit code instead of a traceback."""
+    """The one error boundary: our errors and the expected failures of the libraries become
+    one line and an exit code; anything else keeps its traceback (that is a bug to find)."""
 
     def invoke(self, ctx: click.Context):
+        import signal
+        import threading
+
+        # Signal handlers can be set from the main thread only (the CLI's own thread).
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
@@ -49,9 +92,19 @@ class _Group(click.Group):
         except ValidationFailed as exc:
             click.echo(f"failed: {exc}", err=True)
             sys.exit(EXIT_FAILED)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; no partial output was left", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            click.echo(f"error: {how}; no partial output was left", err=True)
+            sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+        except Exception as exc:
+            message = _bad_input_message(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

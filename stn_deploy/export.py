@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
-from stn_deploy.io import file_sha256
+from stn_deploy.io import check_outputs_distinct, file_sha256
 from stn_deploy.model_files import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelKind, load_model, require_kind
 
 if TYPE_CHECKING:
@@ -375,6 +375,7 @@ def export(options: ExportOptions) -> ExportResult:
             dynamic H/W when required, or an unwritable output.
     """
     ckpt = Path(options.checkpoint)
+    check_outputs_distinct([options.output], [ckpt])
     require_kind(ckpt, ModelKind.CHECKPOINT, hint="stn-deploy train writes those")
     model, config = load_model(ckpt)
     from stn_deploy.train import read_checkpoint

@@ -449,8 +449,9 @@ def rewrite(options: RewriteOptions) -> RewriteReport:
     """
     import onnx
 
-    from stn_deploy.io import atomic_path
+    from stn_deploy.io import atomic_path, check_outputs_distinct
 
+    check_outputs_distinct([options.output], [options.input])
     model = load_onnx(options.input)
     report = RewriteReport(input=str(options.input), output=None)
     new_model = rewrite_model(model, report, fuse=options.fuse)

@@ -9,9 +9,11 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from stn_deploy.errors import UserError
 
@@ -26,27 +28,127 @@ def ensure_writable_dir(directory: Path) -> None:
         raise UserError(f"output folder {directory} is not writable")
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
-    The temporary file is removed if the body raises (including KeyboardInterrupt).
-    """
-    target = Path(target)
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the body (main thread only), so a temporary file and the
+    ``try`` that removes it come into being together: an interrupt between the two would
+    leave the file behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _temp_beside(target: Path) -> Path:
+    """A new empty file in the target's folder with the mode a plain ``open()`` would give."""
     ensure_writable_dir(target.parent if str(target.parent) else Path("."))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise UserError(f"output {target} is a directory; give a file path")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror}") from None
     os.close(fd)
-    tmp = Path(tmp_name)
     # mkstemp creates 0600; give the output the mode a plain open() would.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    return Path(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_paths(*targets: Path | str) -> Iterator[tuple[Path, ...]]:
+    """Yield one temporary path per target (in its folder); on success rename them all onto
+    their targets, as one unit: files that belong together (an engine and its sidecar, a
+    report and its plot) are all replaced or none is.
+
+    The temporary files are removed if the body raises (including KeyboardInterrupt and the
+    SIGTERM that the CLI turns into one). Should a rename fail half-way, the targets already
+    replaced get their old content back.
+    """
+    paths = [Path(t) for t in targets]
+    temps: list[Path] = []
     try:
-        yield tmp
-        os.replace(tmp, target)
+        with _signals_deferred():
+            for target in paths:
+                temps.append(_temp_beside(target))
+        yield tuple(temps)
+        _replace_all(temps, paths)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def _replace_all(temps: list[Path], targets: list[Path]) -> None:
+    """``os.replace`` each temp onto its target; on a failure, restore what was replaced."""
+    backups: list[tuple[Path, Path | None]] = []
+    try:
+        for tmp, target in zip(temps, targets):
+            backup = None
+            if target.is_file():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+                os.link(target, backup)
+            backups.append((target, backup))
+            os.replace(tmp, target)
+    except OSError as exc:
+        for target, backup in backups:
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise UserError(f"cannot write {exc.filename or targets[len(backups) - 1]}: {exc.strerror}") from None
+    finally:
+        for _, backup in backups:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``target`` on success
+    (``atomic_paths`` for one file)."""
+    with atomic_paths(target) as (tmp,):
+        yield tmp
+
+
+def check_outputs_distinct(outputs: Iterable[Path | str | None], inputs: Iterable[Path | str | None]) -> None:
+    """Refuse an output that is the same file as one of the command's inputs (or as another
+    output): writing it would destroy what the command reads.
+
+    Compares resolved paths, and inodes where both exist (hard links, bind mounts).
+
+    Raises:
+        UserError: naming both paths.
+    """
+    def key(p: Path) -> tuple:
+        try:
+            st = p.stat()
+            return ("inode", st.st_dev, st.st_ino)
+        except OSError:
+            return ("path", str(p.resolve()))
+
+    seen: dict[tuple, tuple[str, Path]] = {}
+    for role, group in (("input", inputs), ("output", outputs)):
+        for item in group:
+            if item is None:
+                continue
+            p = Path(item)
+            keys = {key(p), ("path", str(p.resolve()))}
+            for k in keys:
+                if k in seen and (role == "output"):
+                    other_role, other = seen[k]
+                    raise UserError(f"output {p} is the same file as {other_role} {other}; "
+                                    "choose another output path")
+            for k in keys:
+                seen.setdefault(k, (role, p))
 
 
 def write_bytes(target: Path | str, data: bytes) -> Path:

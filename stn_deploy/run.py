@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from stn_deploy.errors import UserError
+from stn_deploy.io import atomic_path, check_outputs_distinct
 from stn_deploy.model_files import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -287,6 +288,7 @@ def run(options: RunOptions) -> RunResult:
     """
     if options.batch < 1:
         raise UserError("--batch must be at least 1")
+    check_outputs_distinct([options.output], [options.model, options.inputs])
     kind = detect_kind(options.model)
     backend = options.backend or DEFAULT_BACKEND[kind]
     feed = load_inputs(options.inputs) if options.inputs else None
@@ -299,8 +301,6 @@ def run(options: RunOptions) -> RunResult:
         check_inputs(feed, meta)
         outputs = runner.infer(feed, check_inputs=False)
         ms = 1000.0 * (runner.last_inference_time() or 0.0)
-    from stn_deploy.io import atomic_path
-
     out = Path(options.output)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path

@@ -442,7 +442,9 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     """
     from stn_deploy import run
     from stn_deploy.data import make_dataset
+    from stn_deploy.io import check_outputs_distinct
 
+    check_outputs_distinct([options.report], [options.candidate, options.reference, options.inputs])
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
     cand_kind, precision = _describe(options.candidate)

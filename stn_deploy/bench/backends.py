@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from stn_deploy.bench.options import ORT_PLUGIN_NOTE, BenchOptions
 from stn_deploy.errors import UserError
-from stn_deploy.model_files import ModelKind, detect_kind, require_file, sample_shape
+from stn_deploy.model_files import ModelKind, detect_kind, require_file, require_kind, sample_shape
 
 
 class Skip(Exception):
@@ -71,10 +71,14 @@ class Sources:
         self.options = options
         self.workdir = workdir
         self.kind = detect_kind(options.model)
+        # Files named explicitly must be what they claim: a bad one is bad input (exit 2),
+        # not a backend to skip.
         if options.onnx is not None:
-            require_file(options.onnx, "--onnx file")
+            require_kind(require_file(options.onnx, "--onnx file"), ModelKind.ONNX_STANDARD, ModelKind.ONNX_PLUGIN)
         if options.engine is not None:
-            require_file(options.engine, "--engine file")
+            from stn_deploy.trt.engine_file import check_engine_header
+
+            check_engine_header(require_file(options.engine, "--engine file"))
         self._onnx: Path | None = options.onnx or (options.model if self.kind.is_onnx else None)
         self.engine: Path | None = options.engine or (options.model if self.kind == ModelKind.ENGINE else None)
         self.onnx_exported = False

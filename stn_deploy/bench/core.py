@@ -13,7 +13,7 @@ from stn_deploy.bench.report import add_ratios, environment, plot_latency, row_l
 from stn_deploy.bench.sampler import sampler_section
 from stn_deploy.bench.timing import latency_stats, time_callable
 from stn_deploy.errors import UserError
-from stn_deploy.io import ensure_writable_dir, write_json
+from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, write_json
 
 
 def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -46,9 +46,14 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
         torch.set_num_threads(previous_threads)
 
 
+def _output_paths(options: BenchOptions, name: str) -> tuple[Path, Path]:
+    return options.output_dir / f"{name}.json", options.output_dir / f"{name}.png"
+
+
 def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], None]) -> BenchResult:
     import torch
 
+    check_outputs_distinct(_output_paths(options, name), [options.model, options.onnx, options.engine])
     with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
         sources = Sources(options, Path(tmp))
         dims, dtype = sources.input_shape()
@@ -89,11 +94,11 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
             report["sampler"] = sampler_section(sources, options, device)
 
     add_ratios(report["results"])
-    json_path = options.output_dir / f"{name}.json"
-    png_path = options.output_dir / f"{name}.png"
+    json_path, png_path = _output_paths(options, name)
     report["outputs"] = {"json": str(json_path), "png": str(png_path)}
-    plot_latency(report, png_path)
-    write_json(json_path, report)
+    with atomic_paths(json_path, png_path) as (tmp_json, tmp_png):  # the report and its plot: one unit
+        plot_latency(report, tmp_png)
+        write_json(tmp_json, report)
     return BenchResult(report=report, json_path=json_path, png_path=png_path)
 
 

@@ -76,6 +76,10 @@ class BenchOptions:
             raise UserError(f"unknown device {self.device!r}; choose from auto, cpu, cuda")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if self.name is not None and (not self.name.strip() or Path(self.name).name != self.name
+                                      or self.name in (".", "..")):
+            raise UserError(f"--name {self.name!r} must be a plain file stem (no folders): "
+                            "the outputs go into --output-dir")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The parser and builder run in ``stn_deploy.trt.build_worker`` so that an abort inside
 TensorRT or a plugin cannot take the caller down, and so that Ctrl-C leaves no partial
 engine: the engine is written to a temporary file that is renamed only after the build
-succeeded (``io.atomic_path``).
+succeeded (``io.atomic_paths``, together with its sidecar).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Callable, Iterable, Sequence
 
 from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_path, file_sha256
+from stn_deploy.io import atomic_paths, check_outputs_distinct, file_sha256
 from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
+from stn_deploy.trt.engine_file import SIDECAR_FORMAT
 from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildJob, BuildOptions, BuildResult
 
 #: ``progress(event)`` receives the worker's events: dicts with "event" = "progress"
@@ -98,6 +99,7 @@ def _run_doctor(path: Path, flavour: str) -> None:
 
 def _prepare(options: BuildOptions) -> BuildJob:
     """Check what can be checked without TensorRT; return the worker's job (less ``out``)."""
+    check_outputs_distinct([options.engine, options.sidecar], [options.onnx, options.plugin_library])
     model = _load_onnx(options.onnx)
     if not available_flavours():
         raise UserError("no TensorRT found: install tensorrt, or tensorrt-rtx (pip install 'stn-deploy[rtx]')")
@@ -225,7 +227,7 @@ def _library_version(path: str) -> str | None:
 def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path) -> dict:
     plugin = str(job.plugin_library) if job.plugin_library else None
     return {
-        "format": "stn-deploy-engine",
+        "format": SIDECAR_FORMAT,
         "version": 1,
         "stn_deploy": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -275,18 +277,18 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
                     worker.kill()
                 worker = _Worker()
             try:
-                with atomic_path(options.engine) as tmp:
+                # The engine and its sidecar are one unit: both renamed, or neither.
+                with atomic_paths(options.engine, options.sidecar) as (tmp, tmp_json):
                     try:
                         event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file), progress)
                     except BaseException:
-                        # Stop the worker before atomic_path deletes the temporary engine, or
+                        # Stop the worker before atomic_paths deletes the temporary engine, or
                         # a worker still building could write it again.
                         worker.kill()
                         raise
                     if not event["ok"]:
                         raise BuildError(event["error"])
                     sidecar = _sidecar(options, job, event["info"], tmp)
-                with atomic_path(options.sidecar) as tmp_json:
                     tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
             except UserError as exc:
                 outcomes.append(BuildOutcome(options, None, str(exc)))

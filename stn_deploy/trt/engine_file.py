@@ -20,19 +20,61 @@ from stn_deploy.trt.flavour import (
 from stn_deploy.trt.options import sidecar_path
 
 
+#: Engine files are never this small (the smallest RTX engine of one MatMul is tens of KB):
+#: a shorter file with an engine's magic bytes is a truncated copy.
+MIN_ENGINE_BYTES = 256
+SIDECAR_FORMAT = "stn-deploy-engine"
+#: key -> the type readers rely on (``None`` allowed where the build may record none).
+_SIDECAR_TYPES: dict[str, tuple[type, ...]] = {
+    "engine": (dict,), "backend": (dict,), "onnx": (dict,), "plugin_library": (dict, type(None)),
+    "precision": (str,), "profiles": (list,), "network": (dict,), "build_seconds": (int, float),
+}
+
+
 def read_sidecar(engine: Path) -> dict | None:
     """The sidecar dict of ``engine``, or None when there is none.
 
     Raises:
-        UserError: the sidecar exists but is not valid JSON.
+        UserError: the sidecar exists but is not valid JSON, or not a sidecar ``build`` wrote
+            (another format, or a key of the wrong type).
     """
     path = sidecar_path(engine)
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"unreadable engine sidecar {path}: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != SIDECAR_FORMAT:
+        raise UserError(f"{path} is not an engine sidecar written by stn-deploy build (no format {SIDECAR_FORMAT!r})")
+    for key, types in _SIDECAR_TYPES.items():
+        if key in obj and not isinstance(obj[key], types):
+            raise UserError(f"engine sidecar {path}: {key!r} is a {type(obj[key]).__name__}, "
+                            f"expected {' or '.join(t.__name__ for t in types)}")
+    profiles = obj.get("profiles", [])
+    if not all(isinstance(p, list) and all(isinstance(r, dict) for r in p) for p in profiles):
+        raise UserError(f"engine sidecar {path}: 'profiles' must be a list of lists of ranges")
+    return obj
+
+
+def check_engine_header(path: Path) -> tuple[str, bytes]:
+    """(flavour name, first 64 bytes) of an engine file.
+
+    Raises:
+        UserError: missing, too short to be an engine, or no TensorRT/TensorRT-RTX header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"engine not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+    kind = engine_flavour_from_header(head)
+    if kind is None:
+        raise UserError(f"not a TensorRT engine: {path} (no TensorRT/TensorRT-RTX header)")
+    if size < MIN_ENGINE_BYTES:
+        raise UserError(f"not a TensorRT engine: {path} is {size} bytes, a truncated copy at most")
+    return kind, head
 
 
 def check_engine_file(path: Path, flavour_choice: str = "auto") -> tuple[str, Flavour]:
@@ -42,13 +84,7 @@ def check_engine_file(path: Path, flavour_choice: str = "auto") -> tuple[str, Fl
         UserError: missing file, not an engine, or built by another TensorRT (version).
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"engine not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    kind = engine_flavour_from_header(head)
-    if kind is None:
-        raise UserError(f"not a TensorRT engine: {path} (no TensorRT/TensorRT-RTX header)")
+    kind, head = check_engine_header(path)
     if flavour_choice not in ("auto", kind):
         raise UserError(f"{path.name} is a {'TensorRT-RTX' if kind == 'rtx' else 'TensorRT'} engine; "
                         f"it cannot run with --trt {flavour_choice}")
