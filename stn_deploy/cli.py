@@ -115,6 +115,8 @@ def main() -> None:
 
 
 _TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
+#: Seeds every library we seed accepts (numpy takes no negative seed, torch none past 2^64).
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 class _NameChoice(click.Choice):
@@ -149,7 +151,7 @@ def models_command(dataset):
               help="Distorted digits: R, RTS, P, E (Table 1) or cluttered (60x60).")
 @click.option("--epochs", type=click.IntRange(min=1), default=_TRAIN_DEFAULTS["epochs"], show_default=True,
               help="Passes over the training digits, fresh distortions each.")
-@click.option("--seed", type=int, default=_TRAIN_DEFAULTS["seed"], show_default=True,
+@click.option("--seed", type=SEED, default=_TRAIN_DEFAULTS["seed"], show_default=True,
               help="Seeds initialisation, distortions and shuffling.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_TRAIN_DEFAULTS["batch_size"], show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_TRAIN_DEFAULTS["lr"], show_default=True,
@@ -187,7 +189,7 @@ def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mo
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--dataset", type=_NameChoice(DATASETS), default=None,
               help="Test set  [default: the one the model was trained on]")
-@click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Test-set seed.")
 def evaluate_command(checkpoint, dataset, seed):
     """Print the test error (%) of a checkpoint."""
     from stn_deploy.train import evaluate, load_checkpoint, resolve_dataset
@@ -204,7 +206,7 @@ def evaluate_command(checkpoint, dataset, seed):
 @click.option("--dataset", type=_NameChoice(DATASETS), default=None,
               help="Test set to draw from  [default: the one the model was trained on]")
 @click.option("--count", type=click.IntRange(min=1, max=32), default=8, show_default=True, help="Examples drawn.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Test-set seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Test-set seed.")
 def visualize_command(checkpoint, output, dataset, count, seed):
     """Draw test inputs with the sampling grid beside the transformed outputs."""
     from stn_deploy.viz import VisualizeOptions, visualize
@@ -285,7 +287,7 @@ def doctor_command(model, target, as_json):
 @click.option("--backend", type=click.Choice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random inputs.")
 def run_command(model, inputs, output, backend, batch, seed):
     """Run a checkpoint, ONNX model or engine once and save its outputs."""
     from stn_deploy.run import RunOptions, run
@@ -526,7 +528,7 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
                   threads):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
@@ -562,7 +564,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 @click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
 @click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and validation.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of training and validation.")
 @timing_options(_demo.DEFAULT_BACKENDS, _demo.DEFAULT_BATCHES, _demo.DEFAULT_WARMUP, _demo.DEFAULT_ITERS)
 @click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")

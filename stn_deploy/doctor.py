@@ -31,6 +31,8 @@ from stn_deploy.graph import (
     attr_value,
     load_onnx,
     opset_version,
+    plugin_node_problems,
+    plugin_nodes,
     tensor_table,
 )
 
@@ -53,6 +55,9 @@ RULES: dict[str, str] = {
     "fp16-large-coordinates": "fp16 grid coordinates on images larger than 2048",
     "plugin-version": "plugin_version unknown to the built plugin library",
     "plugin-ops-on-ort": "plugin ops run as Python ops in ONNX Runtime",
+    "plugin-attribute": "a plugin attribute its creator rejects (range, missing, combination)",
+    "plugin-input-rank": "a plugin input of a rank the plugin rejects",
+    "plugin-library": "the plugin library cannot be loaded",
 }
 
 
@@ -151,8 +156,11 @@ def library_plugin_versions() -> tuple[dict[str, list[str]], str]:
 
     try:
         found = kernels.plugin_versions()
-    except UserError:  # no library built (or not ours): fall back, and say so
+    except UserError as exc:  # no library built, or not ours: fall back, and say so
         found = {}
+        if kernels.library_path().exists():
+            return ({op: [schema.PLUGIN_VERSION] for op in schema.OP_FIELD_SPECS},
+                    f"schema.PLUGIN_VERSION (the plugin library could not be read: {exc})")
     if found:
         return found, f"plugin library {kernels.library_path()}"
     fallback = {op: [schema.PLUGIN_VERSION] for op in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP)}
@@ -235,6 +243,8 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                                 f"unnormalised coordinates above {FP16_MAX_EXACT_SIZE} are not exact in fp16",
                                 "keep the grid/theta in float32 (Cast before the sampler)"))
 
+    _plugin_rules(model, dims, report)
+
     for node in decomposed_grid_nodes(model):
         out = dims.get(node.input[1]) or []
         add(Finding("decomposed-affine-grid", _name(node), "warning",
@@ -242,6 +252,34 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                     "ONNX Runtime runs it ~200x slower than AffineGrid and the output H/W cannot change",
                     "re-export with torch.onnx.export(..., dynamo=False, opset_version=20) or stn-deploy export; "
                     "for TensorRT, stn-deploy rewrite fuses it into STNAffineGridSample"))
+
+
+#: Rank our plugins take for their second input: grid as X, theta always 3 ([N,2,3], [N,3,3], [N,3,4]).
+_COORD_RANK = {schema.AFFINE_GRID_SAMPLE_OP: 3}
+
+
+def _plugin_rules(model, dims: dict, report: DoctorReport) -> None:
+    """What the plugin creators would reject: attributes (``schema``), input ranks, the library."""
+    add = report.findings.append
+    for node, problem in plugin_node_problems(model):
+        add(Finding("plugin-attribute", node, "error", problem,
+                    "fix the attribute (stn-deploy export / rewrite write valid ones)"))
+    for i, node in enumerate(plugin_nodes(model)):
+        name = node.name or f"{node.op_type}#{i}"
+        x = dims.get(node.input[0]) if node.input else None
+        coords = dims.get(node.input[1]) if len(node.input) > 1 else None
+        if x is not None and len(x) not in (4, 5):
+            add(Finding("plugin-input-rank", name, "error", f"input X has rank {len(x)}; the plugin takes 4 or 5",
+                        "feed [N,C,H,W] or [N,C,D,H,W]"))
+        want = _COORD_RANK.get(node.op_type, len(x) if x is not None else None)
+        if coords is not None and want is not None and len(coords) != want:
+            what = "theta" if node.op_type == schema.AFFINE_GRID_SAMPLE_OP else "grid"
+            add(Finding("plugin-input-rank", name, "error", f"input {what} has rank {len(coords)}; the plugin takes {want}",
+                        "theta is [N,2,3] / [N,3,3] / [N,3,4]; a grid has X's rank"))
+    if plugin_nodes(model) and report.plugin_versions_source.startswith("schema.PLUGIN_VERSION (the plugin library could"):
+        add(Finding("plugin-library", "-", "error" if report.target != "ort" else "warning",
+                    report.plugin_versions_source.split("(", 1)[1].rstrip(")"),
+                    "stn-deploy plugins build, or point STN_DEPLOY_PLUGIN_LIBRARY at a library it built"))
 
 
 def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:

@@ -178,9 +178,6 @@ def check_model(model: "onnx.ModelProto") -> "onnx.ModelProto":
         raise UserError(f"the ONNX graph fails the checker: {first}") from None
 
 
-def plugin_nodes(model: "onnx.ModelProto") -> list:
-    """The nodes of ``model`` that are our plugin ops."""
-    return [n for n in model.graph.node if n.domain == schema.PLUGIN_DOMAIN]
 
 
 def attr_value(node, name: str, default: Any = None) -> Any:
@@ -192,6 +189,32 @@ def attr_value(node, name: str, default: Any = None) -> Any:
             v = onnx.helper.get_attribute_value(a)
             return v.decode() if isinstance(v, bytes) else v
     return default
+
+
+def plugin_nodes(model: "onnx.ModelProto") -> list:
+    """Our plugin nodes (op type ours, in our domain), in the graph and its local functions."""
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    return [n for n in nodes if n.domain == schema.PLUGIN_DOMAIN and n.op_type in schema.OP_FIELD_SPECS]
+
+
+def plugin_node_problems(model: "onnx.ModelProto") -> list[tuple[str, str]]:
+    """(node name, problem) for every attribute of our plugin nodes that its creator would
+    reject (``schema.plugin_attribute_problems``)."""
+    found = []
+    for i, node in enumerate(plugin_nodes(model)):
+        attrs = {a.name: attr_value(node, a.name) for a in node.attribute}
+        name = node.name or f"{node.op_type}#{i}"
+        found += [(name, problem) for problem in schema.plugin_attribute_problems(node.op_type, attrs)]
+    return found
+
+
+def require_valid_plugin_nodes(model: "onnx.ModelProto", where: str) -> None:
+    """UserError naming the first bad plugin node and attribute (and how many more)."""
+    problems = plugin_node_problems(model)
+    if problems:
+        node, problem = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{where}: node {node}: {problem}{more}")
 
 
 # --------------------------------------------------------------------------- rewrite
@@ -455,6 +478,7 @@ def rewrite(options: RewriteOptions) -> RewriteReport:
     model = load_onnx(options.input)
     report = RewriteReport(input=str(options.input), output=None)
     new_model = rewrite_model(model, report, fuse=options.fuse)
+    require_valid_plugin_nodes(new_model, str(options.input))
     check_model(new_model)
     with atomic_path(options.output) as tmp:
         onnx.save(new_model, str(tmp))

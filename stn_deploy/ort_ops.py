@@ -236,6 +236,10 @@ def ort_session(
             raise UserError(f"ONNX Runtime cannot load the model: {_first_line(exc)}") from None
     from onnxruntime_extensions import get_library_path
 
+    from stn_deploy.graph import require_valid_plugin_nodes
+
+    # What the TensorRT build would reject must not run here either.
+    require_valid_plugin_nodes(proto, "plugin ONNX")
     _require_kernels()
     proto = _complete_attributes(proto)
     register_ops()

@@ -7,11 +7,12 @@ interface that ``validate``, ``bench`` and ``demo`` use for every backend.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -205,6 +206,24 @@ def _static_shape(shape, batch: int, fallback: tuple[int, ...] | None) -> tuple[
     return tuple(out)
 
 
+def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
+    """Refuse, before allocating, an array larger than the memory this machine has free.
+
+    Raises:
+        UserError: naming the shape and the bytes it would need.
+    """
+    nbytes = itemsize
+    for d in shape:
+        nbytes *= int(d)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not every platform reports it
+        return
+    if nbytes > free:
+        raise UserError(f"{what} of shape {'x'.join(map(str, shape))} needs {nbytes / 2**30:,.1f} GiB; "
+                        f"this machine has {free / 2**30:,.1f} GiB free: use a smaller batch")
+
+
 def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
                   sample_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
     """Seeded standard-normal inputs for every input in ``metadata`` (dynamic batch -> ``batch``).
@@ -220,6 +239,7 @@ def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
     for name, meta in metadata.items():
         shape = _static_shape(list(meta.shape), batch, sample_shape)
         dtype = np.dtype(meta.dtype.numpy() if hasattr(meta.dtype, "numpy") else meta.dtype)
+        check_fits_in_memory(shape, dtype.itemsize, f"input {name!r}")
         feed[name] = rng.standard_normal(shape).astype(dtype)
     return feed
 

@@ -57,12 +57,73 @@ FIELD_OUT_D = "out_d"
 FIELD_OUT_H = "out_h"
 FIELD_OUT_W = "out_w"
 
+_INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One integer plugin field (== ONNX attribute): its range and default, as the C++
+    creators' ``fieldSpecs()`` declare them. ``default`` None: the field must be given."""
+
+    name: str
+    lo: int
+    hi: int
+    meaning: str
+    default: int | None = 0
+
+
+_SAMPLE_SPECS = (
+    FieldSpec("interpolation_mode", 0, 2, "must be 0 (bilinear), 1 (nearest) or 2 (bicubic)"),
+    FieldSpec("padding_mode", 0, 2, "must be 0 (zeros), 1 (border) or 2 (reflection)"),
+    FieldSpec("align_corners", 0, 1, "must be 0 or 1"),
+)
 #: The plugin fields of each op, in the creators' ``getFieldNames()`` order.
-SAMPLE_FIELDS = (FIELD_INTERPOLATION_MODE, FIELD_PADDING_MODE, FIELD_ALIGN_CORNERS)
-OP_FIELDS = {
-    GRID_SAMPLE_OP: SAMPLE_FIELDS,
-    AFFINE_GRID_SAMPLE_OP: (*SAMPLE_FIELDS, FIELD_TRANSFORM, FIELD_OUT_D, FIELD_OUT_H, FIELD_OUT_W),
+OP_FIELD_SPECS: dict[str, tuple[FieldSpec, ...]] = {
+    GRID_SAMPLE_OP: _SAMPLE_SPECS,
+    AFFINE_GRID_SAMPLE_OP: (*_SAMPLE_SPECS,
+                            FieldSpec("transform", 0, 1, "must be 0 (affine) or 1 (projective)"),
+                            FieldSpec("out_d", 0, _INT32_MAX, "must be 0 (4-D input) or the output depth >= 1"),
+                            FieldSpec("out_h", 1, _INT32_MAX, "must be the output height >= 1", None),
+                            FieldSpec("out_w", 1, _INT32_MAX, "must be the output width >= 1", None)),
 }
+OP_FIELDS = {op: tuple(f.name for f in specs) for op, specs in OP_FIELD_SPECS.items()}
+SAMPLE_FIELDS = OP_FIELDS[GRID_SAMPLE_OP]
+
+
+def plugin_attribute_problems(op: str, attrs: dict[str, object]) -> list[str]:
+    """Why the attributes of one of our plugin nodes would be rejected by its creator, in
+    the creator's words (empty when they are fine). The one check that export, rewrite,
+    doctor, the ONNX Runtime ops and the build share.
+
+    Args:
+        op: ``STNGridSample`` or ``STNAffineGridSample``.
+        attrs: attribute name -> value as read from the node (ints; anything else is a problem).
+    """
+    specs = OP_FIELD_SPECS.get(op)
+    if specs is None:
+        return [f"unknown plugin op {op!r}; ours are {', '.join(OP_FIELD_SPECS)}"]
+    problems = []
+    values: dict[str, int] = {}
+    for spec in specs:
+        value = attrs.get(spec.name, spec.default)
+        if value is None:
+            problems.append(f"attribute {spec.name!r} is missing ({spec.meaning})")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"attribute {spec.name!r} must be an integer, got {value!r}")
+            continue
+        if not spec.lo <= value <= spec.hi:
+            problems.append(f"attribute {spec.name!r} = {value} {spec.meaning}")
+            continue
+        values[spec.name] = value
+    if op == AFFINE_GRID_SAMPLE_OP and values.get(FIELD_OUT_D, 0) != 0:
+        if values.get(FIELD_TRANSFORM) == Transform.PROJECTIVE:
+            problems.append(f"attribute 'transform' = 1 (projective) needs a 4-D input (out_d = 0), "
+                            f"got out_d = {values[FIELD_OUT_D]}")
+        if values.get(FIELD_INTERPOLATION_MODE) == InterpolationMode.BICUBIC:
+            problems.append(f"attribute 'interpolation_mode' = 2 (bicubic) supports 4-D input only "
+                            f"(out_d = 0), got out_d = {values[FIELD_OUT_D]}")
+    return problems
 
 
 class InterpolationMode(IntEnum):

@@ -68,6 +68,9 @@ class ErrorStats:
     mismatches: int
     atol: float
     rtol: float
+    #: NaN/inf values in actual and in expected.
+    nonfinite_actual: int = 0
+    nonfinite_expected: int = 0
 
     @property
     def passed(self) -> bool:
@@ -82,7 +85,9 @@ class ErrorStats:
         return (f"max abs {self.max_abs:.3g} (mean {self.mean_abs:.3g}, median {self.median_abs:.3g}), "
                 f"max rel {self.max_rel:.3g} (mean {self.mean_rel:.3g}, median {self.median_rel:.3g}), "
                 f"worst at {list(self.worst_index)}: {self.worst_actual:.6g} vs {self.worst_expected:.6g}, "
-                f"{self.mismatches} outside atol {self.atol:g} + rtol {self.rtol:g}")
+                f"{self.mismatches} outside atol {self.atol:g} + rtol {self.rtol:g}"
+                + (f", {self.nonfinite_actual} non-finite (expected {self.nonfinite_expected})"
+                   if self.nonfinite_actual or self.nonfinite_expected else ""))
 
 
 def _as_float64(values) -> np.ndarray:
@@ -95,13 +100,17 @@ def _dtype_name(values) -> str:
     return str(values.dtype).removeprefix("torch.")
 
 
-def compare(actual, expected, tol: Tolerance) -> ErrorStats:
-    """Elementwise comparison of two arrays or tensors of the same shape (in float64)."""
+def compare(actual, expected, tol: Tolerance, *, nan_equal: bool = True) -> ErrorStats:
+    """Elementwise comparison of two arrays or tensors of the same shape (in float64).
+
+    ``nan_equal``: NaN matches NaN (kernel parity: PyTorch's own NaN semantics); validation
+    of a model passes False, since a NaN output validates nothing, whatever the reference.
+    """
     a = _as_float64(actual)
     e = _as_float64(expected)
     if a.shape != e.shape:
         raise ValueError(f"shape mismatch: {a.shape} vs {e.shape}")
-    both_nan = np.isnan(a) & np.isnan(e)
+    both_nan = np.isnan(a) & np.isnan(e) if nan_equal else np.zeros(a.shape, dtype=bool)
     same_inf = np.isinf(a) & (a == e)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(both_nan | same_inf, 0.0, np.abs(a - e))
@@ -121,6 +130,7 @@ def compare(actual, expected, tol: Tolerance) -> ErrorStats:
         max_rel=float(rel.max()), mean_rel=float(rel.mean()), median_rel=float(np.median(rel)),
         worst_index=idx, worst_actual=float(a[idx]), worst_expected=float(e[idx]),
         mismatches=int(bad.sum()), atol=tol.atol, rtol=tol.rtol,
+        nonfinite_actual=int((~np.isfinite(a)).sum()), nonfinite_expected=int((~np.isfinite(e)).sum()),
     )
 
 

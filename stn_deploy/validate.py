@@ -88,6 +88,14 @@ class ValidateOptions:
     crafted_steps: int = 60
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_accuracy_drop) and self.max_accuracy_drop >= 0):
+            raise UserError(f"--max-accuracy-drop must be a finite number >= 0, got {self.max_accuracy_drop}")
+        for what, value in (("--batch-size", self.batch_size), ("--max-images", self.max_images or 1),
+                            ("crafted_steps", self.crafted_steps)):
+            if value < 1:
+                raise UserError(f"{what} must be at least 1, got {value}")
+
 
 def parse_tolerance(specs, what: str = "--atol") -> dict[str, float]:
     """``["1e-3", "output:1e-2"]`` -> ``{"": 1e-3, "output": 1e-2}`` (Polygraphy's syntax).
@@ -409,7 +417,8 @@ def _compare_set(name: str, cand: dict, ref: dict, tols: dict[str, Tolerance], n
         if cand[c_name].shape != ref[r_name].shape:
             raise UserError(f"output {c_name}: candidate shape {list(cand[c_name].shape)} vs reference "
                             f"{list(ref[r_name].shape)}")
-        stats[c_name] = compare(cand[c_name], ref[r_name], tols[c_name])
+        # A NaN in the candidate never passes, even against a NaN of the reference.
+        stats[c_name] = compare(cand[c_name], ref[r_name], tols[c_name], nan_equal=False)
     return SetResult(name, len(next(iter(cand.values()))) if cand else 0, stats, notes or {})
 
 
@@ -502,6 +511,10 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} inputs")
     outputs = _run_pair(cand_runner, ref_runner, [p[1] for p in plan], batch, fixed, cand_name, ref_name)
     cand_out = outputs[0][0]
+    unknown = sorted({k for k in (*options.atol, *options.rtol) if k and k not in cand_out})
+    if unknown:
+        raise UserError(f"--atol/--rtol name output(s) {', '.join(unknown)}; the candidate's outputs are "
+                        f"{', '.join(cand_out)}")
     tols = {name: _tolerance(cand_out[name], precision, options, name) for name in cand_out}
     sets = [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, outputs)]
 

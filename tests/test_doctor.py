@@ -74,6 +74,17 @@ def plugin_op(version=schema.PLUGIN_VERSION, dtype=F32, hw=(8, 8)):
                   [_vi("y", dtype, [1, 1, *hw])], plugin=True)
 
 
+def fused_plugin_op(theta_shape=(1, 2, 3), **fields):
+    """STNAffineGridSample with valid fields unless overridden (None removes a field)."""
+    attrs = {**schema.SamplerSettings().plugin_fields(), schema.FIELD_TRANSFORM: 0, schema.FIELD_OUT_D: 0,
+             schema.FIELD_OUT_H: 8, schema.FIELD_OUT_W: 8, **fields}
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    node = helper.make_node(schema.AFFINE_GRID_SAMPLE_OP, ["x", "theta"], ["y"], name="fused",
+                            domain=schema.PLUGIN_DOMAIN, **{PLUGIN_VERSION_ATTR: schema.PLUGIN_VERSION, **attrs})
+    return _model([node], [_vi("x", F32, [1, 1, 8, 8]), _vi("theta", F32, list(theta_shape))],
+                  [_vi("y", F32, [1, 1, 8, 8])], plugin=True)
+
+
 def mmdeploy_bicubic():
     node = helper.make_node("grid_sampler", ["x", "grid"], ["y"], name="mm", domain="mmdeploy",
                             interpolation_mode=2, padding_mode=0, align_corners=0)
@@ -99,6 +110,16 @@ TRAPS = [
     ("fp16-plugin-4096", lambda: plugin_op(dtype=F16, hw=(3000, 8)), "rtx", "fp16-large-coordinates", "error"),
     ("plugin-version-unknown", lambda: plugin_op(version="99"), "trt10", "plugin-version", "error"),
     ("plugin-on-ort", plugin_op, "ort", "plugin-ops-on-ort", "info"),
+    ("plugin-mode-99", lambda: fused_plugin_op(interpolation_mode=99), "rtx", "plugin-attribute", "error"),
+    ("plugin-align-corners-5", lambda: fused_plugin_op(align_corners=5), "ort", "plugin-attribute", "error"),
+    ("plugin-padding-7", lambda: fused_plugin_op(padding_mode=7), "trt10", "plugin-attribute", "error"),
+    ("plugin-transform-9", lambda: fused_plugin_op(transform=9), "trt10", "plugin-attribute", "error"),
+    ("plugin-out-h-negative", lambda: fused_plugin_op(out_h=-5), "trt10", "plugin-attribute", "error"),
+    ("plugin-out-h-zero", lambda: fused_plugin_op(out_h=0), "trt10", "plugin-attribute", "error"),
+    ("plugin-out-h-2e31", lambda: fused_plugin_op(out_h=2**31), "trt10", "plugin-attribute", "error"),
+    ("plugin-out-h-missing", lambda: fused_plugin_op(out_h=None), "trt10", "plugin-attribute", "error"),
+    ("plugin-projective-5d", lambda: fused_plugin_op(transform=1, out_d=4), "trt10", "plugin-attribute", "error"),
+    ("plugin-theta-rank-2", lambda: fused_plugin_op(theta_shape=(2, 3)), "trt10", "plugin-input-rank", "error"),
 ]
 
 
@@ -115,7 +136,18 @@ def test_doctor_finds_trap(case, build, target, rule, severity, tmp_path):
 
 
 def test_every_rule_is_tested():
-    assert {t[3] for t in TRAPS} == set(RULES)
+    # plugin-library: its own test below (it needs a library path, not a graph).
+    assert {t[3] for t in TRAPS} | {"plugin-library"} == set(RULES)
+
+
+def test_garbage_plugin_library_is_an_error(tmp_path, monkeypatch):
+    garbage = tmp_path / "libgarbage.so"
+    garbage.write_bytes(b"not a shared library")
+    monkeypatch.setenv("STN_DEPLOY_PLUGIN_LIBRARY", str(garbage))
+    path = tmp_path / "p.onnx"
+    onnx.save(plugin_op(), str(path))
+    report = doctor(path, "rtx")
+    assert [f.rule for f in report.errors] == ["plugin-library"] and "libgarbage.so" in report.errors[0].message
 
 
 CLEAN = [

@@ -102,7 +102,7 @@ def test_op_errors_are_user_errors_not_aborts():
         ort_session(bad_version).run(None, {"x": x, "coords": grid})
     bad_mode = _plugin_model(schema.GRID_SAMPLE_OP, [1, 1, 4, 4], [1, 2, 2, 2], [1, 1, 2, 2],
                              **{**_fields("bilinear", "zeros", False), schema.FIELD_INTERPOLATION_MODE: 9})
-    with pytest.raises(UserError, match="interpolation_mode=9"):
+    with pytest.raises(UserError, match="'interpolation_mode' = 9"):
         ort_session(bad_mode).run(None, {"x": x, "coords": grid})
     fused_attrs = {**_fields("bilinear", "zeros", False), schema.FIELD_TRANSFORM: 1, schema.FIELD_OUT_D: 0,
                    schema.FIELD_OUT_H: 2, schema.FIELD_OUT_W: 2}

@@ -125,11 +125,14 @@ class Sources:
 
 
 def _resolve_dims(dims: Sequence[int | str], batch: int) -> list[int]:
+    from stn_deploy.run import check_fits_in_memory
+
     out = []
     for d in dims:
         if not isinstance(d, int) or d <= 0:
             raise Skip(f"input has a dynamic dimension {d!r} besides the batch")
         out.append(d)
+    check_fits_in_memory([batch, *out], 4, f"a batch of {batch}")
     return [batch, *out]
 
 
@@ -171,7 +174,7 @@ class TorchBackend(Backend):
     def prepare(self, batch: int) -> Callable[[], Any]:
         torch = self._torch
         gen = torch.Generator().manual_seed(self.seed)
-        x = torch.rand(batch, *self.input_dims, generator=gen).to(self.device)
+        x = torch.rand(_resolve_dims(self.input_dims, batch), generator=gen).to(self.device)
         fn = self._fn
 
         def call():

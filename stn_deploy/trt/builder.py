@@ -108,6 +108,9 @@ def _prepare(options: BuildOptions) -> BuildJob:
     if unknown:
         raise UserError(f"--shapes names {', '.join(unknown)}, not an input of {options.onnx.name} "
                         f"(inputs: {', '.join(sorted(inputs))})")
+    from stn_deploy.graph import require_valid_plugin_nodes
+
+    require_valid_plugin_nodes(model, options.onnx.name)
     plugin = options.plugin_library
     ops = plugin_ops_in(model)
     if plugin is not None and not Path(plugin).is_file():
