@@ -22,6 +22,7 @@ from stn_deploy.data import DATASETS
 from stn_deploy.doctor import RULES as DOCTOR_RULES
 from stn_deploy.doctor import TARGETS as DOCTOR_TARGETS
 from stn_deploy.errors import UserError, ValidationFailed
+from stn_deploy.io import require_file
 from stn_deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, OPS_CHOICES
 from stn_deploy.models import MODEL_NAMES
 from stn_deploy.run import BACKENDS as RUN_BACKENDS
@@ -342,9 +343,7 @@ def plugins_path() -> None:
     """Print the plugin library's path ($STN_DEPLOY_PLUGIN_LIBRARY overrides); exit 2 if it is missing."""
     from stn_deploy import kernels
 
-    path = kernels.library_path()
-    if not path.exists():
-        raise UserError(f"plugin library {path} not found; run `stn-deploy plugins build`")
+    path = require_file(kernels.library_path(), "plugin library", hint="run `stn-deploy plugins build`")
     click.echo(str(path))
 
 

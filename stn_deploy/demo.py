@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stn_deploy.errors import UserError, ValidationFailed
-from stn_deploy.io import ensure_writable_dir, write_json
+from stn_deploy.io import output_folder, write_json
 
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_MODEL = "st-cnn-affine"
@@ -182,7 +182,6 @@ def _prepare_run_dir(options: DemoOptions) -> Path:
         raise UserError(f"run folder {run_dir} is a file")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserError(f"run folder {run_dir} is not empty; choose another with -o")
-    ensure_writable_dir(run_dir)
     return run_dir
 
 
@@ -390,6 +389,10 @@ def _visualize(options: DemoOptions, r: _Runner):
     def run(step: Step) -> None:
         r.needs("train")
         from stn_deploy import viz
+        from stn_deploy.models import ModelConfig, build_model, spatial_transformers
+
+        if not spatial_transformers(build_model(ModelConfig(options.model))):
+            raise _Skip(f"{options.model} has no spatial transformer: there is no warp to draw")
 
         viz.visualize(viz.VisualizeOptions(checkpoint=r.path("checkpoint"), output=r.path("warp"), seed=options.seed))
         step.artefacts.append(ARTEFACTS["warp"])
@@ -414,8 +417,11 @@ def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) ->
     Raises:
         UserError: bad options or an unusable run folder.
     """
-    say = progress or (lambda _msg: None)
-    run_dir = _prepare_run_dir(options)
+    with output_folder(_prepare_run_dir(options)) as run_dir:
+        return _demo(options, run_dir, progress or (lambda _msg: None))
+
+
+def _demo(options: DemoOptions, run_dir: Path, say: Callable[[str], None]) -> DemoResult:
     started = time.perf_counter()
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     r = _Runner(run_dir, say)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from stn_deploy import schema
 from stn_deploy.errors import UserError
+from stn_deploy.io import require_file
 
 if TYPE_CHECKING:
     import onnx
@@ -133,8 +134,8 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
 
     register_onnx_schemas()
     label = "the model bytes" if isinstance(path, bytes) else str(path)
-    if not isinstance(path, bytes) and not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
+    if not isinstance(path, bytes):
+        require_file(path, "ONNX model")
     try:
         # From a path, onnx.load also reads external data files (the dynamo exporter writes them).
         model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
@@ -144,12 +145,37 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
         raise UserError(f"{label} is not an ONNX model (or it is truncated): {type(exc).__name__}") from None
     if not model.graph.node or not model.opset_import:
         raise UserError(f"{label} is not an ONNX model (or it is truncated): no graph")
+    model = _fill_missing_shapes(model)
     if check:
         try:
             onnx.checker.check_model(model)
         except Exception as exc:  # ValidationError and friends
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"{label} is not a valid ONNX model (truncated?): {first}") from None
+    return model
+
+
+def _fill_missing_shapes(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """Give graph inputs/outputs typed without a ``shape`` field (onnx-graphsurgeon writes
+    them; ONNX Runtime and TensorRT run them, the checker refuses them) the shape that shape
+    inference finds. An empty shape would mean rank 0, so what inference cannot find stays
+    missing and the checker says so."""
+    import onnx
+
+    values = [*model.graph.input, *model.graph.output]
+    if all(v.type.tensor_type.HasField("shape") for v in values if v.type.HasField("tensor_type")):
+        return model
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is a best effort here; the checker below still runs
+        return model
+    shapes = {v.name: v.type for v in [*inferred.graph.output, *inferred.graph.value_info, *inferred.graph.input]}
+    for v in values:
+        tensor = v.type.tensor_type
+        if v.type.HasField("tensor_type") and not tensor.HasField("shape") and v.name in shapes:
+            known = shapes[v.name].tensor_type
+            if known.HasField("shape"):
+                tensor.shape.CopyFrom(known.shape)
     return model
 
 

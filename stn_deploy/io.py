@@ -18,6 +18,30 @@ from typing import Any, Iterable, Iterator
 from stn_deploy.errors import UserError
 
 
+def require_file(path: Path | str, what: str = "model", hint: str = "") -> Path:
+    """``path`` as a ``Path`` if it is a readable file.
+
+    Args:
+        path: the path given by the user.
+        what: how the message names it ("model", "checkpoint", "--inputs file", ...).
+        hint: what to do about it, appended after "; ".
+
+    Raises:
+        UserError: ``<what> <path>: no such file`` / ``is a directory`` / ``is not readable``.
+    """
+    p = Path(path)
+    tail = f"; {hint}" if hint else ""
+    if not p.exists():
+        raise UserError(f"{what} {p}: no such file{tail}")
+    if p.is_dir():
+        raise UserError(f"{what} {p}: is a directory, not a file")
+    if not p.is_file():
+        raise UserError(f"{what} {p}: not a regular file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{what} {p}: is not readable")
+    return p
+
+
 def ensure_writable_dir(directory: Path) -> None:
     """Create ``directory`` if needed; raise UserError when it cannot be written."""
     try:
@@ -149,6 +173,24 @@ def check_outputs_distinct(outputs: Iterable[Path | str | None], inputs: Iterabl
                                     "choose another output path")
             for k in keys:
                 seen.setdefault(k, (role, p))
+
+
+@contextlib.contextmanager
+def output_folder(directory: Path | str) -> Iterator[Path]:
+    """Create ``directory`` for a job's outputs; if the job fails, remove it again when this
+    call created it and nothing (but our temporary files) was left in it."""
+    directory = Path(directory)
+    created = not directory.exists()
+    ensure_writable_dir(directory)
+    try:
+        yield directory
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                for leftover in directory.glob(".*.tmp"):
+                    leftover.unlink()
+                directory.rmdir()  # only succeeds when empty
+        raise
 
 
 def write_bytes(target: Path | str, data: bytes) -> Path:

@@ -29,6 +29,7 @@ import numpy as np
 
 from stn_deploy import schema
 from stn_deploy.errors import UserError
+from stn_deploy.io import require_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The CMake project of the plugins and kernels.
@@ -176,8 +177,7 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
         lib = _LIBS.get(path)
         if lib is not None:
             return lib
-        if not path.exists():
-            raise UserError(f"plugin library {path} not found; run `stn-deploy plugins build`")
+        require_file(path, "plugin library", hint="run `stn-deploy plugins build`")
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:

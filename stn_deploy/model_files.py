@@ -2,7 +2,7 @@
 
 Every command that takes a model (``run``, ``export``, ``bench``, ``validate``, ``demo``)
 asks ``detect_kind`` what it was given and opens a checkpoint with ``load_model``; a
-missing or unreadable path is reported by ``require_file`` in the same words everywhere.
+missing or unreadable path is reported by ``io.require_file`` in the same words everywhere.
 The names of the exported graph's input/output and of its metadata live here too, since
 they are what ties a checkpoint to the ONNX and engines made from it.
 
@@ -12,12 +12,12 @@ Only the standard library is imported at module level.
 from __future__ import annotations
 
 import json
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stn_deploy.errors import UserError
+from stn_deploy.io import require_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,28 +51,6 @@ class ModelKind(StrEnum):
     def family(self) -> str:
         """``checkpoint``, ``onnx`` or ``engine``: the kind without the op flavour."""
         return "onnx" if self.is_onnx else self.value
-
-
-def require_file(path: Path | str, what: str = "model") -> Path:
-    """``path`` as a ``Path`` if it is a readable file.
-
-    Args:
-        path: the path given by the user.
-        what: how the message names it ("model", "checkpoint", "--inputs file", ...).
-
-    Raises:
-        UserError: ``<what> <path>: no such file`` / ``is a directory`` / ``is not readable``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{what} {p}: no such file")
-    if p.is_dir():
-        raise UserError(f"{what} {p}: is a directory, not a file")
-    if not p.is_file():
-        raise UserError(f"{what} {p}: not a regular file")
-    if not os.access(p, os.R_OK):
-        raise UserError(f"{what} {p}: is not readable")
-    return p
 
 
 def detect_kind(path: Path | str) -> ModelKind:

@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_path, check_outputs_distinct
+from stn_deploy.io import atomic_path, check_outputs_distinct, require_file
 from stn_deploy.model_files import (
     INPUT_NAME,
     OUTPUT_NAME,
     ModelKind,
     detect_kind,
     load_model,
-    require_file,
     sample_shape,
 )
 

@@ -92,22 +92,24 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     """
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"checkpoint {path} not found")
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} is not a file")
+    path = io.require_file(path, "checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here (pickle, zip, OS errors)
+        if isinstance(exc, OSError) and exc.strerror:
+            raise UserError(f"cannot read checkpoint {path}: {exc.strerror}") from None
         text = str(exc)
-        if "Unsupported global" in text:
-            # A pickle of arbitrary objects: never an stn-deploy checkpoint, and unsafe to load.
-            detail = "it holds Python objects that a weights-only load refuses"
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+            detail = "not a file torch.save wrote (no zip or pickle header)"
+        elif "Unsupported global" in text:
+            # A pickle of arbitrary objects: never an stn-deploy checkpoint, and unsafe to load,
+            # so torch's advice to load it unsafely is not passed on.
+            detail = "it holds Python objects, which a safe (weights-only) load refuses"
         else:
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            detail = lines[0][:200] if lines else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: {detail}") from None
+            detail = f"not a PyTorch checkpoint archive ({type(exc).__name__})"
+        raise UserError(f"{path} is not an stn-deploy checkpoint: {detail}") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not an stn-deploy checkpoint (no format {CHECKPOINT_FORMAT!r})")
     if obj.get("version") != CHECKPOINT_VERSION:
@@ -132,11 +134,31 @@ def load_checkpoint(path: Path | str):
     obj = read_checkpoint(path)
     config = ModelConfig.from_dict(obj["config"])
     model = build_model(config)
-    try:
-        model.load_state_dict(obj["state_dict"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not match model {config.name!r}: {str(exc).splitlines()[0]}") from None
+    mismatch = _state_dict_mismatch(model.state_dict(), obj["state_dict"])
+    if mismatch:
+        raise UserError(f"{path}: its weights do not match model {config.name!r}: {mismatch}")
+    model.load_state_dict(obj["state_dict"])
     return model.eval(), config
+
+
+def _state_dict_mismatch(expected: dict, given: dict, shown: int = 3) -> str:
+    """Which keys of a state dict differ from the model's (missing, unexpected, other shape); "" if none."""
+
+    def some(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if len(keys) > shown else "")
+
+    parts = []
+    missing, unexpected = set(expected) - set(given), set(given) - set(expected)
+    if missing:
+        parts.append(f"missing {some(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {some(unexpected)}")
+    shapes = [f"{k} {list(given[k].shape)} vs {list(expected[k].shape)}" for k in sorted(set(given) & set(expected))
+              if hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)]
+    if shapes:
+        parts.append("other shape " + ", ".join(shapes[:shown]) + (f" (+{len(shapes) - shown} more)" if len(shapes) > shown else ""))
+    return "; ".join(parts)
 
 
 def resolve_dataset(checkpoint: Path | str, config, dataset: str | None = None) -> str:
@@ -209,19 +231,26 @@ def train(options: TrainOptions) -> dict[str, Any]:
     Raises:
         UserError: unknown model or dataset, bad numbers, unwritable output folder.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from stn_deploy.data import DATASETS, IMAGE_SIZES, make_dataset
-    from stn_deploy.models import ModelConfig, build_model, count_parameters, spatial_transformers
+    from stn_deploy.data import DATASETS, IMAGE_SIZES
+    from stn_deploy.models import ModelConfig
 
     if options.dataset not in DATASETS:
         raise UserError(f"unknown dataset {options.dataset!r}; choose from {', '.join(DATASETS)}")
     if options.epochs < 1 or options.batch_size < 1 or not options.lr > 0:
         raise UserError("epochs and batch size must be at least 1 and the learning rate positive")
     config = ModelConfig(options.model, in_size=IMAGE_SIZES[options.dataset], sampler=options.sampler)
-    if options.output_dir is not None:
-        io.ensure_writable_dir(Path(options.output_dir))
+    with contextlib.ExitStack() as stack:
+        if options.output_dir is not None:  # made now, so an unwritable folder fails before training
+            stack.enter_context(io.output_folder(options.output_dir))
+        return _train(options, config)
+
+
+def _train(options: TrainOptions, config) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from stn_deploy.data import make_dataset
+    from stn_deploy.models import build_model, count_parameters, spatial_transformers
 
     torch.manual_seed(options.seed)
     model = build_model(config)

@@ -85,12 +85,12 @@ def test_visualize_writes_a_picture(trained, tmp_path):
         (["train", "--model", "cnn", "--dataset", "MNIST", "-o", "{tmp}"], "unknown dataset 'MNIST'"),
         (["train", "--model", "cnn", "--dataset", "R", "--mode", "area", "-o", "{tmp}"], "unknown mode 'area'"),
         (["train", "--model", "cnn", "--dataset", "R", "-o", "{tmp}/file/run"], "cannot create output folder"),
-        (["evaluate", "{tmp}/missing.pt"], "not found"),
-        (["evaluate", "{tmp}/file"], "cannot read checkpoint"),
+        (["evaluate", "{tmp}/missing.pt"], "no such file"),
+        (["evaluate", "{tmp}/file"], "is not an stn-deploy checkpoint"),
         (["evaluate", "{cnn}", "--dataset", "RTS"], "takes 28x28 images but dataset RTS has 42x42"),
         (["evaluate", "{cnn}", "--dataset", "SVHN"], "unknown dataset 'SVHN'"),
         (["visualize", "{cnn}", "-o", "{tmp}/w.png"], "has no spatial transformer"),
-        (["visualize", "{tmp}/file", "-o", "{tmp}/w.png"], "cannot read checkpoint"),
+        (["visualize", "{tmp}/file", "-o", "{tmp}/w.png"], "is not an stn-deploy checkpoint"),
         (["visualize", "{cnn}", "-o", "{tmp}/w.txt"], "use one of"),
         (["models", "--dataset", "X"], "unknown dataset 'X'"),
     ],
@@ -196,10 +196,10 @@ def test_build_bad_input(tmp_path, case):
     (tmp_path / "notes.txt").write_text("hello")
     args, words = {
         "not-onnx": (["build", tmp_path / "notes.txt"], ["not an ONNX model"]),
-        "missing": (["build", tmp_path / "nope.onnx"], ["not found"]),
+        "missing": (["build", tmp_path / "nope.onnx"], ["no such file"]),
         "malformed-shapes": (["build", mm, "--shapes", "x:1x4,8x4"], ["malformed --shapes"]),
         "unknown-shape-input": (["build", mm, "--shapes", "y:1x4,2x4,3x4"], ["not an input"]),
-        "missing-plugin-library": (["build", mm, "--plugin-library", tmp_path / "lib.so"], ["plugin library not found"]),
+        "missing-plugin-library": (["build", mm, "--plugin-library", tmp_path / "lib.so"], ["plugin library", "no such file"]),
         "doctor-error": (["build", affine_grid_graph(tmp_path / "ag.onnx")], ["doctor", "AffineGrid", "--no-doctor"]),
         "parser-error": (["build", affine_grid_graph(tmp_path / "ag.onnx"), "--no-doctor"], ["AffineGrid", "UNSUPPORTED_NODE"]),
         "fixed-dim-shapes": (["build", mm, "--shapes", "x:1x5,2x5,4x5"], ["fixed at 4"]),
@@ -236,7 +236,7 @@ def test_inspect_bad_input(built, tmp_path, case):
     (tmp_path / "old.engine").write_bytes(bytes(data))
     args, words = {
         "not-engine": (["inspect", d / "mm.onnx"], ["not a TensorRT engine"]),
-        "missing": (["inspect", tmp_path / "x.engine"], ["engine not found"]),
+        "missing": (["inspect", tmp_path / "x.engine"], ["engine", "no such file"]),
         "other-version": (["inspect", tmp_path / "old.engine"], ["built by TensorRT-RTX 1.2.0", "rebuild"]),
         "wrong-backend": (["inspect", d / "mm.engine", "--trt", "tensorrt"], ["TensorRT-RTX engine"]),
     }[case]

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_path, ensure_writable_dir, file_sha256, write_bytes, write_json
+from stn_deploy.io import atomic_path, ensure_writable_dir, file_sha256, require_file, write_bytes, write_json
 
 
 def test_atomic_path_renames_on_success_with_plain_file_mode(tmp_path):
@@ -48,3 +48,18 @@ def test_ensure_writable_dir_reports_a_file_in_the_way(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match="cannot create output folder"):
         ensure_writable_dir(tmp_path / "f" / "sub")
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "unreadable"])
+def test_require_file_words(tmp_path, case):
+    path = tmp_path / "x.onnx"
+    expected = {"missing": "no such file", "directory": "is a directory", "unreadable": "is not readable"}[case]
+    if case == "directory":
+        path.mkdir()
+    elif case == "unreadable":
+        if os.geteuid() == 0:
+            pytest.skip("root reads any file: no unreadable file to make")
+        path.write_bytes(b"x")
+        path.chmod(0)
+    with pytest.raises(UserError, match=f"^--onnx file {path}: {expected}"):
+        require_file(path, "--onnx file")

@@ -1,8 +1,7 @@
-"""stn_deploy.model_files: what kind of file a model is, how a checkpoint opens, missing files."""
+"""stn_deploy.model_files: what kind of file a model is, how a checkpoint opens."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from stn_deploy.model_files import (
     detect_kind,
     load_model,
     onnx_metadata,
-    require_file,
     require_kind,
     sample_shape,
 )
@@ -54,21 +52,6 @@ def test_kind_families_and_values():
     assert [k.family for k in ModelKind] == ["checkpoint", "onnx", "onnx", "engine"]
     assert f"{ModelKind.ONNX_PLUGIN}" == "onnx-plugin"  # what reports print
     assert ModelKind.ONNX_STANDARD.is_onnx and not ModelKind.ENGINE.is_onnx
-
-
-@pytest.mark.parametrize("case", ["missing", "directory", "unreadable"])
-def test_require_file_words(tmp_path, case):
-    path = tmp_path / "x.onnx"
-    expected = {"missing": "no such file", "directory": "is a directory", "unreadable": "is not readable"}[case]
-    if case == "directory":
-        path.mkdir()
-    elif case == "unreadable":
-        if os.geteuid() == 0:
-            pytest.skip("root reads any file: no unreadable file to make")
-        path.write_bytes(b"x")
-        path.chmod(0)
-    with pytest.raises(UserError, match=f"^--onnx file {path}: {expected}"):
-        require_file(path, "--onnx file")
 
 
 def test_require_kind_names_both(models):

@@ -129,9 +129,9 @@ def _foreign(tmp_path, kind):
 @pytest.mark.parametrize(
     "kind,needle",
     [
-        ("missing", "not found"),
+        ("missing", "no such file"),
         ("folder", "not a file"),
-        ("garbage", "cannot read checkpoint"),
+        ("garbage", "is not an stn-deploy checkpoint"),
         ("plain-state-dict", "not an stn-deploy checkpoint"),
         ("pickled-object", "weights-only"),
         ("other-version", "version 99"),

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 from stn_deploy.bench.options import ORT_PLUGIN_NOTE, BenchOptions
 from stn_deploy.errors import UserError
-from stn_deploy.model_files import ModelKind, detect_kind, require_file, require_kind, sample_shape
+from stn_deploy.io import require_file
+from stn_deploy.model_files import ModelKind, detect_kind, require_kind, sample_shape
 
 
 class Skip(Exception):

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_paths, check_outputs_distinct, file_sha256
+from stn_deploy.io import atomic_paths, check_outputs_distinct, file_sha256, require_file
 from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
 from stn_deploy.trt.engine_file import SIDECAR_FORMAT
 from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildJob, BuildOptions, BuildResult
@@ -56,8 +56,7 @@ class BuildOutcome:
 def _load_onnx(path: Path):
     import onnx
 
-    if not path.is_file():
-        raise UserError(f"ONNX model not found: {path}")
+    require_file(path, "ONNX model")
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception:
@@ -113,8 +112,8 @@ def _prepare(options: BuildOptions) -> BuildJob:
     require_valid_plugin_nodes(model, options.onnx.name)
     plugin = options.plugin_library
     ops = plugin_ops_in(model)
-    if plugin is not None and not Path(plugin).is_file():
-        raise UserError(f"plugin library not found: {plugin}")
+    if plugin is not None:
+        require_file(plugin, "plugin library")
     if plugin is None and ops:
         plugin = default_plugin_library()
         if plugin is None:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from stn_deploy.errors import UserError
+from stn_deploy.io import require_file
 from stn_deploy.trt.flavour import (
     Flavour,
     default_plugin_library,
@@ -63,9 +64,7 @@ def check_engine_header(path: Path) -> tuple[str, bytes]:
     Raises:
         UserError: missing, too short to be an engine, or no TensorRT/TensorRT-RTX header.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"engine not found: {path}")
+    path = require_file(path, "engine")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(64)
@@ -106,9 +105,7 @@ def check_engine_file(path: Path, flavour_choice: str = "auto") -> tuple[str, Fl
 def _plugin_for(engine_path: Path, sidecar: dict | None, plugin_library: Path | None) -> Path | None:
     """The plugin library to load before deserialising: explicit, sidecar's, or default."""
     if plugin_library is not None:
-        if not Path(plugin_library).is_file():
-            raise UserError(f"plugin library not found: {plugin_library}")
-        return Path(plugin_library)
+        return require_file(plugin_library, "plugin library")
     recorded = (sidecar or {}).get("plugin_library")
     if recorded:
         if Path(recorded["path"]).is_file():

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from stn_deploy.errors import UserError
+from stn_deploy.io import require_file
 
 #: flavour name -> Python module.
 MODULES = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
@@ -131,9 +132,7 @@ def load_plugin_library(flavour: Flavour, registry, path: Path | str) -> None:
     Raises:
         UserError: the file is missing or TensorRT cannot load it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"plugin library not found: {path} (build it with: stn-deploy plugins build)")
+    path = require_file(path, "plugin library", hint="build it with: stn-deploy plugins build")
     try:
         handle = registry.load_library(str(path))
     except Exception as exc:  # TensorRT raises plain RuntimeError/TypeError here

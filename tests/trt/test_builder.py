@@ -119,10 +119,10 @@ def test_build_doctor_stops_before_tensorrt(tmp_path):
 
 
 @pytest.mark.parametrize("make, kwargs, message", [
-    (lambda d: d / "missing.onnx", {}, "ONNX model not found"),
+    (lambda d: d / "missing.onnx", {}, "ONNX model .*: no such file"),
     (lambda d: (d / "text.onnx").write_text("not a model") and d / "text.onnx", {}, "not an ONNX model"),
     (lambda d: matmul_graph(d / "mm.onnx"), {"shapes": (parse_shape_spec("y:1x4,1x4,2x4"),)}, "not an input"),
-    (lambda d: matmul_graph(d / "mm.onnx"), {"plugin_library": Path("/nonexistent/libx.so")}, "plugin library not found"),
+    (lambda d: matmul_graph(d / "mm.onnx"), {"plugin_library": Path("/nonexistent/libx.so")}, "plugin library .*: no such file"),
 ], ids=["missing", "not-onnx", "unknown-shape-input", "missing-plugin-library"])
 def test_bad_input_before_tensorrt(tmp_path, make, kwargs, message):
     from stn_deploy.trt import build

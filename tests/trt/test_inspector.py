@@ -40,7 +40,7 @@ def test_inspect_flags_foreign_version_and_non_engine(standard_builds, tmp_path)
     (tmp_path / "x.engine").write_bytes(b"\x08\x07onnx-ish" + bytes(64))
     with pytest.raises(UserError, match="not a TensorRT engine"):
         inspect(tmp_path / "x.engine")
-    with pytest.raises(UserError, match="engine not found"):
+    with pytest.raises(UserError, match="engine .*: no such file"):
         inspect(tmp_path / "none.engine")
 
 
