@@ -254,6 +254,20 @@ def run_job(job: BuildJob) -> dict:
     }
 
 
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent dies (even by SIGKILL): a build must not outlive
+    the command that asked for it."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: the parent still kills us on every exit it sees
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        sys.exit(1)
+
+
 def main() -> int:
     global _events
     # Events go to the real stdout; fd 1 now points at stderr so that TensorRT's own prints
@@ -263,6 +277,7 @@ def main() -> int:
     sys.stdout = sys.stderr
     # The parent owns Ctrl-C: it stops us and removes the partial engine.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     for line in sys.stdin:
         if not line.strip():
             continue
