@@ -40,6 +40,7 @@ _BAD_INPUT_TYPES = {
     ("onnx.onnx_cpp2py_export.checker", "ValidationError"),
     ("google.protobuf.message", "Error"),
     ("google.protobuf.text_format", "Error"),
+    ("google.protobuf.json_format", "Error"),
     ("polygraphy.exception.exception", "PolygraphyException"),
 }
 

@@ -130,7 +130,6 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
         check: also run ``onnx.checker`` (catches truncated files that still parse).
     """
     import onnx
-    from google.protobuf.message import DecodeError
 
     register_onnx_schemas()
     label = "the model bytes" if isinstance(path, bytes) else str(path)
@@ -141,7 +140,7 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
         model = onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(str(path))
     except OSError as exc:
         raise UserError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    except (DecodeError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # protobuf's binary, text and JSON parsers each raise their own types
         raise UserError(f"{label} is not an ONNX model (or it is truncated): {type(exc).__name__}") from None
     if not model.graph.node or not model.opset_import:
         raise UserError(f"{label} is not an ONNX model (or it is truncated): no graph")

@@ -248,6 +248,18 @@ def _choose_dataset(options: ValidateOptions, train_info: dict, input_shape) -> 
     return name
 
 
+def _check_same_input(candidate: list, reference: list) -> None:
+    """UserError when the two models cannot take the same input (rank, or a fixed size)."""
+    def text(shape):
+        return "[" + ", ".join(str(d) for d in shape) + "]"
+
+    fixed = [(c, r) for c, r in zip(candidate[1:], reference[1:]) if isinstance(c, int) and isinstance(r, int)
+             and c >= 0 and r >= 0]
+    if len(candidate) != len(reference) or any(c != r for c, r in fixed):
+        raise UserError(f"the candidate takes input {text(candidate)} and the reference {text(reference)}: "
+                        "they are not models of the same input")
+
+
 def _batch_limit(candidate: Path, kind: ModelKind, input_shape, wanted: int) -> tuple[int, bool]:
     """(batch size, fixed?) the candidate accepts: an engine's profile max, a fixed ONNX batch."""
     first = input_shape[0] if input_shape else -1
@@ -476,7 +488,8 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
         raise UserError("validate compares single-input image models; "
                         f"candidate inputs {list(cand_meta)}, reference inputs {list(ref_meta)}")
     cand_name, cand_info = next(iter(cand_meta.items()))
-    ref_name = next(iter(ref_meta))
+    ref_name, ref_info = next(iter(ref_meta.items()))
+    _check_same_input(list(cand_info.shape), list(ref_info.shape))
     input_shape = [d if isinstance(d, int) else -1 for d in cand_info.shape]
     if config is not None and len(input_shape) == 1 + len(config.input_shape):
         input_shape = [input_shape[0], *config.input_shape]
