@@ -15,7 +15,7 @@ import click
 
 # Names and option defaults only: none of these modules imports torch, onnx or TensorRT
 # at import time.
-from stn_deploy import __version__
+from stn_deploy import __version__, interrupts
 from stn_deploy import bench as _bench
 from stn_deploy import demo as _demo
 from stn_deploy.data import DATASETS
@@ -31,7 +31,7 @@ from stn_deploy.train import TrainOptions
 from stn_deploy.trt import options as trt_options
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+EXIT_INTERRUPTED = 130
 
 #: Exceptions of the libraries we drive that mean "this input is not what it claims to be":
 #: (module, class name) anywhere in the exception's MRO. Matched by name so that the CLI
@@ -43,14 +43,6 @@ _BAD_INPUT_TYPES = {
     ("google.protobuf.json_format", "Error"),
     ("polygraphy.exception.exception", "PolygraphyException"),
 }
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the same clean-up runs (temporary files, child processes)."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -75,14 +67,10 @@ class _Group(click.Group):
     one line and an exit code; anything else keeps its traceback (that is a bug to find)."""
 
     def invoke(self, ctx: click.Context):
-        import signal
-        import threading
-
-        # Signal handlers can be set from the main thread only (the CLI's own thread).
-        main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
         try:
-            return super().invoke(ctx)
+            # Ctrl-C and SIGTERM: registered clean-ups, one line, exit 130 / 143 (interrupts).
+            with interrupts.handled():
+                return super().invoke(ctx)
         except click.UsageError as exc:
             # Click would print a usage screen; one line names the problem instead.
             where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
@@ -94,19 +82,15 @@ class _Group(click.Group):
         except ValidationFailed as exc:
             click.echo(f"failed: {exc}", err=True)
             sys.exit(EXIT_FAILED)
-        except KeyboardInterrupt as exc:
-            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-            click.echo(f"error: {how}; no partial output was left", err=True)
-            sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+        except KeyboardInterrupt:  # raised by other means than our handler (which exits itself)
+            click.echo("error: interrupted; no partial output was left", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             message = _bad_input_message(exc)
             if message is None:
                 raise
             click.echo(f"error: {message}", err=True)
             sys.exit(EXIT_BAD_INPUT)
-        finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

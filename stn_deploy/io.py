@@ -9,12 +9,11 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from stn_deploy import interrupts
 from stn_deploy.errors import UserError
 
 
@@ -52,24 +51,6 @@ def ensure_writable_dir(directory: Path) -> None:
         raise UserError(f"output folder {directory} is not writable")
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back for the body (main thread only), so a temporary file and the
-    ``try`` that removes it come into being together: an interrupt between the two would
-    leave the file behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _temp_beside(target: Path) -> Path:
     """A new empty file in the target's folder with the mode a plain ``open()`` would give."""
     ensure_writable_dir(target.parent if str(target.parent) else Path("."))
@@ -93,22 +74,28 @@ def atomic_paths(*targets: Path | str) -> Iterator[tuple[Path, ...]]:
     their targets, as one unit: files that belong together (an engine and its sidecar, a
     report and its plot) are all replaced or none is.
 
-    The temporary files are removed if the body raises (including KeyboardInterrupt and the
-    SIGTERM that the CLI turns into one). Should a rename fail half-way, the targets already
-    replaced get their old content back.
+    The temporary files are removed if the body raises (including KeyboardInterrupt) or the
+    CLI is stopped by a signal (``interrupts``). Should a rename fail half-way, the targets
+    already replaced get their old content back.
     """
     paths = [Path(t) for t in targets]
     temps: list[Path] = []
-    try:
-        with _signals_deferred():
-            for target in paths:
-                temps.append(_temp_beside(target))
-        yield tuple(temps)
-        _replace_all(temps, paths)
-    except BaseException:
+
+    def remove_temps() -> None:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        raise
+
+    with interrupts.on_abort(remove_temps):
+        try:
+            with interrupts.deferred():  # a temp file exists only once it is recorded for clean-up
+                for target in paths:
+                    temps.append(_temp_beside(target))
+            yield tuple(temps)
+            with interrupts.deferred():  # all renamed, or (on a failure) none
+                _replace_all(temps, paths)
+        except BaseException:
+            remove_temps()
+            raise
 
 
 def _replace_all(temps: list[Path], targets: list[Path]) -> None:
@@ -182,15 +169,20 @@ def output_folder(directory: Path | str) -> Iterator[Path]:
     directory = Path(directory)
     created = not directory.exists()
     ensure_writable_dir(directory)
-    try:
-        yield directory
-    except BaseException:
+
+    def remove_if_empty() -> None:
         if created:
             with contextlib.suppress(OSError):
                 for leftover in directory.glob(".*.tmp"):
                     leftover.unlink()
                 directory.rmdir()  # only succeeds when empty
-        raise
+
+    with interrupts.on_abort(remove_if_empty):
+        try:
+            yield directory
+        except BaseException:
+            remove_if_empty()
+            raise
 
 
 def write_bytes(target: Path | str, data: bytes) -> Path:

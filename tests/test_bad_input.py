@@ -20,7 +20,7 @@ import pytest
 
 from helpers_cli import assert_one_line_error, invoke
 from helpers_export import kernels_available, perturbed_checkpoint
-from helpers_trt import HAS_RTX
+from helpers_trt import HAS_RTX, matmul_graph
 from stn_deploy import schema
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -47,6 +47,7 @@ def ws(tmp_path_factory) -> Path:
     model, config = load_model(d / "m.pt")
     export_module(model, config.input_shape, d / "std.onnx", ops="standard", source=d / "m.pt")
     shutil.copy(d / "std.onnx", d / "std.json")
+    matmul_graph(d / "mm.onnx")  # builds with TensorRT-RTX (the standard export has AffineGrid)
     if kernels_available() is None:
         export_module(model, config.input_shape, d / "plugin.onnx", ops="plugin", source=d / "m.pt")
         bad = onnx.load(str(d / "plugin.onnx"))
@@ -339,8 +340,6 @@ def test_invalid_plugin_attribute_is_refused_everywhere(ws, tmp_path, case, args
 
 @pytest.mark.skipif(not HAS_RTX, reason="needs tensorrt_rtx to build an engine")
 def test_blocked_sidecar_keeps_the_old_engine(ws, tmp_path):
-    from helpers_trt import matmul_graph
-
     onnx_path = matmul_graph(tmp_path / "mm.onnx")
     (tmp_path / "mm.engine").write_bytes(OLD)
     (tmp_path / "mm.engine.json").mkdir()  # the sidecar's path is taken by a folder
@@ -443,7 +442,7 @@ INTERRUPT_JOBS = {
     "train": (["train", "--model", "tutorial-stn", "--dataset", "R", "--epochs", "50", "--no-progress",
                "-o", "{out}"], "model.pt"),
     "export": (["export", "{ws}/m.pt", "-o", "{out}/model.pt.onnx", "--opset", "20"], "model.pt.onnx"),
-    "build": (["build", "{ws}/std.onnx", "--no-doctor", "-o", "{out}/model.engine"], "model.engine"),
+    "build": (["build", "{ws}/mm.onnx", "-o", "{out}/model.engine"], "model.engine"),
     "bench": (["bench", "{ws}/m.pt", "-o", "{out}", "--name", "b", "--iters", "100000", "--backends", "torch",
                "--no-sampler"], "b.json"),
 }
@@ -466,12 +465,15 @@ def test_interrupt_in_the_middle(ws, tmp_path, job, sig):
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and not _sigterm_handler_installed(proc.pid):
         time.sleep(0.005)
-    time.sleep(0.3 if job != "export" else 0.05)  # into the work itself
+    if job == "build":  # into the build itself: its worker process has started
+        while time.time() < deadline and proc.poll() is None and not _children(proc.pid):
+            time.sleep(0.005)
+    time.sleep(0.3 if job in ("train", "bench") else 0.05)  # into the work itself
     children = _children(proc.pid)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip(f"{job} finished before the signal arrived")
+    if proc.returncode == 0 or proc.returncode < 0:  # < 0: the signal came after the command had finished
+        pytest.skip(f"{job} finished before the signal arrived (exit {proc.returncode}: {err.strip()[-300:]!r})")
     assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:"), err
     assert sorted(p.name for p in out.iterdir()) == before

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from stn_deploy import __version__, schema
+from stn_deploy import __version__, interrupts, schema
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_paths, check_outputs_distinct, file_sha256, require_file
 from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
@@ -282,7 +282,10 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
                 # The engine and its sidecar are one unit: both renamed, or neither.
                 with atomic_paths(options.engine, options.sidecar) as (tmp, tmp_json):
                     try:
-                        event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file), progress)
+                        # Stopped by a signal: the worker goes first (newest clean-up), then the temps.
+                        with interrupts.on_abort(worker.kill):
+                            event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file),
+                                               progress)
                     except BaseException:
                         # Stop the worker before atomic_paths deletes the temporary engine, or
                         # a worker still building could write it again.
