@@ -251,13 +251,13 @@ def time_cuda(fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, rou
 
 
 def _buffer_sets(per_set_bytes: int, device: str) -> int:
-    """How many input sets to cycle through: enough to exceed twice the GPU's L2 (at most 16)."""
+    """How many input sets to cycle through: enough to exceed twice the GPU's L2 (at most 64)."""
     if device != "cuda":
         return 1
     import torch
 
     l2 = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 64 * 2**20)
-    return max(1, min(16, math.ceil(2 * l2 / max(1, per_set_bytes))))
+    return max(1, min(64, math.ceil(2 * l2 / max(1, per_set_bytes))))
 
 
 def case_key(case: dict) -> str:
@@ -532,11 +532,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-launches", type=int, default=0,
                         help="no timing: launch the fused kernel of each planned case this many times and exit "
                              "(for Nsight Compute)")
+    parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON",
+                        help="no timing: draw the PNG of an existing report (one a stopped run left) beside it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stem", default=None, help="output file name without suffix (default sampler-<cpu|cuda>)")
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.plot_only is not None:
+        import json
+
+        if not args.plot_only.is_file():
+            print(f"error: report {args.plot_only} not found", file=sys.stderr)
+            return 2
+        plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
+        print(f"wrote {args.plot_only.with_suffix('.png')}")
+        return 0
 
     import torch
 

@@ -133,6 +133,10 @@ def test_sampler_time_budget_lists_the_cases_it_skipped(tmp_path):
     report = json.loads((tmp_path / "sampler-cuda.json").read_text())
     assert report["complete"] is False and report["cases"] == [] and len(report["skipped_cases"]) == 18
     assert "time budget" in report["skipped_cases"][0]["reason"]
+    # A run stopped from outside has no PNG yet: --plot-only draws one from its JSON.
+    (tmp_path / "sampler-cuda.png").unlink()
+    assert sampler.main(["--plot-only", str(tmp_path / "sampler-cuda.json")]) == 0
+    assert (tmp_path / "sampler-cuda.png").read_bytes()[:8] == PNG_MAGIC
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -190,6 +194,19 @@ def test_parse_ncu_csv_reads_the_named_metrics(gpu_check):
     assert gpu_check.parse_ncu_csv("==PROF== nothing profiled") == {"metrics": {}}
 
 
+def test_parse_res_usage_names_registers_and_spills(gpu_check):
+    text = "\n".join([
+        "Resource usage:", " Common:", "  GLOBAL:0",
+        " Function _ZN10stn_deploy52_GLOBAL__N__8dbfbb2f_19_gridSampleKernel_cu_d38a401e16gridSampleKernelI13__nv_"
+        "bfloat16Li4ELi2EEEvPKT_NS_4cuda11CoordReaderEPS3_13StnSampleDescNS_4math13SampleOptionsEbb:",
+        "  REG:150 STACK:8 SHARED:0 LOCAL:4 CONSTANT[2]:12 CONSTANT[0]:674 TEXTURE:0 SURFACE:0 SAMPLER:0",
+    ])
+    (row,) = gpu_check.parse_res_usage(text)
+    assert row["short"] == "gridSampleKernel<13__nv_bfloat16Li4ELi2E>"
+    assert (row["reg"], row["stack"], row["shared"], row["local"]) == (150, 8, 0, 4)
+    assert gpu_check.parse_res_usage("cuobjdump info    : File does not contain device code") == []
+
+
 def test_targets_against_the_main_case(gpu_check):
     def row(dtype, **ratios):
         return {"case": "imagenet", "dtype": dtype, "mode": "bilinear", "ratios": ratios}
@@ -207,6 +224,12 @@ def test_targets_against_the_main_case(gpu_check):
         "faster than torch.compile in fp16": False,  # level is not faster
         "CUDA parity: every gpu test passes": False,
     }
+    # A failure only for want of TensorRT (absent on the GPU machine) does not count against the kernels.
+    parity["need_tensorrt"] = ["tests.test_validate::test_validate_plugin_engine_on_gpu"]
+    targets = gpu_check.evaluate_targets(sampler, parity)
+    assert targets[-1]["met"] is True and "want of TensorRT" in targets[-1]["value"]
+    assert gpu_check._needs_tensorrt("stn_deploy.errors.UserError: no TensorRT found: install tensorrt")
+    assert not gpu_check._needs_tensorrt("AssertionError: max abs 0.5")
 
 
 def test_wheel_list_and_gpu_names(gpu_check, tmp_path):
