@@ -615,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / (args.stem or f"sampler-{device}")
     torch.manual_seed(args.seed)
     compile_spent = 0.0
+    compile_failed = ""
     longest_case_s = 0.0
     for name, dtype, mode in plan:
         shape, out_size = table[name]
@@ -626,7 +627,9 @@ def main(argv: list[str] | None = None) -> int:
                                            | {"reason": f"time budget of {args.time_budget_s:g} s: {elapsed:.0f} s spent"})
             continue
         compile_now: str | bool = use_compile
-        if use_compile and args.compile_budget_s is not None and compile_spent >= args.compile_budget_s:
+        if use_compile and compile_failed:
+            compile_now = f"skipped: torch.compile failed on an earlier case ({compile_failed})"
+        elif use_compile and args.compile_budget_s is not None and compile_spent >= args.compile_budget_s:
             compile_now = f"skipped: compile budget of {args.compile_budget_s:g} s spent"
         t0 = time.perf_counter()
         if args.synthetic:
@@ -636,7 +639,10 @@ def main(argv: list[str] | None = None) -> int:
                      threads=threads)
         case["seconds"] = round(time.perf_counter() - t0, 2)
         longest_case_s = max(longest_case_s, case["seconds"])
-        compile_spent += case["results"].get("torch-compile", {}).get("compile_s", 0.0) or 0.0
+        compiled = case["results"].get("torch-compile", {})
+        compile_spent += compiled.get("compile_s", 0.0) or 0.0
+        if compiled.get("status") == "failed":  # it would fail again, at a compile's cost each time
+            compile_failed = f"{case['name']} {dtype} {mode}"
         attach_prediction(case, predictions, prediction_status)
         report["cases"].append(case)
         print(_line(case), flush=True)
