@@ -141,6 +141,7 @@ class Check:
         self.python = python
         self.started = time.monotonic()
         self.selected: tuple[str, ...] = STEPS
+        self.step_started: float | None = None
         self.work = Path(tempfile.mkdtemp(prefix="stn-gpu-check-"))
         self.slug = "dry-run" if dry_run else "gpu"
         self.log_lines: list[str] = []
@@ -159,9 +160,12 @@ class Check:
         return self.budget_s - (time.monotonic() - self.started) - RESERVE_S
 
     def limit(self, name: str) -> float:
+        """Seconds the step ``name`` may still take: its own limit (from its start), the wall budget
+        less the floors of the steps after it, and at least MIN_STEP_S while the budget lasts."""
         later = STEPS[STEPS.index(name) + 1:]
         kept_back = sum(STEP_FLOORS_S[s] for s in later if s in self.selected)
-        return max(min(STEP_LIMITS_S[name], self.remaining() - kept_back), min(MIN_STEP_S, self.remaining()))
+        own = STEP_LIMITS_S[name] if self.step_started is None else STEP_LIMITS_S[name] - (time.monotonic() - self.step_started)
+        return max(min(own, self.remaining() - kept_back), min(MIN_STEP_S, self.remaining()))
 
     def log(self, text: str) -> None:
         self.log_lines.append(text if text.endswith("\n") else text + "\n")
@@ -301,7 +305,7 @@ class Check:
             t0 = time.monotonic()
             code, text = self.run(step, configure, self.limit("build"))
             if code == 0:
-                code, text = self.run(step, build, self.limit("build") - 0)
+                code, text = self.run(step, build, self.limit("build"))
             info["build_s"] = round(time.monotonic() - t0, 1)
             if code == 0 and built.is_file():
                 self.use_library(built, built_here=True)
@@ -688,9 +692,10 @@ def run_check(args: argparse.Namespace) -> int:
             elif check.remaining() < MIN_STEP_S:
                 step.status, step.reason = "skipped", f"wall budget of {args.budget_s:g} s spent"
             else:
+                check.step_started = None
                 step.limit_s = check.limit(name)
                 check.log(f"===== {name} (limit {step.limit_s:.0f} s)")
-                t0 = time.monotonic()
+                t0 = check.step_started = time.monotonic()
                 try:
                     results[name] = handlers[name](step)
                 except Exception as exc:  # one step's bug is a result, not the end of the check

@@ -170,6 +170,9 @@ def _impls(case: dict, sets: list[tuple], device: str, use_compile: str | bool, 
 
     out["torch-eager"] = _rotating(eager, eager_sets)
     if use_compile is True:
+        # Every case recompiles the same code object (other shape, dtype, mode): past dynamo's
+        # recompile limit (8) it would silently run eager. A fresh start per case avoids that.
+        torch._dynamo.reset()
         out["torch-compile"] = _rotating(torch.compile(eager, dynamic=False), eager_sets)
     elif isinstance(use_compile, str):
         out["torch-compile"] = use_compile
@@ -686,7 +689,7 @@ def _line(case: dict) -> str:
     for impl in IMPLS:
         r = case["results"].get(impl, {})
         if r.get("status") == "ok":
-            parts.append(f"{impl} {r['median_ms'] * 1e3:.1f} us {r['gbps']:.0f} GB/s")
+            parts.append(f"{impl} {r['median_ms'] * 1e3:.1f} us {r['gbps']:.3g} GB/s")
     ratios = case["ratios"]
     if ratios.get("plugin_fraction_of_copy") is not None:
         parts.append(f"plugin = {100 * ratios['plugin_fraction_of_copy']:.0f}% of copy")

@@ -243,3 +243,27 @@ def test_wheel_list_and_gpu_names(gpu_check, tmp_path):
         gpu_check.read_wheel_list(bad)
     assert gpu_check.gpu_slug("NVIDIA H200") == "h200"
     assert gpu_check.gpu_slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
+
+
+def test_step_limits_keep_the_whole_check_inside_its_wall_budget(gpu_check, tmp_path):
+    check = gpu_check.Check(tmp_path, True, 360.0, tmp_path / "whl", tmp_path / "site", tmp_path / "build", 2, sys.executable)
+    try:
+        assert check.limit("environment") == 30 and check.limit("build") == 150
+        # Every step running to its limit, one after the other, still ends inside the budget.
+        spent = 0.0
+        for name in gpu_check.STEPS:
+            limit = check.limit(name)
+            assert limit >= gpu_check.MIN_STEP_S
+            check.started -= limit  # the clock moves on by the whole limit
+            spent += limit
+        assert spent <= 360.0 - gpu_check.RESERVE_S
+        # A slow start leaves the later steps their floors: the sampler is cut before the profile.
+        check.started = gpu_check.time.monotonic() - 300
+        assert check.limit("sampler") == gpu_check.MIN_STEP_S
+        assert check.limit("profile") == pytest.approx(360 - 300 - gpu_check.RESERVE_S, abs=0.5)
+        # Within a step, its own limit counts from the step's start.
+        check.started = gpu_check.time.monotonic()
+        check.step_started = gpu_check.time.monotonic() - 100
+        assert check.limit("build") == pytest.approx(50, abs=0.5)
+    finally:
+        gpu_check.shutil.rmtree(check.work, ignore_errors=True)
