@@ -203,7 +203,9 @@ class Check:
     # ------------------------------------------------------------------------- the steps
 
     def environment(self, step: Step) -> dict[str, Any]:
-        info: dict[str, Any] = {"python_driver": sys.version.split()[0], "repo_commit": _git_commit()}
+        commit_file = self.wheels / "COMMIT"  # written by scripts/gpu-wheels.sh, for a copy without .git
+        info: dict[str, Any] = {"python_driver": sys.version.split()[0], "repo_commit": _git_commit() or (
+            " ".join(commit_file.read_text().split()) if commit_file.is_file() else None)}
         probes = {
             "nvidia_smi": ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
                                          "clocks.mem,power.limit,persistence_mode", "--format=csv,noheader"],
@@ -753,10 +755,10 @@ def render_table(summary: dict[str, Any]) -> str:
     for row in (summary.get("sampler") or {}).get("cases", []):
         r, i = row["ratios"], row["impls"]
 
-        def us(name):
+        def us(name, i=i):
             return f"{i[name]['median_us']:.1f}" if "median_us" in i.get(name, {}) else "-"
 
-        def ratio(key, fmt):
+        def ratio(key, fmt, r=r):
             return fmt.format(r[key]) if r.get(key) is not None else "-"
 
         pred = f"{row['predicted_us']:.1f}" if row.get("predicted_us") else "-"

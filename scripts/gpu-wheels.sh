@@ -79,6 +79,9 @@ else
   log "no built library at $LIB: no fallback travels (the build there must succeed)"
 fi
 
+# The commit this folder was made for: the copy the device tool sends may hold no .git.
+{ git rev-parse HEAD; [ -z "$(git status --porcelain --untracked-files=no)" ] || echo "with uncommitted changes"; } > "$WHL/COMMIT"
+
 # What one run takes along: tracked + untracked-not-ignored files, plus .whl/.
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
        | awk '{s += $1} END {print s + 0}')
