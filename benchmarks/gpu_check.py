@@ -207,8 +207,10 @@ class Check:
         info: dict[str, Any] = {"python_driver": sys.version.split()[0], "repo_commit": _git_commit() or (
             " ".join(commit_file.read_text().split()) if commit_file.is_file() else None)}
         probes = {
-            "nvidia_smi": ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,"
-                                         "clocks.mem,power.limit,persistence_mode", "--format=csv,noheader"],
+            "nvidia_smi": ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            # Apart: an unknown field fails the whole query, and the driver version must not go with it.
+            "nvidia_smi_clocks": ["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,power.limit,"
+                                                "persistence_mode", "--format=csv"],
             "nvcc": ["nvcc", "--version"],
             "ncu": ["ncu", "--version"],
             "cmake": ["cmake", "--version"],
@@ -602,7 +604,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _version_line(tool: str, lines: list[str]) -> str:
     """The line of a tool's version output that holds the version."""
-    if tool == "nvidia_smi":
+    if tool.startswith("nvidia_smi"):
         return "; ".join(lines)
     if tool == "nvcc":
         return next((ln for ln in lines if "release" in ln), lines[-1])
@@ -721,6 +723,7 @@ def _summarise(check: Check, summary: dict[str, Any], results: dict[str, Any]) -
     torch_info = env.get("torch") or {}
     summary["device"] = {k: v for k, v in torch_info.items() if k not in ("version", "cuda_runtime")}
     summary["device"]["nvidia_smi"] = env.get("nvidia_smi")
+    summary["device"]["nvidia_smi_clocks"] = env.get("nvidia_smi_clocks")
     summary["versions"] = {"torch": torch_info.get("version"), "cuda_runtime": torch_info.get("cuda_runtime"),
                            "python": env.get("python_driver"), "nvcc": env.get("nvcc"), "ncu": env.get("ncu"),
                            "cmake": env.get("cmake"), "ninja": env.get("ninja"), "stn_deploy_commit": env.get("repo_commit")}
