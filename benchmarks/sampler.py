@@ -349,6 +349,12 @@ def _summarise(case: dict, results: dict[str, dict], samples: dict[str, list[flo
         )
     for impl, us in host_us.items():
         results.setdefault(impl, {})["host_us_per_call"] = round(us, 1)
+    # The GPU issue's names, per implementation: how much faster than eager and compile it is.
+    for base, key in (("torch-eager", "speedup_vs_eager"), ("torch-compile", "speedup_vs_compile")):
+        if results.get(base, {}).get("status") == "ok":
+            for r in results.values():
+                if r.get("status") == "ok" and "median_ms" in r:
+                    r[key] = results[base]["median_ms"] / r["median_ms"]
     ordered = {name: results[name] for name in IMPLS if name in results}  # report in a fixed order
     case["results"] = ordered
     case["ratios"] = _ratios(ordered)

@@ -99,6 +99,12 @@ def test_dry_run_sampler_plan_is_the_issues_matrix(dry_run):
         assert case["ratios"]["plugin_fraction_of_copy"] == pytest.approx(results["copy"]["median_ms"] / fused["median_ms"])
         assert case["ratios"]["plugin_speedup_vs_torch_eager"] == pytest.approx(
             results["torch-eager"]["median_ms"] / fused["median_ms"])
+        assert fused["speedup_vs_eager"] == case["ratios"]["plugin_speedup_vs_torch_eager"]
+        assert fused["fraction_of_copy"] == pytest.approx(case["ratios"]["plugin_fraction_of_copy"])
+        if results["torch-compile"].get("status") == "ok":
+            assert fused["speedup_vs_compile"] == case["ratios"]["plugin_speedup_vs_torch_compile"]
+        else:
+            assert "speedup_vs_compile" not in fused
         assert "status" in case["prediction"]
     # The compile budget (100 s at 8 made-up seconds a compile) stops compiling after 13 cases.
     compiled = [c["results"]["torch-compile"].get("status") == "ok" for c in report["cases"]]
