@@ -789,17 +789,18 @@ def render_table(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--out", default=None, help="result folder (default: $OUT, else runs/gpu-check)")
     parser.add_argument("--dry-run", action="store_true", help="no CUDA: plan, synthetic numbers, every file")
     parser.add_argument("--only", default=None, help=f"comma-separated steps from {', '.join(STEPS)}")
     parser.add_argument("--skip", default=None, help="comma-separated steps to leave out")
-    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="wall seconds for all steps together")
-    parser.add_argument("--wheels", default=str(REPO / ".whl"), help="the carried folder (scripts/gpu-wheels.sh)")
-    parser.add_argument("--site", default="/tmp/site", help="where the carried wheels are installed")
-    parser.add_argument("--build-dir", default="/tmp/stn-build-sm90", help="CMake build folder of the sm_90 library")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help=f"wall seconds for all steps together (default {DEFAULT_BUDGET_S:g})")
+    parser.add_argument("--wheels", default=str(REPO / ".whl"), help="the carried folder (scripts/gpu-wheels.sh; default <repo>/.whl)")
+    parser.add_argument("--site", default="/tmp/site", help="where the carried wheels are installed (default /tmp/site)")
+    parser.add_argument("--build-dir", default="/tmp/stn-build-sm90", help="CMake build folder of the sm_90 library (default /tmp/stn-build-sm90)")
     parser.add_argument("--jobs", type=int, default=None, help="build jobs (default: every core)")
-    parser.add_argument("--python", default=sys.executable, help="interpreter of the child steps")
+    parser.add_argument("--python", default=sys.executable, help="interpreter of the child steps (default: this one)")
     parser.add_argument("--keep-existing", action="store_true", help="write into a folder that already holds files")
     args = parser.parse_args(argv)
     try:
