@@ -554,12 +554,20 @@ def condense_sampler(report: dict[str, Any]) -> dict[str, Any]:
         fused_pred = case.get("prediction", {}).get("fused", {})
         rows.append({"case": case["name"], "key": case.get("key"), "dtype": case["dtype"], "mode": case["mode"],
                      "impls": impls, "ratios": case.get("ratios", {}),
-                     "predicted_us": fused_pred.get("predicted_us"),
-                     "predicted_fraction_of_copy": fused_pred.get("predicted_fraction_of_copy"),
+                     "predicted_us": _number(fused_pred.get("predicted_us")),
+                     "predicted_fraction_of_copy": _number(fused_pred.get("predicted_fraction_of_copy")),
                      "prediction": case.get("prediction", {}).get("status")})
     return {"dry_run": report.get("dry_run", False), "complete": report.get("complete"),
             "prediction_source": report.get("settings", {}).get("prediction"), "cases": rows,
             "skipped_cases": report.get("skipped_cases", [])}
+
+
+def _number(value: Any) -> float | None:
+    """A number from another tool's JSON, or None (absent, null or not a number)."""
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def evaluate_targets(sampler: dict[str, Any], parity: dict[str, Any]) -> list[dict[str, Any]]:

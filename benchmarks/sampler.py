@@ -429,6 +429,12 @@ def load_predictions(path: Path) -> tuple[dict[tuple[str, str, str, str], dict],
         table = {}
         for row in rows:
             dtype = _DTYPE_ALIASES.get(str(row["dtype"]).lower(), str(row["dtype"]))
+            row = dict(row)
+            for key in ("predicted_us", "predicted_fraction_of_copy"):  # numbers or None, whatever came in
+                try:
+                    row[key] = float(row[key]) if row.get(key) is not None else None
+                except (TypeError, ValueError):
+                    row[key] = None
             table[(str(row["case"]), str(row["op"]), dtype, str(row["mode"]))] = row
     except (ValueError, KeyError, TypeError) as exc:
         return {}, f"unreadable: {path}: {type(exc).__name__}: {exc}"
