@@ -452,8 +452,9 @@ def attach_prediction(case: dict, table: dict, status: str) -> None:
         if row is None:
             pred[op] = {"status": "no row for this case in the resource report"}
             continue
-        entry = {"status": "ok", "kernel": row.get("kernel"), "predicted_us": row.get("predicted_us"),
-                 "predicted_fraction_of_copy": row.get("predicted_fraction_of_copy")}
+        # The whole row (kernel, predicted_us, predicted_fraction_of_copy, and whatever else the
+        # report says, e.g. what bounds it) beside the measurement.
+        entry = {"status": "ok", **{k: v for k, v in row.items() if k not in ("case", "op", "dtype", "mode")}}
         measured = case["results"].get(impl, {})
         if measured.get("status") == "ok":
             entry["measured_us"] = measured["median_ms"] * 1e3
