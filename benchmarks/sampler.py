@@ -21,21 +21,36 @@ median time. Ratios (same run): ``fraction_of_copy`` = copy time / time (the fra
 copy bandwidth reached), ``speedup_vs_eager`` and ``speedup_vs_compile`` = their time / the
 plugin's (fused) time.
 
-On CUDA: the four shapes of the GPU issue, fp32/fp16/bf16, bilinear/nearest/bicubic, median
-of >= 100 runs timed with CUDA events. On the CPU a reduced shape set, fp32, median of 20
-runs, every implementation on the same number of threads (``--threads``). Implementations
-are timed in interleaved rounds so that a change of load hits them alike. Writes ``sampler-<cpu|cuda>.json`` and ``.png`` (GB/s per case against the copy) into
-``benchmarks/results/`` (``-o`` to change). Not collected by pytest.
+On CUDA (``--matrix issue``, the default there): the four shapes of the GPU issue in
+fp32/fp16/bf16, bilinear on all of them, nearest and bicubic on the main case
+(64x3x224x224 -> 224^2); median of >= 100 runs timed with CUDA events, the queue filled by a
+GPU sleep first so that the events time the GPU's work and not Python's launch overhead, and
+enough input sets cycled through that the inputs come from memory, not the L2 cache.
+``--compile-budget-s`` stops compiling new cases once torch.compile has taken that long (the
+cases run in order of importance), ``--time-budget-s`` stops starting new cases (the rest are
+listed in ``skipped_cases``); the JSON is rewritten after every case, so a run stopped from
+outside keeps what it measured. Beside each case, the static resource report's roofline
+prediction (``--resources``, default ``benchmarks/results/kernel-resources.json``) or why there is
+none. ``--synthetic`` (the GPU check's dry run) walks the CUDA plan with made-up timings, marked
+synthetic, to test the report and the plot without a GPU.
+
+On the CPU (``--matrix product``) a reduced shape set, fp32, median of 20 runs, every
+implementation on the same number of threads (``--threads``), timed in interleaved rounds so
+that a change of load hits them alike. Writes ``sampler-<cpu|cuda>.json`` and ``.png`` (GB/s per
+case against the copy) into ``benchmarks/results/`` (``-o``, ``--stem`` to change). Not collected
+by pytest.
 
 Usage:
     python benchmarks/sampler.py                 # everything for this device
     python benchmarks/sampler.py --quick         # one small case per mode, few runs
     python benchmarks/sampler.py --cases mnist --dtypes fp32,bf16 --modes bilinear
+    python benchmarks/sampler.py --synthetic -o /tmp/dry   # no GPU: the CUDA plan, made-up numbers
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -49,13 +64,15 @@ from stn_deploy import bench  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
 from stn_deploy.io import save_figure, write_json  # noqa: E402
 
-#: name -> ((N, C, H, W), (Ho, Wo)); the GPU issue's shapes.
+#: name -> ((N, C, H, W), (Ho, Wo)); the GPU issue's shapes, its main case first.
 CUDA_CASES: dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]] = {
-    "mnist": ((256, 1, 28, 28), (28, 28)),
     "imagenet": ((64, 3, 224, 224), (224, 224)),
     "features": ((32, 64, 56, 56), (56, 56)),
+    "mnist": ((256, 1, 28, 28), (28, 28)),
     "hd-crop": ((8, 3, 1080, 1920), (512, 512)),
 }
+#: The case the GPU issue's targets are about; nearest and bicubic run on it alone (``--matrix issue``).
+MAIN_CASE = "imagenet"
 #: The CPU's reduced set: the same kinds of shape at a size 2 cores time in seconds.
 CPU_CASES: dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]] = {
     "mnist": ((256, 1, 28, 28), (28, 28)),
@@ -107,56 +124,163 @@ def _ort_session(mode: str, out_size: tuple[int, int], threads: int):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-class _Skip(Exception):
-    pass
+def _rotating(fn: Callable[..., Any], arg_sets: list[tuple]) -> Callable[[], Any]:
+    """A zero-argument callable calling ``fn(*args)`` on each of ``arg_sets`` in turn."""
+    if len(arg_sets) == 1:
+        args = arg_sets[0]
+        return lambda: fn(*args)
+    cycle = itertools.cycle(arg_sets)
+    return lambda: fn(*next(cycle))
 
 
-def _impls(case: dict, x, theta, grid, device: str, use_compile: bool, use_ort: bool,
+def _impls(case: dict, sets: list[tuple], device: str, use_compile: str | bool, use_ort: bool,
            threads: int) -> dict[str, Callable[[], Any] | str]:
-    """impl name -> zero-argument callable, or the reason it cannot run."""
+    """impl name -> zero-argument callable, or the reason it cannot run.
+
+    ``sets`` holds one or more (x, theta, grid) input sets of the case; each callable cycles
+    through them (on a GPU, so that the inputs are read from memory rather than the L2 cache).
+    ``use_compile`` is True, False or the reason torch.compile is skipped for this case.
+    """
     import torch
     import torch.nn.functional as F
 
     mode, size = case["mode"], tuple(case["out_size"])
-    full = (x.shape[0], x.shape[1], *size)
+    x0 = sets[0][0]
+    full = (x0.shape[0], x0.shape[1], *size)
     out: dict[str, Callable[[], Any] | str] = {}
     try:
         from stn_deploy import kernels
 
         kernels.load_library()
-        theta32 = theta.float().contiguous()
+        fused_sets = [(x, theta.float().contiguous()) for x, theta, _ in sets]
+        grid_sets = [(x, grid) for x, _, grid in sets]
         # num_threads only matters on the CPU: the same thread count as torch and ORT.
-        out["plugin-fused"] = lambda: kernels.affine_grid_sample(x, theta32, size, mode, "zeros", False, num_threads=threads)
-        out["plugin-grid"] = lambda: kernels.grid_sample(x, grid, mode, "zeros", False, num_threads=threads)
+        out["plugin-fused"] = _rotating(
+            lambda x, t: kernels.affine_grid_sample(x, t, size, mode, "zeros", False, num_threads=threads), fused_sets)
+        out["plugin-grid"] = _rotating(
+            lambda x, g: kernels.grid_sample(x, g, mode, "zeros", False, num_threads=threads), grid_sets)
     except (ImportError, UserError) as exc:
         out["plugin-fused"] = out["plugin-grid"] = f"plugin library unavailable: {exc}"
 
-    theta_x = theta.to(x.dtype)
+    eager_sets = [(x, theta.to(x.dtype)) for x, theta, _ in sets]
 
-    def eager():
+    def eager(x, theta_x):
         g = F.affine_grid(theta_x, full, align_corners=False)
         return F.grid_sample(x, g, mode=mode, padding_mode="zeros", align_corners=False)
 
-    out["torch-eager"] = eager
-    if use_compile:
-        compiled = torch.compile(eager, dynamic=False)
-        out["torch-compile"] = compiled
+    out["torch-eager"] = _rotating(eager, eager_sets)
+    if use_compile is True:
+        # Every case recompiles the same code object (other shape, dtype, mode): past dynamo's
+        # recompile limit (8) it would silently run eager. A fresh start per case avoids that.
+        torch._dynamo.reset()
+        out["torch-compile"] = _rotating(torch.compile(eager, dynamic=False), eager_sets)
+    elif isinstance(use_compile, str):
+        out["torch-compile"] = use_compile
     else:
         out["torch-compile"] = "not requested (--compile)" if device == "cpu" else "disabled (--no-compile)"
     if not use_ort:
         out["ort"] = "disabled (--no-ort)"
     elif device != "cpu":
         out["ort"] = "CPU only (the CUDA provider is not installed here)"
-    elif x.dtype != torch.float32:
+    elif x0.dtype != torch.float32:
         out["ort"] = "ONNX Runtime's CPU GridSample is fp32 only"
     else:
         session = _ort_session(mode, size, threads)
-        feed = {"x": x.numpy(), "theta": theta.float().numpy()}
+        feed = {"x": x0.numpy(), "theta": sets[0][1].float().numpy()}
         out["ort"] = lambda: session.run(None, feed)
     return out
 
 
-def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: bool, use_ort: bool, seed: int,
+def _copy_fn(half: int, device: str, n_sets: int) -> Callable[[], Any]:
+    """The copy baseline: ``half`` bytes read and ``half`` written, over ``n_sets`` buffer pairs."""
+    if n_sets == 1:
+        return bench.copy_fn(half, device)
+    import torch
+
+    n = max(1, int(half))
+    pairs = [(torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255),
+              torch.empty(n, dtype=torch.uint8, device=device)) for _ in range(n_sets)]
+    return _rotating(lambda src, dst: dst.copy_(src), pairs)
+
+
+#: GPU clock cycles per millisecond assumed to size the queue-filling sleep (H200 boost ~1.98 GHz;
+#: a slower clock only lengthens the sleep).
+SLEEP_CYCLES_PER_MS = 2.0e6
+SLEEP_MAX_MS = 50.0
+
+
+def time_cuda(fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, rounds: int = 5
+              ) -> tuple[dict[str, list[float]], dict[str, float], bool]:
+    """Per-call GPU times (ms) of several callables: CUDA events around every call, interleaved rounds.
+
+    Before each block of timed calls the stream gets a GPU sleep (``torch.cuda._sleep``) longer
+    than the host needs to queue the block, so every call is queued before the GPU reaches it and
+    the events time the GPU's work alone, not the Python launch overhead (tens of microseconds
+    through ctypes or the dispatcher, longer than a 10 us kernel).
+
+    Returns:
+        (samples per name, host microseconds per call per name, whether the queue was pre-filled).
+    """
+    import torch
+
+    sleep = getattr(torch.cuda, "_sleep", None)
+    host_us: dict[str, float] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            fn()
+        host_us[name] = (time.perf_counter() - t0) / 5 * 1e6
+        torch.cuda.synchronize()
+    rounds = max(1, min(rounds, iters))
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        n = iters // rounds + (1 if r < iters % rounds else 0)
+        for name, fn in fns.items():
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            if sleep is not None:
+                ms = min(SLEEP_MAX_MS, 0.5 + 2.0 * n * host_us[name] / 1e3)
+                sleep(int(ms * SLEEP_CYCLES_PER_MS))
+            for start, end in zip(starts, ends):
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize()
+            out[name].extend(start.elapsed_time(end) for start, end in zip(starts, ends))
+    return out, host_us, sleep is not None
+
+
+def _buffer_sets(per_set_bytes: int, device: str) -> int:
+    """How many input sets to cycle through: enough to exceed twice the GPU's L2 (at most 64)."""
+    if device != "cuda":
+        return 1
+    import torch
+
+    l2 = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0) or 64 * 2**20)
+    return max(1, min(64, math.ceil(2 * l2 / max(1, per_set_bytes))))
+
+
+def case_key(case: dict) -> str:
+    """``"64x3x224x224->224x224"``: how kernel-resources.json names a shape."""
+    return "x".join(map(str, case["shape"])) + "->" + "x".join(map(str, case["out_size"]))
+
+
+def _case_bytes(case: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """Effective bytes of the fused call (theta in) and of the grid call (grid in)."""
+    n, c, h, w = case["shape"]
+    elem = {"fp32": 4, "fp16": 2, "bf16": 2}[case["dtype"]]
+    ho, wo = case["out_size"]
+    by_theta = bench.sampler_bytes((n, c, h, w), case["out_size"], param_bytes=n * 6 * 4, elem_bytes=elem,
+                                   mode=case["mode"])
+    by_grid = bench.sampler_bytes((n, c, h, w), case["out_size"], param_bytes=n * ho * wo * 2 * elem, elem_bytes=elem,
+                                  mode=case["mode"])
+    return by_theta, by_grid
+
+
+def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: str | bool, use_ort: bool, seed: int,
              threads: int) -> dict:
     """Time every implementation of one case; fill ``case`` with bytes, results and ratios."""
     import torch
@@ -164,22 +288,25 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: b
 
     dtype = getattr(torch, DTYPES[case["dtype"]])
     n, c, h, w = case["shape"]
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, c, h, w, generator=gen).to(device=device, dtype=dtype)
-    theta = random_theta(n, seed).to(device)
-    grid = F.affine_grid(theta.to(dtype), (n, c, *case["out_size"]), align_corners=False).contiguous()
-    elem = x.element_size()
-    by_theta = bench.sampler_bytes(x.shape, case["out_size"], param_bytes=theta.numel() * theta.element_size(),
-                                   elem_bytes=elem, mode=case["mode"])
-    by_grid = bench.sampler_bytes(x.shape, case["out_size"], param_bytes=grid.numel() * grid.element_size(),
-                                  elem_bytes=elem, mode=case["mode"])
+    by_theta, by_grid = _case_bytes(case)
+    elem = torch.empty((), dtype=dtype).element_size()
+    per_set = n * c * h * w * elem + by_grid["params"]
+    n_sets = _buffer_sets(per_set, device)
+    sets = []
+    for k in range(n_sets):
+        gen = torch.Generator().manual_seed(seed + k)
+        x = torch.rand(n, c, h, w, generator=gen).to(device=device, dtype=dtype)
+        theta = random_theta(n, seed + k).to(device)
+        grid = F.affine_grid(theta.to(dtype), (n, c, *case["out_size"]), align_corners=False).contiguous()
+        sets.append((x, theta, grid))
     case["bytes"] = by_theta
     case["bytes_plugin_grid"] = by_grid
+    case["input_sets"] = n_sets
     cuda = device == "cuda"
     results: dict[str, dict] = {}
     half = by_theta["total"] // 2  # the copy reads and writes half each: the same bytes moved
-    runnable: dict[str, Callable[[], Any]] = {"copy": bench.copy_fn(half, device)}
-    for impl, fn in _impls(case, x, theta, grid, device, use_compile, use_ort, threads).items():
+    runnable: dict[str, Callable[[], Any]] = {"copy": _copy_fn(half, device, n_sets)}
+    for impl, fn in _impls(case, sets, device, use_compile, use_ort, threads).items():
         if isinstance(fn, str):
             results[impl] = {"status": "skipped", "reason": fn}
             continue
@@ -195,8 +322,20 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: b
         runnable[impl] = fn
         if impl == "torch-compile":
             results[impl] = {"compile_s": round(first_s, 2)}
-    # Interleaved rounds: load changes on a shared machine hit every implementation alike.
-    samples = bench.time_interleaved(runnable, warmup=warmup, iters=iters, cuda=cuda)
+    host_us: dict[str, float] = {}
+    if cuda:
+        samples, host_us, prefilled = time_cuda(runnable, warmup=warmup, iters=iters)
+        case["queue_prefilled"] = prefilled
+    else:
+        # Interleaved rounds: load changes on a shared machine hit every implementation alike.
+        samples = bench.time_interleaved(runnable, warmup=warmup, iters=iters, cuda=False)
+    _summarise(case, results, samples, half, by_theta, by_grid, host_us)
+    return case
+
+
+def _summarise(case: dict, results: dict[str, dict], samples: dict[str, list[float]], half: int,
+               by_theta: dict[str, int], by_grid: dict[str, int], host_us: dict[str, float]) -> None:
+    """Statistics, GB/s and fractions of the copy per implementation, then the ratios, into ``case``."""
     copy = bench.copy_stats(samples.pop("copy"), half)
     results["copy"] = {"status": "ok", "median_ms": copy["p50_ms"], "p90_ms": copy["p90_ms"], "min_ms": copy["min_ms"],
                        "iters": copy["iters"], "gbps": copy["gbps"], "bytes": by_theta["total"]}
@@ -208,10 +347,122 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: b
             status="ok", median_ms=stats["p50_ms"], p90_ms=stats["p90_ms"], min_ms=stats["min_ms"], iters=stats["iters"],
             gbps=gbps, bytes=nbytes, fraction_of_copy=gbps / copy["gbps"],
         )
-    results = {name: results[name] for name in IMPLS if name in results}  # report in a fixed order
-    case["results"] = results
-    case["ratios"] = _ratios(results)
+    for impl, us in host_us.items():
+        results.setdefault(impl, {})["host_us_per_call"] = round(us, 1)
+    # The GPU issue's names, per implementation: how much faster than eager and compile it is.
+    for base, key in (("torch-eager", "speedup_vs_eager"), ("torch-compile", "speedup_vs_compile")):
+        if results.get(base, {}).get("status") == "ok":
+            for r in results.values():
+                if r.get("status") == "ok" and "median_ms" in r:
+                    r[key] = results[base]["median_ms"] / r["median_ms"]
+    ordered = {name: results[name] for name in IMPLS if name in results}  # report in a fixed order
+    case["results"] = ordered
+    case["ratios"] = _ratios(ordered)
+
+
+def synthetic_case(case: dict, *, iters: int, use_compile: str | bool, seed: int) -> dict:
+    """Fill ``case`` with made-up timings (``--synthetic``, the GPU check's dry run): no GPU, no
+    torch kernels; the same statistics, ratios, prediction and plot code as a real run.
+
+    The numbers are a caricature of an H200 (copy at 4 TB/s, the plugin at 80 % of it, eager 3x
+    and compile 1.5x slower) and every result says ``synthetic: true``.
+    """
+    import random
+
+    rng = random.Random(f"{seed}/{case_key(case)}/{case['dtype']}/{case['mode']}")
+    by_theta, by_grid = _case_bytes(case)
+    case["bytes"] = by_theta
+    case["bytes_plugin_grid"] = by_grid
+    case["input_sets"] = 1
+    half = by_theta["total"] // 2
+    copy_ms = by_theta["total"] / 4.0e12 * 1e3 + 0.002
+    model = {"copy": copy_ms, "plugin-fused": copy_ms / 0.8, "plugin-grid": by_grid["total"] / 4.0e12 * 1e3 / 0.8 + 0.002,
+             "torch-eager": 3 * copy_ms / 0.8}
+    results: dict[str, dict] = {}
+    if use_compile is True:
+        model["torch-compile"] = 1.5 * copy_ms / 0.8
+        results["torch-compile"] = {"compile_s": 8.0}  # made up too: exercises the compile budget
+    else:
+        results["torch-compile"] = {"status": "skipped", "reason": use_compile or "disabled (--no-compile)"}
+    results["ort"] = {"status": "skipped", "reason": "CPU only (the CUDA provider is not installed here)"}
+    samples = {name: [ms * (1 + 0.02 * rng.random()) for _ in range(iters)] for name, ms in model.items()}
+    _summarise(case, results, samples, half, by_theta, by_grid, {})
+    for r in case["results"].values():
+        r["synthetic"] = True
     return case
+
+
+def plan_cases(names: list[str], dtypes: list[str], modes: list[str], matrix: str) -> list[tuple[str, str, str]]:
+    """(case, dtype, mode) in the order they run.
+
+    ``product``: every combination. ``issue`` (the GPU issue's set): bilinear on every shape,
+    nearest and bicubic on the main case only; bilinear first, so that a time budget that
+    runs out cuts the modes that matter least.
+    """
+    if matrix == "product":
+        return [(n, d, m) for n in names for d in dtypes for m in modes]
+    plan = [(n, d, "bilinear") for n in names for d in dtypes] if "bilinear" in modes else []
+    if MAIN_CASE in names:
+        plan += [(MAIN_CASE, d, m) for m in modes if m != "bilinear" for d in dtypes]
+    return plan
+
+
+# ------------------------------------------------------------------------- static prediction
+
+_DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "float": "fp32", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+                  "bf16": "bf16", "bfloat16": "bf16"}
+
+
+def load_predictions(path: Path) -> tuple[dict[tuple[str, str, str, str], dict], str]:
+    """The static resource report's roofline rows by (case key, op, dtype, mode), and a status line.
+
+    ``path`` is ``kernel-resources.json``: ``{"roofline": [{"case": "64x3x224x224->224x224",
+    "op": "fused"|"grid", "dtype", "mode", "kernel", "predicted_us", "predicted_fraction_of_copy"}]}``.
+    A missing or malformed file gives no rows and says why.
+    """
+    import json
+
+    if not path.is_file():
+        return {}, f"absent: {path} not found (no static prediction)"
+    try:
+        rows = json.loads(path.read_text())["roofline"]
+        table = {}
+        for row in rows:
+            dtype = _DTYPE_ALIASES.get(str(row["dtype"]).lower(), str(row["dtype"]))
+            row = dict(row)
+            for key in ("predicted_us", "predicted_fraction_of_copy"):  # numbers or None, whatever came in
+                try:
+                    row[key] = float(row[key]) if row.get(key) is not None else None
+                except (TypeError, ValueError):
+                    row[key] = None
+            table[(str(row["case"]), str(row["op"]), dtype, str(row["mode"]))] = row
+    except (ValueError, KeyError, TypeError) as exc:
+        return {}, f"unreadable: {path}: {type(exc).__name__}: {exc}"
+    return table, f"ok: {len(table)} rows from {path}"
+
+
+def attach_prediction(case: dict, table: dict, status: str) -> None:
+    """Put the prediction beside the measurement: ``case["prediction"]`` per plugin op."""
+    if not table:
+        case["prediction"] = {"status": status}
+        return
+    pred: dict[str, Any] = {"status": "ok"}
+    for op, impl in (("fused", "plugin-fused"), ("grid", "plugin-grid")):
+        row = table.get((case_key(case), op, case["dtype"], case["mode"]))
+        if row is None:
+            pred[op] = {"status": "no row for this case in the resource report"}
+            continue
+        # The whole row (kernel, predicted_us, predicted_fraction_of_copy, and whatever else the
+        # report says, e.g. what bounds it) beside the measurement.
+        entry = {"status": "ok", **{k: v for k, v in row.items() if k not in ("case", "op", "dtype", "mode")}}
+        measured = case["results"].get(impl, {})
+        if measured.get("status") == "ok":
+            entry["measured_us"] = measured["median_ms"] * 1e3
+            entry["measured_fraction_of_copy"] = measured["fraction_of_copy"]
+            if row.get("predicted_us"):
+                entry["measured_over_predicted"] = entry["measured_us"] / float(row["predicted_us"])
+        pred[op] = entry
+    case["prediction"] = pred
 
 
 def _ratios(results: dict[str, dict]) -> dict[str, float | None]:
@@ -240,7 +491,7 @@ def plot(report: dict, target: Path) -> None:
     dtypes = list(dict.fromkeys(c["dtype"] for c in report["cases"]))
     impls = [i for i in IMPLS if i != "copy" and any(c["results"].get(i, {}).get("status") == "ok" for c in report["cases"])]
     n_cases = max(1, max(sum(1 for c in report["cases"] if c["dtype"] == d) for d in dtypes) if dtypes else 1)
-    fig, axes = plt.subplots(len(dtypes) or 1, 1, figsize=(max(8, 0.9 * n_cases + 3), 3.6 * max(1, len(dtypes))),
+    fig, axes = plt.subplots(len(dtypes) or 1, 1, figsize=(max(9, 0.9 * n_cases + 5), 3.6 * max(1, len(dtypes))),
                              dpi=110, squeeze=False)
     width = 0.8 / max(1, len(impls))
     for ax, dtype in zip(axes[:, 0], dtypes or ["-"]):
@@ -253,13 +504,18 @@ def plot(report: dict, target: Path) -> None:
         for i, c in enumerate(cases):
             ax.hlines(c["results"]["copy"]["gbps"], i - 0.45, i + 0.45, colors="black", linewidth=1.5,
                       label="copy (same bytes)" if i == 0 else None)
+        predicted = [(i, c["bytes"]["total"] / (float(c["prediction"]["fused"]["predicted_us"]) * 1e-6) / 1e9)
+                     for i, c in enumerate(cases) if c.get("prediction", {}).get("fused", {}).get("predicted_us")]
+        if predicted:
+            ax.plot([i for i, _ in predicted], [g for _, g in predicted], "rx", label="plugin-fused predicted")
         ax.set_xticks(range(len(cases)))
         ax.set_xticklabels([f"{c['name']}\n{c['mode']}" for c in cases], fontsize=7)
         ax.set_ylabel("effective GB/s")
         ax.set_yscale("log")
         ax.set_title(f"{dtype} on {report['device'].get('gpu') or report['device'].get('cpu')}", fontsize=9)
         ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save_figure(fig, target)
 
@@ -270,24 +526,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=None, help=f"comma-separated case names from {', '.join(CUDA_CASES)} (default all)")
     parser.add_argument("--dtypes", default=None, help="comma-separated from fp32,fp16,bf16 (default: all on CUDA, fp32 on the CPU)")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated interpolation modes (default all)")
+    parser.add_argument("--matrix", choices=("auto", "issue", "product"), default="auto",
+                        help="issue: bilinear on every shape, nearest/bicubic on the main case only; product: every "
+                             "combination (default: issue on CUDA, product on the CPU)")
     parser.add_argument("--iters", type=int, default=None, help="timed runs per implementation (default 100 on CUDA, 20 on the CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 10 on CUDA, 3 on the CPU)")
     parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="time torch.compile (default on CUDA)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--compile-budget-s", type=float, default=None,
+                        help="stop compiling new cases once torch.compile has taken this many seconds (default: none)")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="start no case that would end past this many seconds; the rest are listed as skipped")
     parser.add_argument("--no-ort", dest="ort", action="store_false", default=True)
     parser.add_argument("--quick", action="store_true", help="mnist case only, fp32, few runs: a smoke test")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch, the plugin's CPU reference and ORT alike (default: torch's)")
+    parser.add_argument("--resources", type=Path, default=REPO / "benchmarks" / "results" / "kernel-resources.json",
+                        help="the static resource report whose roofline prediction goes beside each case")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="dry run: the CUDA plan with made-up timings (no GPU needed), marked synthetic")
+    parser.add_argument("--profile-launches", type=int, default=0,
+                        help="no timing: launch the fused kernel of each planned case this many times and exit "
+                             "(for Nsight Compute)")
+    parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON",
+                        help="no timing: draw the PNG of an existing report (one a stopped run left) beside it")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stem", default=None, help="output file name without suffix (default sampler-<cpu|cuda>)")
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
+    if args.plot_only is not None:
+        import json
+
+        if not args.plot_only.is_file():
+            print(f"error: report {args.plot_only} not found", file=sys.stderr)
+            return 2
+        plot(json.loads(args.plot_only.read_text()), args.plot_only.with_suffix(".png"))
+        print(f"wrote {args.plot_only.with_suffix('.png')}")
+        return 0
 
     import torch
 
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if args.synthetic:
+        device = "cuda"
+    elif args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA GPU is available", file=sys.stderr)
         return 2
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    else:
+        device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     table = CUDA_CASES if device == "cuda" else CPU_CASES
     names = args.cases.split(",") if args.cases else (["mnist"] if args.quick else list(table))
     dtypes = args.dtypes.split(",") if args.dtypes else (["fp32"] if args.quick or device == "cpu" else list(DTYPES))
@@ -297,43 +583,117 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             print(f"error: unknown {what} {bad[0]!r}; choose from {', '.join(known)}", file=sys.stderr)
             return 2
+    for flag, value in (("--iters", args.iters), ("--time-budget-s", args.time_budget_s),
+                        ("--compile-budget-s", args.compile_budget_s)):
+        if value is not None and value <= 0:
+            print(f"error: {flag} must be positive, got {value}", file=sys.stderr)
+            return 2
+    matrix = args.matrix if args.matrix != "auto" else ("issue" if device == "cuda" else "product")
+    plan = plan_cases(names, dtypes, modes, matrix)
+    if not plan:
+        print("error: the chosen cases, dtypes and modes leave nothing to run", file=sys.stderr)
+        return 2
+    if args.profile_launches:
+        return _profile(plan, table, device, args.profile_launches, args.seed)
     iters = args.iters or (5 if args.quick else 100 if device == "cuda" else 20)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 10 if device == "cuda" else 3)
     use_compile = args.compile if args.compile is not None else device == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    predictions, prediction_status = load_predictions(args.resources)
 
+    env = bench.environment()
+    if args.synthetic:
+        env["device"]["gpu"] = "synthetic (dry run, no GPU)"
     report: dict[str, Any] = {
         "format": "stn-deploy-sampler-bench",
-        "version": 1,
+        "version": 2,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **bench.environment(),
-        "settings": {"device": device, "iters": iters, "warmup": warmup, "timer": "cuda-events" if device == "cuda" else "perf_counter",
-                     "statistic": "median", "cpu_threads": threads, "interleaved": True, "padding_mode": "zeros", "align_corners": False, "compile": use_compile,
+        "dry_run": args.synthetic,
+        "complete": False,
+        **env,
+        "settings": {"device": device, "matrix": matrix, "iters": iters, "warmup": warmup,
+                     "timer": "synthetic" if args.synthetic else "cuda-events" if device == "cuda" else "perf_counter",
+                     "queue_prefill": "a GPU sleep before each block of timed calls: the events time the GPU's work, "
+                                      "not the host's launch overhead" if device == "cuda" else None,
+                     "input_sets": "on CUDA, enough input sets cycled through to exceed twice the L2 cache",
+                     "statistic": "median", "cpu_threads": threads, "interleaved": True, "padding_mode": "zeros", "align_corners": False,
+                     "compile": use_compile, "compile_budget_s": args.compile_budget_s, "time_budget_s": args.time_budget_s,
                      "bytes": "output + theta (grid for plugin-grid) + input actually read (taps x output pixels, capped at the input)",
                      "copy": "device-to-device copy" if device == "cuda" else "host memcpy",
-                     "fraction_of_copy": "copy time / time, same bytes"},
+                     "fraction_of_copy": "copy time / time, same bytes",
+                     "prediction": prediction_status},
         "cases": [],
+        "skipped_cases": [],
     }
-    torch.manual_seed(args.seed)
-    for name in names:
-        shape, out_size = table[name]
-        for dtype in dtypes:
-            for mode in modes:
-                case = {"name": name, "shape": list(shape), "out_size": list(out_size), "dtype": dtype, "mode": mode}
-                run_case(case, device, warmup=warmup, iters=iters, use_compile=use_compile, use_ort=args.ort, seed=args.seed,
-                         threads=threads)
-                report["cases"].append(case)
-                print(_line(case), flush=True)
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.output_dir / f"sampler-{device}"
+    stem = args.output_dir / (args.stem or f"sampler-{device}")
+    torch.manual_seed(args.seed)
+    compile_spent = 0.0
+    compile_failed = ""
+    longest_case_s = 0.0
+    for name, dtype, mode in plan:
+        shape, out_size = table[name]
+        key = "x".join(map(str, shape)) + "->" + "x".join(map(str, out_size))
+        case = {"name": name, "key": key, "shape": list(shape), "out_size": list(out_size), "dtype": dtype, "mode": mode}
+        elapsed = time.perf_counter() - started
+        if args.time_budget_s is not None and elapsed + longest_case_s > args.time_budget_s:
+            report["skipped_cases"].append({k: case[k] for k in ("name", "key", "dtype", "mode")}
+                                           | {"reason": f"time budget of {args.time_budget_s:g} s: {elapsed:.0f} s spent"})
+            continue
+        compile_now: str | bool = use_compile
+        if use_compile and compile_failed:
+            compile_now = f"skipped: torch.compile failed on an earlier case ({compile_failed})"
+        elif use_compile and args.compile_budget_s is not None and compile_spent >= args.compile_budget_s:
+            compile_now = f"skipped: compile budget of {args.compile_budget_s:g} s spent"
+        t0 = time.perf_counter()
+        if args.synthetic:
+            synthetic_case(case, iters=iters, use_compile=compile_now, seed=args.seed)
+        else:
+            run_case(case, device, warmup=warmup, iters=iters, use_compile=compile_now, use_ort=args.ort, seed=args.seed,
+                     threads=threads)
+        case["seconds"] = round(time.perf_counter() - t0, 2)
+        longest_case_s = max(longest_case_s, case["seconds"])
+        compiled = case["results"].get("torch-compile", {})
+        compile_spent += compiled.get("compile_s", 0.0) or 0.0
+        if compiled.get("status") == "failed":  # it would fail again, at a compile's cost each time
+            compile_failed = f"{case['name']} {dtype} {mode}"
+        attach_prediction(case, predictions, prediction_status)
+        report["cases"].append(case)
+        print(_line(case), flush=True)
+        write_json(stem.with_suffix(".json"), report)  # a run stopped from outside keeps what it measured
+        if device == "cuda" and not args.synthetic:
+            torch.cuda.empty_cache()
+
+    report["complete"] = not report["skipped_cases"]
+    report["seconds"] = round(time.perf_counter() - started, 1)
     plot(report, stem.with_suffix(".png"))
     write_json(stem.with_suffix(".json"), report)
+    for skipped in report["skipped_cases"]:
+        print(f"skipped {skipped['name']} {skipped['dtype']} {skipped['mode']}: {skipped['reason']}")
     print(f"wrote {stem}.json and {stem}.png")
+    return 0
+
+
+def _profile(plan: list[tuple[str, str, str]], table: dict, device: str, launches: int, seed: int) -> int:
+    """Launch the fused kernel of each planned case ``launches`` times (a profiler picks them up)."""
+    import torch
+
+    from stn_deploy import kernels
+
+    if device != "cuda":
+        print("error: --profile-launches needs CUDA", file=sys.stderr)
+        return 2
+    for name, dtype, mode in plan:
+        shape, out_size = table[name]
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(*shape, generator=gen).to(device=device, dtype=getattr(torch, DTYPES[dtype]))
+        theta = random_theta(shape[0], seed).to(device)
+        for _ in range(launches):
+            kernels.affine_grid_sample(x, theta, out_size, mode, "zeros", False)
+        torch.cuda.synchronize()
+        print(f"profiled {name} {dtype} {mode}: {launches} launches of the fused kernel", flush=True)
     return 0
 
 
@@ -342,12 +702,16 @@ def _line(case: dict) -> str:
     for impl in IMPLS:
         r = case["results"].get(impl, {})
         if r.get("status") == "ok":
-            parts.append(f"{impl} {r['median_ms']:.3f} ms {r['gbps']:.1f} GB/s")
+            parts.append(f"{impl} {r['median_ms'] * 1e3:.1f} us {r['gbps']:.3g} GB/s")
     ratios = case["ratios"]
     if ratios.get("plugin_fraction_of_copy") is not None:
         parts.append(f"plugin = {100 * ratios['plugin_fraction_of_copy']:.0f}% of copy")
-        if ratios.get("plugin_speedup_vs_torch_eager"):
-            parts.append(f"{ratios['plugin_speedup_vs_torch_eager']:.2f}x eager")
+        for other, label in (("torch_eager", "eager"), ("torch_compile", "compile")):
+            if ratios.get(f"plugin_speedup_vs_{other}"):
+                parts.append(f"{ratios[f'plugin_speedup_vs_{other}']:.2f}x {label}")
+    fused = case.get("prediction", {}).get("fused", {})
+    if fused.get("predicted_us"):
+        parts.append(f"predicted {float(fused['predicted_us']):.1f} us")
     return " | ".join(parts)
 
 
