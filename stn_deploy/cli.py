@@ -174,7 +174,7 @@ from stn_deploy.run import BACKENDS as _RUN_BACKENDS  # noqa: E402
               help="The .onnx file to write.")
 @click.option("--ops", type=click.Choice(_EXPORT_OPS), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
-                   "STNAffineGridSample (our TensorRT plugin).")
+                   "STNAffineGridSample (our TensorRT plugin); native: ops stock TensorRT imports, no plugin.")
 @click.option("--opset", type=click.IntRange(_EXPORT_MIN_OPSET, _EXPORT_MAX_OPSET), default=_EXPORT_DEFAULT_OPSET,
               show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
@@ -197,14 +197,18 @@ def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
               help="The plugin ONNX to write.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
+@click.option("--to", "to", type=click.Choice(["plugin", "native"]), default="plugin", show_default=True,
+              help="plugin: our plugin ops; native: ops stock TensorRT imports (AffineGrid as MatMul on a "
+                   "base grid, opset-16 GridSample names), no plugin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def rewrite_command(model, output, fuse, as_json):
-    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops."""
+def rewrite_command(model, output, fuse, to, as_json):
+    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops (or native ops)."""
     import json
 
     from stn_deploy.graph import RewriteOptions, rewrite
+    from stn_deploy.native import rewrite_native
 
-    report = rewrite(RewriteOptions(model, output, fuse=fuse))
+    report = rewrite_native(model, output) if to == "native" else rewrite(RewriteOptions(model, output, fuse=fuse))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
