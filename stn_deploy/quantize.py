@@ -81,7 +81,7 @@ class QuantizeReport:
     def lines(self) -> list[str]:
         out = [f"INT8: {len(self.quantized)} node(s) quantised ({self.qdq_nodes} Q/DQ nodes), "
                f"{len(self.kept_float)} kept in float, calibrated on {self.calibration['source']} "
-               f"({self.calibration['samples']} images) in {self.seconds:.1f} s"]
+               f"({self.calibration['samples']} images) in {self.seconds:.2f} s"]
         reasons: dict[str, int] = {}
         for why in self.kept_float.values():
             reasons[why] = reasons.get(why, 0) + 1
