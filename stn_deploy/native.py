@@ -240,6 +240,8 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     report.opset_in = opset
     dims, _ = tensor_table(model)
     ranks = {k: len(v) for k, v in dims.items()}
+    projective = _projective_grids(model)  # xy AffineGrid output -> (theta, grid), and the nodes they replace
+    skip = {t for _, _, dead in projective.values() for t in dead}
     new_nodes: list = []
     new_inits: list = []
     five_d = False
@@ -247,7 +249,14 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
         domain = node.domain or ""
         label = node.name or node.output[0]
         e = _Emitter(f"{label}/native")
-        if node.op_type == "AffineGrid" and domain in ("", "ai.onnx"):
+        if node.output and node.output[0] in skip:
+            continue
+        if node.op_type == "AffineGrid" and node.output[0] in projective:
+            theta, grid, _ = projective[node.output[0]]
+            emit_affine_grid(e, theta, node.input[1], 4, bool(_attr(node, "align_corners", 0)), grid, projective=True)
+            report.replaced.append(NativeChange(label, "AffineGrid", "MatMul on a Range base grid, Div",
+                                                "projective: 2 AffineGrid + Div as one MatMul with theta [N,3,3]"))
+        elif node.op_type == "AffineGrid" and domain in ("", "ai.onnx"):
             rank = _affine_grid_rank(node, dims)
             if not rank:
                 raise UserError(f"AffineGrid {label!r}: unknown output rank; cannot build its native grid")
@@ -287,7 +296,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
         new_nodes.extend(e.nodes)
         new_inits.extend(e.initializers)
     del model.graph.node[:]
-    model.graph.node.extend(new_nodes)
+    model.graph.node.extend(_live(new_nodes, {o.name for o in model.graph.output}))
     model.graph.initializer.extend(new_inits)
     if not any(n.domain == schema.PLUGIN_DOMAIN for n in model.graph.node):
         keep = [i for i in model.opset_import if i.domain != schema.PLUGIN_DOMAIN]
@@ -332,6 +341,41 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     report.opset_out = target
     del model.graph.value_info[:]  # stale shapes of replaced tensors; check_model infers them again
     return check_model(model)
+
+
+def _projective_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, str, set[str]]]:
+    """The projective grids ``models.ProjectiveGenerator`` exports (two AffineGrid + Div,
+    matched by ``graph``'s rewrite): {xy AffineGrid output: (theta, grid (the Div's output),
+    outputs of the nodes the fused grid replaces)}."""
+    import onnx_graphsurgeon as gs
+
+    from stn_deploy.graph import _match_projective
+
+    graph = gs.import_onnx(model)
+    outputs = {t.name for t in graph.outputs}
+    found = {}
+    for node in graph.nodes:
+        if node.op != "GridSample" or len(node.inputs) < 2:
+            continue
+        m = _match_projective(node.inputs[1], outputs)
+        if m is None:
+            continue
+        theta, ag_xy, ag_w = m
+        grid = node.inputs[1]
+        div = grid.inputs[0]
+        found[ag_xy.outputs[0].name] = (theta.name, grid.name, {ag_w.outputs[0].name, div.outputs[0].name})
+    return found
+
+
+def _live(nodes: list, graph_outputs: set[str]) -> list:
+    """``nodes`` less those whose outputs nothing reads (left over from a fused grid)."""
+    needed = set(graph_outputs)
+    keep = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    return keep[::-1]
 
 
 def native_problems(model: "onnx.ModelProto") -> list[str]:
