@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    started = time.perf_counter()
+    import os
+
+    started, load_before = time.perf_counter(), os.getloadavg()
     try:
         with tempfile.TemporaryDirectory(prefix="stn-native-int8-") as tmp:
             work = Path(tmp)
@@ -209,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                    "tensorrt_rtx": get_backend("rtx").version, "ort_threads": args.threads},
+                    "tensorrt_rtx": get_backend("rtx").version, "ort_threads": args.threads,
+                    # 1-minute load before and after: CPU times on a shared machine vary with it.
+                    "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "budget": {"dataset": DATASET, "epochs": args.epochs, "batch_size": 32, "lr": 3e-3, "train_threads": 1,
                    "seed": 0, "calibration": "512 RTS training images (seed 1), min/max, symmetric, per-channel"},
         "accuracy": acc, "warp_shift_px": shift, "flavours": fl,
