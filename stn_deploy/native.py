@@ -42,7 +42,6 @@ OPSET16_MODE_NAMES = {"linear": "bilinear", "cubic": "bicubic", "nearest": "near
 #: Opset-20 mode names for a 5-D GridSample (opset 16 has no 5-D GridSample at all).
 OPSET20_MODE_NAMES = {"bilinear": "linear", "bicubic": "cubic", "linear": "linear", "cubic": "cubic",
                       "nearest": "nearest"}
-_PLUGIN_MODE_NAMES = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 
 
 @dataclass
@@ -68,8 +67,8 @@ class NativeReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        out = [f"native: replaced {len(self.replaced)} node(s), left {len(self.left)}; "
-               f"opset {self.opset_in} -> {self.opset_out}"]
+        out = [(f"native: replaced {len(self.replaced)} node(s), left {len(self.left)}; "
+                f"opset {self.opset_in} -> {self.opset_out}")]
         for c in self.replaced:
             out.append(f"  replaced {c.op} {c.node!r} -> {c.replaced_by}" + (f" ({c.note})" if c.note else ""))
         for c in self.left:
@@ -165,11 +164,13 @@ def emit_affine_grid(e: _Emitter, theta: str, size: str, rank: int, align_corner
 def _affine_grid_rank(node, dims: dict) -> int:
     """4 or 5 (the grid's rank) from the grid's inferred shape, the size's length or theta's
     shape ([N, 2, 3] or [N, 3, 4]); 0 when none is known."""
-    for name, pick in ((node.output[0], len), (node.input[1], lambda d: d[0] if d else None),
-                       (node.input[0], lambda d: {2: 4, 3: 5}.get(d[1]) if len(d) == 3 else None)):
-        d = dims.get(name)
-        if d is not None and pick(d) in (4, 5):
-            return int(pick(d))
+    grid, size, theta = (dims.get(t) for t in (node.output[0], node.input[1], node.input[0]))
+    if grid and len(grid) in (4, 5):
+        return len(grid)
+    if size and size[0] in (4, 5):
+        return int(size[0])
+    if theta and len(theta) == 3 and theta[1] in (2, 3):
+        return int(theta[1]) + 2
     return 0
 
 
@@ -240,8 +241,8 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     report.opset_in = opset
     dims, _ = tensor_table(model)
     ranks = {k: len(v) for k, v in dims.items()}
-    projective = _projective_grids(model)  # xy AffineGrid output -> (theta, grid), and the nodes they replace
-    skip = {t for _, _, dead in projective.values() for t in dead}
+    fused = _projective_grids(model)  # xy AffineGrid output -> (theta, grid), and the nodes they replace
+    skip = {t for _, _, dead in fused.values() for t in dead}
     new_nodes: list = []
     new_inits: list = []
     five_d = False
@@ -251,8 +252,8 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
         e = _Emitter(f"{label}/native")
         if node.output and node.output[0] in skip:
             continue
-        if node.op_type == "AffineGrid" and node.output[0] in projective:
-            theta, grid, _ = projective[node.output[0]]
+        if node.op_type == "AffineGrid" and node.output[0] in fused:
+            theta, grid, _ = fused[node.output[0]]
             emit_affine_grid(e, theta, node.input[1], 4, bool(_attr(node, "align_corners", 0)), grid, projective=True)
             report.replaced.append(NativeChange(label, "AffineGrid", "MatMul on a Range base grid, Div",
                                                 "projective: 2 AffineGrid + Div as one MatMul with theta [N,3,3]"))
@@ -263,7 +264,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
             emit_affine_grid(e, node.input[0], node.input[1], rank, bool(_attr(node, "align_corners", 0)), node.output[0])
             report.replaced.append(NativeChange(label, "AffineGrid", "MatMul on a Range base grid"))
         elif domain == schema.PLUGIN_DOMAIN and node.op_type in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP):
-            mode = _PLUGIN_MODE_NAMES[int(_attr(node, schema.FIELD_INTERPOLATION_MODE, 0))]
+            mode = schema.INTERPOLATION_NAMES[int(_attr(node, schema.FIELD_INTERPOLATION_MODE, 0))]
             padding = schema.PADDING_NAMES[int(_attr(node, schema.FIELD_PADDING_MODE, 0))]
             ac = int(_attr(node, schema.FIELD_ALIGN_CORNERS, 0))
             x = node.input[0]

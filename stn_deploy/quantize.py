@@ -79,9 +79,9 @@ class QuantizeReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        out = [f"INT8: {len(self.quantized)} node(s) quantised ({self.qdq_nodes} Q/DQ nodes), "
-               f"{len(self.kept_float)} kept in float, calibrated on {self.calibration['source']} "
-               f"({self.calibration['samples']} images) in {self.seconds:.2f} s"]
+        out = [(f"INT8: {len(self.quantized)} node(s) quantised ({self.qdq_nodes} Q/DQ nodes), "
+                f"{len(self.kept_float)} kept in float, calibrated on {self.calibration['source']} "
+                f"({self.calibration['samples']} images) in {self.seconds:.2f} s")]
         reasons: dict[str, int] = {}
         for why in self.kept_float.values():
             reasons[why] = reasons.get(why, 0) + 1
@@ -328,7 +328,7 @@ def quantize_model(model: "onnx.ModelProto", images: "np.ndarray", *, quantize_r
         _restore_plugin_nodes(out, model)
     out = _drop_dead(out)
     check_model(out)
-    report = QuantizeReport(input=label, output="", calibration={"samples": int(len(images))},
+    report = QuantizeReport(input=label, output="", calibration={"samples": len(images)},
                             quantized=[n for n in chosen if _has_qdq_weight(out, n)],
                             kept_float={**{k: v for k, v in kept.items() if "/native/" not in k},
                                         **{n.name: "sampler" for n in out.graph.node if _is_sampler(n)}},
@@ -460,7 +460,7 @@ def warp_shift(model: "onnx.ModelProto", images: "np.ndarray", calibration: "np.
         return [res[names.index(g)] for g in grids]
 
     ref = run(base)
-    out = {"image_hw": [int(h), int(w)], "images": int(len(images))}
+    out = {"image_hw": [int(h), int(w)], "images": len(images)}
     for key, qr in (("theta_float", False), ("theta_int8", True)):
         q, _ = quantize_model(base, calibration, quantize_regression=qr)
         moved = [np.abs(a.astype(np.float64) - r.astype(np.float64))[..., :2] * half for a, r in zip(run(q), ref)]

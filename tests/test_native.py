@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from helpers_export import STANDARD_TOL, assert_close, perturb_transformers
+from helpers_export import assert_close, perturb_transformers
 from helpers_trt import affine_grid_graph, grid_sample_graph
 from stn_deploy import schema
 from stn_deploy.cli import main
@@ -148,7 +148,7 @@ def test_to_native_grid_is_dynamic(rank, align, mode, projective):
     assert "AffineGrid" not in {n.op_type for n in native.graph.node}
     # One MatMul per grid: a projective grid's two AffineGrids are fused (theta [N,3,3]).
     assert sum(n.op_type == "MatMul" for n in native.graph.node) == 1
-    opset = [i.version for i in native.opset_import if i.domain in ("", "ai.onnx")][0]
+    opset = next(i.version for i in native.opset_import if i.domain in ("", "ai.onnx"))
     gs = next(n for n in native.graph.node if n.op_type == "GridSample")
     new_mode = next(a.s.decode() for a in gs.attribute if a.name == "mode")
     if rank == 4:  # opset-16 names; a 5-D GridSample exists from opset 20 only
@@ -169,6 +169,39 @@ def test_to_native_grid_is_dynamic(rank, align, mode, projective):
             theta[:, 2, 2] = 1.0
         got = sess.run(None, {"x": x, "theta": theta, "size": np.array(size, dtype=np.int64)})[0]
         assert_close(got, _torch_affine(x, theta, list(size), align, torch_mode, projective), what=f"size {size}")
+
+
+def test_to_native_mixed_plugin_and_affine_grid():
+    """A projective plugin op followed by an AffineGrid + GridSample in one graph."""
+    fields = {schema.FIELD_INTERPOLATION_MODE: 0, schema.FIELD_PADDING_MODE: 1, schema.FIELD_ALIGN_CORNERS: 0,
+              schema.FIELD_TRANSFORM: 1, schema.FIELD_OUT_D: 0, schema.FIELD_OUT_H: 6, schema.FIELD_OUT_W: 7}
+    nodes = [
+        helper.make_node(schema.AFFINE_GRID_SAMPLE_OP, ["x", "h"], ["x2"], name="plugin", domain=schema.PLUGIN_DOMAIN,
+                         plugin_version=schema.PLUGIN_VERSION, **fields),
+        helper.make_node("AffineGrid", ["theta", "size"], ["grid"], name="ag", align_corners=1),
+        helper.make_node("GridSample", ["x2", "grid"], ["y"], name="gs", mode="linear", align_corners=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "mixed",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 2, 9, 8]), helper.make_tensor_value_info("h", FLOAT, ["N", 3, 3]),
+         helper.make_tensor_value_info("theta", FLOAT, ["N", 2, 3])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 2, 5, 4])],
+        initializer=[helper.make_tensor("size", TensorProto.INT64, [4], [2, 2, 5, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(schema.PLUGIN_DOMAIN, 1)])
+    native = to_native(model)
+    _assert_native(native)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 2, 9, 8)).astype(np.float32)
+    h = (np.eye(3) + 0.1 * rng.standard_normal((2, 3, 3))).astype(np.float32)
+    h[:, 2, 2] = 1.0
+    theta = (np.eye(2, 3) + 0.2 * rng.standard_normal((2, 2, 3))).astype(np.float32)
+    from stn_deploy.models.generators import projective_grid
+
+    x2 = F.grid_sample(torch.from_numpy(x), projective_grid(torch.from_numpy(h), [2, 2, 6, 7], False),
+                       padding_mode="border", align_corners=False)
+    expected = F.grid_sample(x2, F.affine_grid(torch.from_numpy(theta), [2, 2, 5, 4], align_corners=True),
+                             align_corners=True).numpy()
+    assert_close(_session(native).run(None, {"x": x, "h": h, "theta": theta})[0], expected, what="mixed graph")
 
 
 def test_to_native_keeps_opset_20_when_an_op_changed_meaning():
