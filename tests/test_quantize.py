@@ -127,10 +127,15 @@ def test_int8_builds_with_rtx(trained):
     from stn_deploy import trt
 
     d = trained["dir"]
-    (outcome,) = trt.build_many([trt.BuildOptions(d / "native.int8.onnx", d / "int8.engine", backend="rtx")])
-    assert outcome.ok, outcome.error
-    types = {layer["type"] for layer in outcome.result.sidecar["network"]["layers"]}
-    assert {"QUANTIZE", "DEQUANTIZE", "GRID_SAMPLE", "CONVOLUTION"} <= types
+    cases = {"native": trt.BuildOptions(d / "native.int8.onnx", d / "int8.engine", backend="rtx")}
+    if kernels_available() is None:  # the plugin library is built
+        cases["plugin"] = trt.BuildOptions(d / "plugin.int8.onnx", d / "plugin-int8.engine", backend="rtx")
+    outcomes = dict(zip(cases, trt.build_many(list(cases.values()))))
+    sampler_layer = {"native": "GRID_SAMPLE", "plugin": "PLUGIN_V3"}
+    for flavour, outcome in outcomes.items():
+        assert outcome.ok, f"{flavour}: {outcome.error}"
+        types = {layer["type"] for layer in outcome.result.sidecar["network"]["layers"]}
+        assert {"QUANTIZE", "DEQUANTIZE", "CONVOLUTION", sampler_layer[flavour]} <= types, flavour
 
 
 def _one_line_exit_2(args, words):
