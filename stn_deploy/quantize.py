@@ -17,6 +17,7 @@ put back as the original plugin nodes.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -309,6 +310,9 @@ def quantize_model(model: "onnx.ModelProto", images: "np.ndarray", *, quantize_r
     with tempfile.TemporaryDirectory(prefix="stn-quant-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(work, str(src))
+        # ORT logs "consider pre-processing" on the root logger; our graphs arrive shape-
+        # inferred (graph.check_model) and have no BatchNorm to fold, so it is noise here.
+        logging.disable(logging.WARNING)
         try:
             quantize_static(
                 str(src), str(dst), _reader(input_name, images), quant_format=QuantFormat.QDQ,
@@ -322,6 +326,8 @@ def quantize_model(model: "onnx.ModelProto", images: "np.ndarray", *, quantize_r
         except Exception as exc:  # ORT's quantiser raises many types for graphs it cannot take
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"{label}: ONNX Runtime's quantiser failed: {first[:300]}") from None
+        finally:
+            logging.disable(logging.NOTSET)
         out = onnx.load(str(dst))
     _float_sampler_inputs(out)
     if has_plugin:
