@@ -22,7 +22,6 @@ and ``rewrite --to native``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -494,20 +493,23 @@ def compare_flavours(
     gpu = trt.gpu_available()
     if gpu:
         for flavour in ("plugin", "native"):
-            out[flavour]["latency_ms"] = _engine_latency(Path(out[flavour]["engine"]), batches, repeats,
-                                                         (c, h, w), res.input_name)
+            out[flavour]["latency_ms"] = _engine_latency(
+                Path(out[flavour]["engine"]), batches, repeats, (c, h, w), res.input_name,
+                plugin_library if flavour == "plugin" else None)
     return FlavourComparison(model=str(checkpoint), backend=name, backend_version=version,
                              plugin=out["plugin"], native=out["native"], gpu=bool(gpu))
 
 
-def _engine_latency(engine: Path, batches, repeats: int, chw, input_name: str) -> dict[str, float]:
-    """Median ms per inference of an engine at each batch (GPU; the runner's own timing)."""
+def _engine_latency(engine: Path, batches, repeats: int, chw, input_name: str,
+                    plugin_library: Path | None) -> dict[str, float]:
+    """Median ms per inference of an engine at each batch (GPU; Polygraphy's per-call time,
+    which includes the host/device copies of both flavours alike)."""
     import numpy as np
 
     from stn_deploy import trt
 
     medians = {}
-    runner = trt.EngineRunner(engine)
+    runner = trt.EngineRunner(engine, plugin_library=plugin_library)
     with runner:
         for b in batches:
             x = np.random.default_rng(0).standard_normal((b, *chw)).astype(np.float32)
@@ -515,8 +517,7 @@ def _engine_latency(engine: Path, batches, repeats: int, chw, input_name: str) -
                 runner.infer({input_name: x})
             times = []
             for _ in range(repeats):
-                t0 = time.perf_counter()
                 runner.infer({input_name: x})
-                times.append((time.perf_counter() - t0) * 1e3)
+                times.append(runner.last_inference_time() * 1e3)
             medians[str(b)] = float(np.median(times))
     return medians

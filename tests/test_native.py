@@ -337,3 +337,22 @@ def test_doctor_native_5d_per_target(tmp_path):
     severity = {t: [f.severity for f in doctor(path, t).findings if f.rule == "trt-gridsample-5d"] for t in
                 ("trt10", "trt11", "rtx", "ort")}
     assert severity == {"trt10": ["error"], "trt11": ["warning"], "rtx": ["warning"], "ort": []}
+
+
+@needs_rtx
+def test_compare_flavours_builds_both_engines(tmp_path):
+    """``bench``'s plugin-vs-native comparison on the CPU: build seconds and engine bytes."""
+    from helpers_export import kernels_available, perturbed_checkpoint
+    from stn_deploy.native import compare_flavours
+
+    why = kernels_available()
+    if why:
+        pytest.skip(why)
+    ckpt = perturbed_checkpoint(tmp_path / "m.pt", "st-cnn-projective", seed=2)
+    res = compare_flavours(ckpt, tmp_path / "work", backend="rtx")
+    assert res.backend == "rtx" and not res.gpu
+    assert "PLUGIN_V3" in res.plugin["layers"] and "PLUGIN_V3" not in res.native["layers"]
+    assert res.native["layers"].count("GRID_SAMPLE") == 1 and "GRID_SAMPLE" not in res.plugin["layers"]
+    for side in (res.plugin, res.native):
+        assert side["build_seconds"] > 0 and side["engine_bytes"] == Path(side["engine"]).stat().st_size
+        assert "latency_ms" not in side  # needs a GPU
