@@ -10,7 +10,9 @@ therefore has
   of a projective grid left as it is (the dynamo exporter's Mul/ReduceSum decomposition is
   never used: it is ~200x slower in ONNX Runtime and fixes H/W);
 - our plugin ops (``STNGridSample``, ``STNAffineGridSample``) replaced by the same grid and
-  a standard ``GridSample``;
+  a standard ``GridSample``; a projective grid (two AffineGrid + Div) as one MatMul with
+  theta [N,3,3] and a Div; the dynamo exporter's Mul+ReduceSum grid (a third party's) as the
+  same MatMul grid, its size staying what that export fixed;
 - 4-D ``GridSample`` with the opset-16 mode names ``bilinear|nearest|bicubic`` and the
   default-domain opset lowered to ``NATIVE_OPSET`` (17), where those are the spec's names.
   A 5-D ``GridSample`` exists only from opset 20 (with ``linear|nearest``), so a graph with
@@ -242,6 +244,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     ranks = {k: len(v) for k, v in dims.items()}
     fused = _projective_grids(model)  # xy AffineGrid output -> (theta, grid), and the nodes they replace
     skip = {t for _, _, dead in fused.values() for t in dead}
+    decomposed = _decomposed_grids(model)  # grid -> (theta, spatial, align_corners)
     new_nodes: list = []
     new_inits: list = []
     five_d = False
@@ -251,7 +254,16 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
         e = _Emitter(f"{label}/native")
         if node.output and node.output[0] in skip:
             continue
-        if node.op_type == "AffineGrid" and node.output[0] in fused:
+        if node.output and node.output[0] in decomposed:
+            import numpy as np
+
+            theta, spatial, ac = decomposed[node.output[0]]
+            n = e.op("Slice", [e.op("Shape", [theta]), e.const([0], np.int64), e.const([1], np.int64), e.const([0], np.int64)])
+            size = e.op("Concat", [n, e.const([1, *spatial], np.int64)], axis=0)
+            emit_affine_grid(e, theta, size, 2 + len(spatial), ac, node.output[0])
+            report.replaced.append(NativeChange(label, "Mul+ReduceSum affine grid", "MatMul on a Range base grid",
+                                                f"the dynamo exporter's decomposed grid; its size {spatial} stays fixed"))
+        elif node.op_type == "AffineGrid" and node.output[0] in fused:
             theta, grid, _ = fused[node.output[0]]
             emit_affine_grid(e, theta, node.input[1], 4, bool(_attr(node, "align_corners", 0)), grid, projective=True)
             report.replaced.append(NativeChange(label, "AffineGrid", "MatMul on a Range base grid, Div",
@@ -298,6 +310,10 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     del model.graph.node[:]
     model.graph.node.extend(_live(new_nodes, {o.name for o in model.graph.output}))
     model.graph.initializer.extend(new_inits)
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    alive = [t for t in model.graph.initializer if t.name in used]  # a fused grid's base-grid constant, ...
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(alive)
     if not any(n.domain == schema.PLUGIN_DOMAIN for n in model.graph.node):
         keep = [i for i in model.opset_import if i.domain != schema.PLUGIN_DOMAIN]
         del model.opset_import[:]
@@ -364,6 +380,24 @@ def _projective_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, str, set
         grid = node.inputs[1]
         div = grid.inputs[0]
         found[ag_xy.outputs[0].name] = (theta.name, grid.name, {ag_w.outputs[0].name, div.outputs[0].name})
+    return found
+
+
+def _decomposed_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, list[int], bool]]:
+    """The dynamo exporter's Mul+ReduceSum affine grids feeding a GridSample (matched by
+    ``graph``'s rewrite): {grid: (theta, spatial sizes, align_corners)}."""
+    import onnx_graphsurgeon as gs
+
+    from stn_deploy.graph import _match_decomposed, tensor_table
+
+    dims, _ = tensor_table(model)
+    graph = gs.import_onnx(model)
+    found = {}
+    for node in graph.nodes:
+        if node.op == "GridSample" and len(node.inputs) > 1:
+            m = _match_decomposed(node.inputs[1], dims)
+            if m is not None:
+                found[node.inputs[1].name] = (m[0].name, list(m[1]), bool(m[2]))
     return found
 
 

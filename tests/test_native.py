@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from helpers_export import assert_close, perturb_transformers
+from helpers_export import PLUGIN_TOL, assert_close, perturb_transformers
 from helpers_trt import affine_grid_graph, grid_sample_graph
 from stn_deploy import schema
 from stn_deploy.cli import main
@@ -260,6 +260,53 @@ def test_rewrite_to_native_plugin_graph(tmp_path, one_torch_thread):
     with torch.no_grad():
         expected = model(x).numpy()
     assert_close(_session(native).run(None, {"input": x.numpy()})[0], expected, what="plugin -> native")
+
+
+@pytest.mark.parametrize("projective", [False, True], ids=["affine", "projective"])
+def test_rewrite_to_native_user_exported_stn(tmp_path, projective):
+    """A user's own legacy torch.onnx.export of an STN (test_graph's fixture), batch 3 where
+    the export traced 2."""
+    from test_graph import _user_export, _UserSTN
+
+    torch.manual_seed(0)
+    model = _UserSTN(projective).eval()
+    original = _user_export(model)
+    native = to_native(original)
+    _assert_native(native)
+    x = {"img": torch.randn(3, 1, 24, 24).numpy()}
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x["img"])).numpy()
+    got = _session(native).run(None, x)[0]
+    # The AffineGrid graph itself is 1.1-1.35e-5 from PyTorch in ORT on this fixture (ORT's
+    # GridSample on unbounded randn images), hence the plugin tests' bound here.
+    assert_close(got, _session(original).run(None, x)[0], tol=PLUGIN_TOL, what="native vs AffineGrid in ORT")
+    assert_close(got, expected, tol=PLUGIN_TOL, what="user STN, native vs PyTorch")
+
+
+@pytest.mark.slow
+def test_rewrite_to_native_dynamo_decomposed_grid(tmp_path):
+    """The dynamo exporter's Mul+ReduceSum grid (200x slower in ORT) becomes the MatMul grid."""
+    from test_graph import _UserSTN
+
+    torch.manual_seed(1)
+    model = _UserSTN().eval()
+    src = tmp_path / "dynamo.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), str(src), input_names=["img"], verbose=False)
+    from stn_deploy.doctor import decomposed_grid_nodes
+    from stn_deploy.native import rewrite_native
+
+    assert decomposed_grid_nodes(onnx.load(src)), "the dynamo export no longer decomposes affine_grid"
+    report = rewrite_native(src, tmp_path / "native.onnx")
+    assert any("decomposed" in c.note for c in report.replaced)
+    native = onnx.load(str(tmp_path / "native.onnx"))
+    _assert_native(native)
+    assert not decomposed_grid_nodes(native) and "ReduceSum" not in {n.op_type for n in native.graph.node}
+    x = torch.randn(2, 1, 24, 24)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert_close(_session(native).run(None, {"img": x.numpy()})[0], expected, what="dynamo STN, native")
 
 
 @pytest.mark.parametrize("content, words", [(b"not onnx at all", "not an ONNX model"), (None, "overwrite the input")])
