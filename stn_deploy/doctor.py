@@ -8,7 +8,7 @@ What is an error depends on the target runtime (``--target``).
 |---|---|
 | ``trt-gridsample-mode`` | opset-20 GridSample ``linear``/``cubic`` become nearest in TensorRT 10's parser (NVIDIA/TensorRT#4646) |
 | ``trt-affinegrid`` | no AffineGrid importer in TensorRT 10 / TensorRT-RTX 1.7 |
-| ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890) |
+| ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890); TensorRT-RTX 1.7 parses and builds it (GPU results unchecked) |
 | ``bicubic-outside-plugin`` | bicubic sampling by anything but our plugin (mmdeploy falls back to bilinear; TensorRT/ORT border reads differ) |
 | ``decomposed-affine-grid`` | the dynamo exporter's Mul+ReduceSum affine grid: fixed H/W, 200x slower in ONNX Runtime |
 | ``fp16-large-coordinates`` | fp16 grid coordinates on inputs wider or taller than 2048 |
