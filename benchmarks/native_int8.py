@@ -6,7 +6,7 @@ flavour) against our plugin, and INT8 with the sampler kept in float against flo
    quantises it (``stn_deploy.quantize``, 512 RTS training images), then reports the RTS
    test error of float and INT8 in ONNX Runtime (all 2156 test images) and the drop.
 2. ONNX Runtime CPU latency, float vs INT8, at batch 1 and 64 (medians, same run, same
-   thread count); the INT8/float ratio is the result.
+   thread count, alternating blocks of 10 calls); the float/INT8 ratio is the result.
 3. ``quantize.warp_shift``: how far the sampling grid moves (input pixels) when theta is
    quantised too, against the default (localisation FC/regression kept float).
 4. ``native.compare_flavours``: plugin vs native engines of the same models, built with
@@ -40,26 +40,35 @@ FLAVOUR_MODELS = ("st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st-cnn-mu
 DATASET = "RTS"
 
 
-def _ort_latency(model_path: Path, batch: int, threads: int, iters: int, warmup: int = 5) -> float:
-    """Median ms of one ``run`` in ONNX Runtime (CPU, ``threads`` intra-op threads)."""
+def _paired_latency(float_path: Path, int8_path: Path, batch: int, threads: int, iters: int,
+                    block: int = 10) -> tuple[float, float]:
+    """Median ms of one ``run`` of each model in ONNX Runtime (CPU, ``threads`` intra-op
+    threads), timed in alternating blocks of ``block`` calls so that both see the same load
+    on a shared machine."""
     import numpy as np
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    shape = [batch, *[d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape[1:]]]
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(times))
+    def session(path: Path):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    sessions = [session(float_path), session(int8_path)]
+    inp = sessions[0].get_inputs()[0]
+    shape = [batch, *[d if isinstance(d, int) else 1 for d in inp.shape[1:]]]
+    feed = {inp.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    for sess in sessions:
+        for _ in range(5):
+            sess.run(None, feed)
+    times: list[list[float]] = [[], []]
+    while len(times[1]) < iters:
+        for i, sess in enumerate(sessions):
+            for _ in range(block):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times[0])), float(statistics.median(times[1]))
 
 
 def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tuple[list[dict], dict]:
@@ -83,8 +92,7 @@ def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tup
         err_f, err_q = task_error(onnx.load(str(f32)), DATASET), task_error(onnx.load(str(i8)), DATASET)
         speed = {}
         for b in (1, 64):
-            ms_f = _ort_latency(f32, b, threads, iters)
-            ms_q = _ort_latency(i8, b, threads, iters)
+            ms_f, ms_q = _paired_latency(f32, i8, b, threads, iters)
             speed[str(b)] = {"float_ms": round(ms_f, 4), "int8_ms": round(ms_q, 4), "int8_speedup": round(ms_f / ms_q, 3)}
         rows.append({
             "model": name, "train_seconds": round(train_s, 1), "torch_test_error": round(metrics["test_error"], 3),
