@@ -115,7 +115,9 @@ def test_validate_reports_int8_accuracy_against_float(trained):
                                     "--report", str(trained["dir"] / "v.json")])
     import json
 
-    report = json.loads((trained["dir"] / "v.json").read_text())
+    text = (trained["dir"] / "v.json").read_text()
+    assert "Infinity" not in text  # strict JSON
+    report = json.loads(text)
     assert report["candidate"]["precision"] == "int8" and report["accuracy"]["limit"] == 0.5
     assert res.exit_code == (0 if report["accuracy"]["passed"] else 1), res.output
     assert "accuracy: candidate" in res.output
