@@ -208,7 +208,7 @@ def visualize_command(checkpoint, output, dataset, count, seed):
               help="The .onnx file to write.")
 @click.option("--ops", type=click.Choice(OPS_CHOICES), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
-                   "STNAffineGridSample (our TensorRT plugin).")
+                   "STNAffineGridSample (our TensorRT plugin); native: ops stock TensorRT imports, no plugin.")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
               show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
@@ -231,14 +231,18 @@ def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
               help="The plugin ONNX to write.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
+@click.option("--to", "to", type=click.Choice(["plugin", "native"]), default="plugin", show_default=True,
+              help="plugin: our plugin ops; native: ops stock TensorRT imports (AffineGrid as MatMul on a "
+                   "base grid, opset-16 GridSample names), no plugin.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def rewrite_command(model, output, fuse, as_json):
-    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops."""
+def rewrite_command(model, output, fuse, to, as_json):
+    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops (or native ops)."""
     import json
 
     from stn_deploy.graph import RewriteOptions, rewrite
+    from stn_deploy.native import rewrite_native
 
-    report = rewrite(RewriteOptions(model, output, fuse=fuse))
+    report = rewrite_native(model, output) if to == "native" else rewrite(RewriteOptions(model, output, fuse=fuse))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -281,6 +285,34 @@ def run_command(model, inputs, output, backend, batch, seed):
     res = run(RunOptions(model, output, inputs=inputs, backend=backend, batch=batch, seed=seed))
     shapes = ", ".join(f"{k} {v}" for k, v in res.outputs.items())
     click.echo(f"{res.kind} on {res.backend}: {shapes} in {res.inference_ms:.2f} ms -> {res.output}")
+
+
+@main.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The INT8 (QDQ) ONNX to write.")
+@click.option("--calibration", default="RTS", show_default=True, metavar="DATASET|FILE.npz",
+              help=f"Calibration images: a dataset ({', '.join(DATASETS)}; its training split) or an .npz of images.")
+@click.option("--samples", type=int, default=512, show_default=True, help="Calibration images used.")
+@click.option("--quantize-regression", is_flag=True,
+              help="Also quantise the localisation nets' FC and regression layers (moves theta; to measure it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def quantize_command(model, output, calibration, samples, quantize_regression, as_json):
+    """INT8 post-training quantisation (ONNX Runtime, QDQ, per-channel) with the samplers in float.
+
+    Convolutions and the classifier's FC layers go to INT8; the localisation nets' FC and
+    regression layers, the grid generators and the samplers stay float. Standard, native and
+    plugin ONNX.
+    """
+    import json
+
+    from stn_deploy.quantize import QuantizeOptions, quantize
+
+    report = quantize(QuantizeOptions(model, output, calibration=calibration, samples=samples,
+                                      quantize_regression=quantize_regression))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else "\n".join(report.lines()))
+    if not as_json:
+        click.echo(f"wrote {report.output}")
 
 
 
@@ -452,8 +484,8 @@ def inspect_command(engine, flavour, as_json):
 @click.option("--max-images", type=click.IntRange(min=1), default=None, help="Use only the first N test images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images per inference (capped by an engine's profile).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.1, show_default=True,
-              help="Allowed task-accuracy difference, percentage points.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
+              help="Allowed task-accuracy difference, percentage points  [default: 0.1; 0.5 for an INT8 candidate]")
 def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, adversarial, max_images,
                      batch_size, max_accuracy_drop):
     """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime) with PyTorch.

@@ -8,7 +8,7 @@ What is an error depends on the target runtime (``--target``).
 |---|---|
 | ``trt-gridsample-mode`` | opset-20 GridSample ``linear``/``cubic`` become nearest in TensorRT 10's parser (NVIDIA/TensorRT#4646) |
 | ``trt-affinegrid`` | no AffineGrid importer in TensorRT 10 / TensorRT-RTX 1.7 |
-| ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890) |
+| ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890); TensorRT-RTX 1.7 parses and builds it (GPU results unchecked) |
 | ``bicubic-outside-plugin`` | bicubic sampling by anything but our plugin (mmdeploy falls back to bilinear; TensorRT/ORT border reads differ) |
 | ``decomposed-affine-grid`` | the dynamo exporter's Mul+ReduceSum affine grid: fixed H/W, 200x slower in ONNX Runtime |
 | ``fp16-large-coordinates`` | fp16 grid coordinates on inputs wider or taller than 2048 |
@@ -185,17 +185,26 @@ def _rules(model, target: str, report: DoctorReport) -> None:
             if target == "trt10" and opset >= 20 and mode in ("linear", "cubic"):
                 add(Finding("trt-gridsample-mode", name, "error",
                             f"opset-{opset} GridSample mode {mode!r} becomes 'nearest' in TensorRT 10's parser",
-                            "stn-deploy rewrite (plugin op), or export at opset 16-19 with mode names bilinear/bicubic"))
+                            "stn-deploy rewrite (plugin op), or rewrite --to native / export --ops native "
+                            "(opset 17, mode names bilinear/bicubic)"))
             elif target == "rtx" and opset >= 20 and mode in ("linear", "cubic"):
                 add(Finding("trt-gridsample-mode", name, "info",
                             f"GridSample mode {mode!r}: TensorRT-RTX 1.7 maps it correctly, TensorRT 10 may not",
                             "stn-deploy rewrite for one engine path on every TensorRT"))
             x_dims = dims.get(node.input[0])
             if trt and x_dims is not None and len(x_dims) == 5:
-                sev = "warning" if target == "trt11" else "error"
-                add(Finding("trt-gridsample-5d", name, sev,
-                            "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2",
-                            "stn-deploy rewrite (the plugin samples 5-D)"))
+                if target == "rtx":
+                    # Checked by a real parse + CPU build with TensorRT-RTX 1.7.1: a GRID_SAMPLE
+                    # layer (LINEAR) is built; its results on a GPU are not checked yet.
+                    add(Finding("trt-gridsample-5d", name, "warning",
+                                "5-D GridSample: TensorRT-RTX 1.7 parses and builds it (native flavour), "
+                                "but its GPU results are unverified; TensorRT 10 rejects it",
+                                "validate the engine on a GPU, or stn-deploy rewrite (the plugin samples 5-D)"))
+                else:
+                    sev = "warning" if target == "trt11" else "error"
+                    add(Finding("trt-gridsample-5d", name, sev,
+                                "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2",
+                                "stn-deploy rewrite (the plugin samples 5-D); the native flavour needs TensorRT 11.2+"))
             if interp == schema.InterpolationMode.BICUBIC:
                 add(Finding("bicubic-outside-plugin", name, "warning" if trt else "info",
                             "bicubic GridSample outside our plugin: runtimes differ from PyTorch at the 2-pixel border",
@@ -204,7 +213,8 @@ def _rules(model, target: str, report: DoctorReport) -> None:
             sev = "warning" if target == "trt11" else "error"
             add(Finding("trt-affinegrid", name, sev,
                         "AffineGrid: TensorRT 10 and TensorRT-RTX 1.7 have no importer (UNSUPPORTED_NODE)",
-                        "stn-deploy rewrite (fuses AffineGrid+GridSample into STNAffineGridSample)"))
+                        "stn-deploy rewrite (fuses AffineGrid+GridSample into STNAffineGridSample), or "
+                        "rewrite --to native (MatMul on a base grid, no plugin)"))
         elif node.op_type.lower() in MMDEPLOY_SAMPLERS and node.domain != schema.PLUGIN_DOMAIN:
             # mmdeploy's TensorRT plugin: bicubic silently falls back to bilinear.
             if int(attr_value(node, "interpolation_mode", 0)) == int(schema.InterpolationMode.BICUBIC):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-OPS_CHOICES = ("standard", "plugin")
+OPS_CHOICES = ("standard", "plugin", "native")
 DEFAULT_OPSET = 20
 #: AffineGrid exists from opset 20; opset-16 GridSample alone cannot express affine STNs.
 MIN_OPSET = 20
@@ -49,8 +49,10 @@ class ExportOptions:
     Attributes:
         checkpoint: a checkpoint written by ``stn-deploy train``.
         output: the ``.onnx`` file to write (atomically).
-        ops: ``standard`` (AffineGrid + GridSample) or ``plugin`` (our TensorRT plugin ops).
+        ops: ``standard`` (AffineGrid + GridSample), ``plugin`` (our TensorRT plugin ops) or
+            ``native`` (ops stock TensorRT imports, ``stn_deploy.native``).
         opset: ONNX opset of the default domain; default 20 (the first with AffineGrid).
+            A native graph is lowered to opset 17 afterwards (its GridSample mode names).
         dynamic_batch: make the batch dimension dynamic; default True.
         dynamic_hw: make input H/W dynamic: None = where the model allows (auto), True =
             required (UserError if the model cannot), False = fixed.
@@ -291,6 +293,10 @@ def to_onnx(
             raise UserError(f"torch.onnx.export failed at opset {opset}: {first[:300]}") from None
     proto = onnx.load_from_string(buf.getvalue())
     proto = fold_constant_affine_grids(proto)
+    if ops == "native":
+        from stn_deploy.native import to_native
+
+        proto = to_native(proto)
     for k, v in (metadata or {}).items():
         proto.metadata_props.add(key=k, value=str(v))
     check_model(proto)
@@ -357,6 +363,11 @@ def _check_flavour(model: "onnx.ModelProto", ops: str, n_samplers: int) -> None:
             raise UserError(f"standard export: {counts.get('GridSample', 0)} GridSample for {n_samplers} samplers")
         from stn_deploy.doctor import decomposed_grid_nodes
 
+        if ops == "native":
+            from stn_deploy.native import native_problems
+
+            if native_problems(model):
+                raise UserError(f"native export left {'; '.join(native_problems(model))}")
         if decomposed_grid_nodes(model):
             raise UserError("standard export produced a decomposed affine grid (Mul+ReduceSum); expected AffineGrid")
 
@@ -429,8 +440,10 @@ def export_module(
     counts: dict[str, int] = {}
     for n in proto.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    from stn_deploy.graph import opset_version
+
     return ExportResult(
-        path=str(output), ops=ops, opset=opset, input_name=INPUT_NAME, input_shape=dims,
+        path=str(output), ops=ops, opset=opset_version(proto), input_name=INPUT_NAME, input_shape=dims,
         output_names=[o.name for o in proto.graph.output], dynamic_hw=hw,
         samplers=_samplers_meta(model), op_counts=counts,
         metadata={p.key: p.value for p in proto.metadata_props},

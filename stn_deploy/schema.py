@@ -16,16 +16,18 @@ PLUGIN_VERSION = "1"
 
 
 class Precision(StrEnum):
-    """Compute precision of an engine or graph (``--precision``); engine I/O stays fp32."""
+    """Compute precision of an engine or graph; engine I/O stays fp32. ``--precision`` of a
+    build takes the float ones (``PRECISION_NAMES``); INT8 comes from a quantised (QDQ) graph."""
 
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
+    INT8 = "int8"
 
     @property
     def dtype(self) -> str:
-        """The numpy-style dtype name: the key of the tolerance tables."""
-        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[self.value]
+        """The numpy-style dtype name: the key of the tolerance tables (float ones)."""
+        return {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8"}[self.value]
 
     @classmethod
     def from_dtype(cls, dtype: str) -> Precision:
@@ -36,7 +38,8 @@ class Precision(StrEnum):
         raise UserError(f"no precision for dtype {dtype!r}; known: {', '.join(p.dtype for p in cls)}")
 
 
-PRECISION_NAMES = tuple(p.value for p in Precision)
+#: The precisions a build can be asked for (``--precision``).
+PRECISION_NAMES = (Precision.FP32.value, Precision.FP16.value, Precision.BF16.value)
 #: ONNX domain of our plugin ops; the TensorRT parser uses it as plugin namespace, and our
 #: creators have an empty namespace so they match any domain.
 PLUGIN_DOMAIN = "stn_deploy"

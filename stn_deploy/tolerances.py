@@ -79,6 +79,9 @@ class ErrorStats:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["passed"] = self.passed
+        for key in ("atol", "rtol"):  # an unbounded tolerance (INT8 candidates): JSON has no infinity
+            if not np.isfinite(d[key]):
+                d[key] = None
         return d
 
     def line(self) -> str:

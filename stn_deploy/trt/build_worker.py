@@ -48,6 +48,11 @@ def _layer_info(flavour: Flavour, layer) -> dict:
                               "namespace": core.plugin_namespace}
         except Exception as exc:  # the layer still builds; only its description is poorer
             info["plugin"] = {"error": str(exc)}
+    elif layer.type == trt.LayerType.GRID_SAMPLE:
+        # What the parser made of the mode names (opset-20 names read as nearest: #4646).
+        layer.__class__ = trt.IGridSampleLayer
+        info["grid_sample"] = {"interpolation": layer.interpolation_mode.name, "sample_mode": layer.sample_mode.name,
+                               "align_corners": bool(layer.align_corners)}
     return info
 
 
