@@ -26,7 +26,9 @@ KIND_ONNX_STANDARD = "onnx-standard"
 KIND_ONNX_PLUGIN = "onnx-plugin"
 KIND_ENGINE = "engine"
 MODEL_KINDS = (KIND_CHECKPOINT, KIND_ONNX_STANDARD, KIND_ONNX_PLUGIN, KIND_ENGINE)
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = ("torch", "ort", "trt", "triton")
+#: a model served by Triton (``--backend triton --url HOST:PORT``; stn_deploy.triton.client)
+KIND_SERVED = "served"
 DEFAULT_BACKEND = {KIND_CHECKPOINT: "torch", KIND_ONNX_STANDARD: "ort", KIND_ONNX_PLUGIN: "ort", KIND_ENGINE: "trt"}
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 #: torch.save writes a zip archive (PK..) by default, a pickle (0x80) with the legacy format.
@@ -163,6 +165,8 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunn
         UserError: unreadable/foreign file, a backend that cannot run this kind of model,
             an engine without a GPU.
     """
+    if backend == "triton":
+        raise UserError("--backend triton runs a served model: give --url HOST:PORT (stn_deploy.triton.client)")
     kind = detect_kind(model_path)
     backend = backend or DEFAULT_BACKEND[kind]
     if backend not in BACKENDS:
@@ -308,6 +312,8 @@ class RunOptions:
         backend: ``torch``, ``ort`` or ``trt``; default by model kind.
         batch: batch size of random inputs; default 1.
         seed: seed of random inputs; default 0.
+        url: with backend ``triton``: the server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
+        model_name: with backend ``triton``: the served model; default ``model`` read as a name.
     """
 
     model: Path
@@ -316,6 +322,8 @@ class RunOptions:
     backend: str | None = None
     batch: int = 1
     seed: int = 0
+    url: str | None = None
+    model_name: str | None = None
 
 
 @dataclass
@@ -336,10 +344,18 @@ def run(options: RunOptions) -> RunResult:
     """
     if options.batch < 1:
         raise UserError("--batch must be at least 1")
-    kind = detect_kind(options.model)
-    backend = options.backend or DEFAULT_BACKEND[kind]
+    if (options.url is not None) != (options.backend == "triton"):
+        raise UserError("--url and --backend triton go together (a served model)")
     feed = load_inputs(options.inputs) if options.inputs else None
-    runner = open_runner(options.model, backend)
+    if options.backend == "triton":
+        from stn_deploy.triton.client import parse_target, triton_runner
+
+        kind, backend = KIND_SERVED, "triton"
+        runner = triton_runner(parse_target(options.url, options.model_name or str(options.model)))
+    else:
+        kind = detect_kind(options.model)
+        backend = options.backend or DEFAULT_BACKEND[kind]
+        runner = open_runner(options.model, backend)
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feed is None:

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from stn_deploy.errors import UserError
 
@@ -142,6 +145,9 @@ def python_backend_env(explicit: Path | None = None) -> tuple[Path, Path] | None
 def port_free(port: int, address: str = LOOPBACK) -> bool:
     """Whether ``address:port`` can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As servers bind: connections of a previous server in TIME_WAIT do not block it,
+        # a live listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError:
@@ -164,13 +170,17 @@ def free_ports(count: int, address: str = LOOPBACK) -> list[int]:
     return ports
 
 
-def _log_tail(path: Path, lines: int = 8) -> str:
+def _log_tail(path: Path, lines: int = 4) -> str:
+    """The server's error lines (Triton prefixes them with ``E``), else its last lines, joined."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return "(no log)"
-    useful = [ln for ln in text if ln.strip() and not set(ln.strip()) <= set("+-|")]
-    return " | ".join(ln.strip() for ln in useful[-lines:]) or "(empty log)"
+    useful = [ln.strip() for ln in text if ln.strip() and ln.strip()[0] not in "+|"]
+    errors = [ln for ln in useful if re.match(r"^E\d{4} ", ln) or ln.startswith("error:")]
+    picked = errors[-lines:] if errors else useful[-lines:]
+    # "E1201 20:07:27.351283 23924 model_lifecycle.cc:641] msg" -> "msg"
+    return " | ".join(re.sub(r"^[EWI]\d{4} [\d:.]+ \d+ \S+\] ", "", ln) for ln in picked) or "(empty log)"
 
 
 class TritonServer:
@@ -367,3 +377,28 @@ _LIVE: set[TritonServer] = set()
 def _stop_all() -> None:
     for server in list(_LIVE):
         server.stop(timeout_s=5)
+
+
+def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None] | None = None) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM, then stop it and its stubs.
+
+    Raises:
+        UserError: it did not come up (see ``TritonServer.start``) or exited by itself (with
+            the last lines of its log).
+    """
+    server = TritonServer(options)
+    server.start()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        while not stop.is_set() and server.alive():
+            stop.wait(0.5)
+        if not stop.is_set():
+            code = server.process.returncode if server.process else None
+            raise UserError(f"tritonserver exited with code {code}: {_log_tail(server.log_path)}")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
