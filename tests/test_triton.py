@@ -392,3 +392,20 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     print(f"broken serve {time.monotonic() - start:.2f} s")
     assert_one_line_error(res, "tritonserver exited", "stn-python")
     assert wait_gone(str(broken)) == []
+
+
+@needs_server
+@pytest.mark.slow
+def test_bench_triton_rows_and_in_process_baseline(server, models):
+    from stn_deploy.triton.bench import TritonBenchOptions, bench_triton
+
+    result = bench_triton(TritonBenchOptions(server.grpc_url, "stn-python", concurrency=(1, 4), requests=100,
+                                             warmup=8, onnx=models["onnx"]))
+    assert [r["concurrency"] for r in result.rows] == [1, 4]
+    for row in result.rows:
+        assert row["failed"] == 0 and row["succeeded"] == 100
+        assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["latency_over_in_process"] == pytest.approx(row["p50_ms"] / result.baseline["p50_ms"])
+        assert sum(int(k) * v for k, v in row["batch_sizes"].items()) == 100
+    with pytest.raises(UserError, match="nope"):
+        bench_triton(TritonBenchOptions(server.grpc_url, "nope"))

@@ -231,11 +231,14 @@ class LoadResult:
     mean_ms: float
     batch_sizes: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: every successful request's latency, ms, in completion order (not in ``to_dict``)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
 
         d = asdict(self)
+        d.pop("latencies_ms")
         d["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
         return d
 
@@ -306,4 +309,4 @@ def load_test(options: LoadOptions) -> LoadResult:
         concurrency=options.concurrency, requests=options.requests, succeeded=int(ms.size), failed=failed,
         seconds=seconds, throughput=ms.size / seconds if seconds > 0 else 0.0,
         p50_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99), mean_ms=float(ms.mean()) if ms.size else float("nan"),
-        batch_sizes=batches, errors=errors)
+        batch_sizes=batches, errors=errors, latencies_ms=ms.tolist())
