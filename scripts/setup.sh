@@ -95,7 +95,12 @@ fi
 stub=$TRITON/pytriton/tritonserver/backends/python/triton_python_backend_stub
 if [ ! -x "$stub" ]; then
   ver=$("$TPY_ENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  cp "$TRITON/pytriton/tritonserver/python_backend_stubs/$ver/triton_python_backend_stub" "$stub"
+  src=$TRITON/pytriton/tritonserver/python_backend_stubs/$ver/triton_python_backend_stub
+  if [ -f "$src" ]; then
+    cp "$src" "$stub"
+  else
+    log "no Triton python-backend stub for Python $ver (3.8-3.13 ship): python-backend models will not load"
+  fi
 fi
 
 # The plugin + kernel library (CPU reference and CUDA kernels).

@@ -52,7 +52,11 @@ def _server_missing() -> str | None:
             return "no python-backend environment (third_party/triton/python-env; run scripts/setup.sh)"
     except UserError as exc:
         return str(exc)
-    return None if install.backend_dir else "tritonserver without a backends folder"
+    if install.backend_dir is None:
+        return "tritonserver without a backends folder"
+    if install.bundled and not (install.backend_dir / "python" / "triton_python_backend_stub").is_file():
+        return "the bundled server has no python-backend stub for this Python (see scripts/setup.sh)"
+    return None
 
 
 needs_server = pytest.mark.skipif(_server_missing() is not None, reason=f"needs Triton: {_server_missing()}")
