@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from helpers_export import kernels_available, perturbed_checkpoint
+
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
 from stn_deploy.tolerances import compare, tolerance_for
@@ -29,11 +29,16 @@ from stn_deploy.tolerances import compare, tolerance_for
 pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc,http] (pip install 'stn-deploy[triton]')")
 pytest.importorskip("yaml", reason="needs PyYAML (pip install 'stn-deploy[triton]')")
 
-from stn_deploy.triton import client as tc  # noqa: E402
-from stn_deploy.triton.config import ConfigSpec, TensorSpec, parse_config, render_config  # noqa: E402
-from stn_deploy.triton.kserve import check_inference_service, load_inference_service  # noqa: E402
-from stn_deploy.triton.repository import FLAGS_FILE, RepositoryOptions, write_repository  # noqa: E402
-from stn_deploy.triton.server import ServerOptions, TritonServer, find_server, free_ports  # noqa: E402
+from stn_deploy.triton import client as tc
+from stn_deploy.triton.config import ConfigSpec, TensorSpec, parse_config, render_config
+from stn_deploy.triton.kserve import check_inference_service, load_inference_service
+from stn_deploy.triton.repository import FLAGS_FILE, RepositoryOptions, write_repository
+from stn_deploy.triton.server import (
+    ServerOptions,
+    TritonServer,
+    find_server,
+    free_ports,
+)
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 MAX_BATCH = 8  # small, so that a batch beyond it is a small request
@@ -181,17 +186,17 @@ def test_every_generated_config_parses_against_the_schema(models, tmp_path):
 
 @pytest.mark.parametrize("text, words", [
     ('name: "m" backend: "python" max_batch_size: 4 inputs [{ name: "x" }]', "inputs"),  # unknown field
-    ('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FLOAT32 dims: [1] }] '
-     'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]', "TYPE_FLOAT32"),  # unknown enum value
-    ('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
-     'output [{ name: "y" data_type: TYPE_FP32 dims: [0] }]', "dims"),
-    ('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
-     'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }] dynamic_batching { preferred_batch_size: [8] }',
+    (('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FLOAT32 dims: [1] }] '
+      'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]'), "TYPE_FLOAT32"),  # unknown enum value
+    (('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
+      'output [{ name: "y" data_type: TYPE_FP32 dims: [0] }]'), "dims"),
+    (('name: "m" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
+      'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }] dynamic_batching { preferred_batch_size: [8] }'),
      "preferred_batch_size"),
-    ('name: "m" platform: "tensorrt_plan" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
-     'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }] instance_group [{ kind: KIND_CPU count: 1 }]', "KIND_GPU"),
-    ('name: "other" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
-     'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]', "folder"),
+    (('name: "m" platform: "tensorrt_plan" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
+      'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }] instance_group [{ kind: KIND_CPU count: 1 }]'), "KIND_GPU"),
+    (('name: "other" backend: "python" max_batch_size: 4 input [{ name: "x" data_type: TYPE_FP32 dims: [1] }] '
+      'output [{ name: "y" data_type: TYPE_FP32 dims: [1] }]'), "folder"),
 ], ids=["unknown-field", "unknown-enum", "zero-dim", "preferred-over-max", "plan-on-cpu", "name-vs-folder"])
 def test_the_schema_check_rejects_broken_configs(text, words):
     with pytest.raises(UserError, match=words):
@@ -324,10 +329,10 @@ def test_kill_mid_load_then_restart(repo, tmp_path):
         assert stubs, "expected a python-backend stub process"
         target = tc.TritonTarget(server.grpc_url, "stn-python", timeout_s=5)
         feed = {"input": np.zeros((1, 1, 28, 28), np.float32)}
-        REQUESTS = 20_000  # noqa: N806  (more than the server answers before the kill)
+        total = 20_000  # more than the server answers before the kill
         results = []
         load = threading.Thread(target=lambda: results.append(tc.load_test(
-            tc.LoadOptions(target, feed, concurrency=8, requests=REQUESTS, warmup=0))))
+            tc.LoadOptions(target, feed, concurrency=8, requests=total, warmup=0))))
         load.start()
         time.sleep(1.0)
         server.kill()
@@ -337,7 +342,7 @@ def test_kill_mid_load_then_restart(repo, tmp_path):
         assert not load.is_alive()
         (result,) = results
         assert result.succeeded > 0 and result.failed > 0, result
-        assert result.succeeded + result.failed == REQUESTS and result.errors
+        assert result.succeeded + result.failed == total and result.errors
         server.stop()  # reaps what the crash left (stubs)
         assert wait_gone(str(own)) == []
         server = TritonServer(options).start()  # same ports again

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -131,11 +132,10 @@ def infer(target: TritonTarget, feed: Mapping[str, np.ndarray], output_names: li
         output_names = [o["name"] for o in model_io(target)[1]]
     outputs = [module.InferRequestedOutput(n) for n in output_names]
     try:
-        c = client(target)
         if target.protocol == "grpc":
-            result = c.infer(target.model_name, inputs, outputs=outputs, client_timeout=target.timeout_s)
+            result = client(target).infer(target.model_name, inputs, outputs=outputs, client_timeout=target.timeout_s)
         else:
-            c = _module("http").InferenceServerClient(target.url, network_timeout=target.timeout_s)
+            c = module.InferenceServerClient(target.url, network_timeout=target.timeout_s)
             result = c.infer(target.model_name, inputs, outputs=outputs)
     except InferenceServerException as exc:
         raise TritonRequestError(f"model {target.model_name!r}: {_one_line(exc)}") from None
@@ -157,7 +157,7 @@ def batch_stats(target: TritonTarget) -> dict[int, int]:
     return out
 
 
-def triton_runner(target: TritonTarget) -> "BaseRunner":
+def triton_runner(target: TritonTarget) -> BaseRunner:
     """A Polygraphy runner that sends each ``infer`` to the served model (for ``run``)."""
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
@@ -244,7 +244,7 @@ class LoadResult:
 
 
 async def _load(options: LoadOptions, count: int) -> tuple[list[float], int, list[str], float]:
-    import tritonclient.grpc.aio as aio
+    from tritonclient.grpc import aio
 
     target = options.target
     inputs = []

@@ -6,8 +6,9 @@ when it loads a model (batch sizes, dims, one of platform/backend, GPU instances
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from stn_deploy.errors import UserError
 
@@ -84,7 +85,7 @@ def _tensor(message, spec: TensorSpec, pb2) -> None:
     message.dims.extend(int(d) for d in spec.dims)
 
 
-def build_config(spec: ConfigSpec) -> "model_config_pb2.ModelConfig":
+def build_config(spec: ConfigSpec) -> model_config_pb2.ModelConfig:
     """The ``ModelConfig`` message of ``spec`` (checked with ``check_config``)."""
     pb2 = _pb2()
     config = pb2.ModelConfig(name=spec.name, max_batch_size=spec.max_batch_size)
@@ -125,7 +126,7 @@ def render_config(spec: ConfigSpec, header: Sequence[str] = ()) -> str:
     return out
 
 
-def parse_config(text: str, name: str | None = None) -> "model_config_pb2.ModelConfig":
+def parse_config(text: str, name: str | None = None) -> model_config_pb2.ModelConfig:
     """Parse ``config.pbtxt`` text with Triton's schema and check it (``check_config``).
 
     Raises:
@@ -143,7 +144,7 @@ def parse_config(text: str, name: str | None = None) -> "model_config_pb2.ModelC
     return config
 
 
-def check_config(config: "model_config_pb2.ModelConfig", name: str | None = None) -> None:
+def check_config(config: model_config_pb2.ModelConfig, name: str | None = None) -> None:
     """The load-time rules of Triton that the schema alone does not express.
 
     Raises:

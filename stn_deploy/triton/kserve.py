@@ -43,7 +43,7 @@ class KServeOptions:
 
     name: str
     storage_uri: str
-    models: tuple["RepositoryModel", ...] = ()
+    models: tuple[RepositoryModel, ...] = ()
     min_replicas: int = 1
     max_replicas: int = 4
     scale_target: int = 16

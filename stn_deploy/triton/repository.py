@@ -233,10 +233,10 @@ def _onnx_entries(onnx_path: Path, name: str, source: Path, options: RepositoryO
     max_batch = options.max_batch_size or DEFAULT_MAX_BATCH
     preferred = _preferred([s for s in (4, 8, 16, 32) if s < max_batch], max_batch)
     entries = []
-    common = dict(max_batch_size=max_batch, inputs=tuple(inputs), outputs=tuple(outputs),
-                  dynamic_batching=options.dynamic_batching, preferred_batch_sizes=tuple(preferred),
-                  max_queue_delay_us=options.max_queue_delay_us, instances=options.instances,
-                  instance_kind="KIND_CPU")
+    common = {"max_batch_size": max_batch, "inputs": tuple(inputs), "outputs": tuple(outputs),
+              "dynamic_batching": options.dynamic_batching, "preferred_batch_sizes": tuple(preferred),
+              "max_queue_delay_us": options.max_queue_delay_us, "instances": options.instances,
+              "instance_kind": "KIND_CPU"}
     header = [f"stn-deploy: {source.name} (standard ONNX ops, opset 20: AffineGrid + GridSample)"]
     if FLAVOUR_ONNX in options.flavours:
         spec = ConfigSpec(name=f"{name}-onnx", platform=None, backend=BACKEND_ONNXRUNTIME,
@@ -302,7 +302,12 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
             file), a batch larger than an engine's profile, a missing sidecar or plugin library.
     """
     from stn_deploy.io import ensure_writable_dir
-    from stn_deploy.run import KIND_CHECKPOINT, KIND_ENGINE, KIND_ONNX_PLUGIN, detect_kind
+    from stn_deploy.run import (
+        KIND_CHECKPOINT,
+        KIND_ENGINE,
+        KIND_ONNX_PLUGIN,
+        detect_kind,
+    )
 
     _check_options(options)
     final = Path(options.output).absolute()

@@ -26,9 +26,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from stn_deploy.errors import UserError
 
@@ -131,7 +131,7 @@ def python_backend_env(explicit: Path | None = None) -> tuple[Path, Path] | None
         raise UserError(f"python-backend environment {env}: no bin/python3")
     probe = ("import sysconfig, numpy, onnxruntime; "
              "print(numpy.__version__); print(sysconfig.get_config_var('LIBDIR'))")
-    res = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
         raise UserError(f"python-backend environment {env}: needs numpy<2 and onnxruntime ({last})")
@@ -257,7 +257,7 @@ class TritonServer:
             env.pop("PYTHONHOME", None)
         return argv, env
 
-    def start(self) -> "TritonServer":
+    def start(self) -> TritonServer:
         """Start the server and wait until it is ready.
 
         Raises:
@@ -330,7 +330,7 @@ class TritonServer:
         """Live processes of the server's session (the server and its stubs)."""
         return _session_members(self.process.pid) if self.process else []
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
