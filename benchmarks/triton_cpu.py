@@ -64,8 +64,9 @@ def _versions(server_log: Path) -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _model(work: Path, checkpoint: Path | None) -> Path:
-    """A checkpoint: the given one, or st-cnn-affine with weights moved off the identity."""
+def _model(work: Path, checkpoint: Path | None, name: str, size: int) -> Path:
+    """A checkpoint: the given one, or zoo model ``name`` at ``size``x``size`` with weights
+    moved off the identity initialisation (serving speed does not depend on training)."""
     if checkpoint is not None:
         return checkpoint
     import torch
@@ -74,12 +75,12 @@ def _model(work: Path, checkpoint: Path | None) -> Path:
     from stn_deploy.train import save_checkpoint
 
     torch.manual_seed(0)
-    config = ModelConfig("st-cnn-affine")
+    config = ModelConfig(name, in_size=(size, size))
     model = build_model(config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
-    return Path(save_checkpoint(work / "st-cnn-affine.pt", model, config, {"dataset": "R"}))
+    return Path(save_checkpoint(work / f"{name}.pt", model, config, {"dataset": "R" if size == 28 else "cluttered"}))
 
 
 def _ort_baseline(onnx_path: Path, x: np.ndarray, iters: int) -> dict:
@@ -128,7 +129,9 @@ def _merge(blocks: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: a perturbed st-cnn-affine")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: a perturbed --model")
+    parser.add_argument("--model", default="st-cnn-affine", help="zoo model when no --checkpoint")
+    parser.add_argument("--in-size", type=int, default=28, help="input H = W (28 digits, 60 cluttered)")
     parser.add_argument("--requests", type=int, default=MIN_REQUESTS, help="requests per server at concurrency 16")
     parser.add_argument("--low-requests", type=int, default=2000, help="requests per server at concurrency 1 and 4")
     parser.add_argument("--blocks", type=int, default=5, help="alternating blocks per concurrency")
@@ -144,10 +147,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="triton-bench-") as tmp:
         work = Path(tmp)
-        ckpt = _model(work, args.checkpoint)
+        ckpt = _model(work, args.checkpoint, args.model, args.in_size)
         onnx_path = work / "model.onnx"
-        export(ExportOptions(ckpt, onnx_path))
-        x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+        res = export(ExportOptions(ckpt, onnx_path, dynamic_hw=False))
+        shape = [1, *(int(d) for d in res.input_shape[1:])]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         servers = {}
         try:
             for label, batching in (("batching", True), ("no-batching", False)):
@@ -198,7 +202,7 @@ def main() -> None:
     }
     report = {
         "benchmark": "triton_cpu", "device": _device(), "versions": versions,
-        "setup": {"model": "st-cnn-affine (standard ONNX export, opset 20)", "input": [1, 1, 28, 28],
+        "setup": {"model": f"{args.checkpoint or args.model} (standard ONNX export, opset 20)", "input": shape,
                   "backend": "python (ONNX Runtime, 1 thread, 1 instance)", "max_batch_size": 64,
                   "max_queue_delay_us": args.max_queue_delay_us, "client": "tritonclient async gRPC, closed loop",
                   "blocks": args.blocks, "note": "client and server share the machine's cores"},
@@ -244,7 +248,7 @@ def _plot(report: dict):
     ax_l.set_title("latency")
     ax_l.legend(fontsize=7)
     s = report["summary"]
-    fig.suptitle(f"st-cnn-affine on Triton {report['versions']['tritonserver']} (python backend, CPU, "
+    fig.suptitle(f"{report['setup']['model'].split()[0]} {'x'.join(map(str, report['setup']['input']))} on Triton {report['versions']['tritonserver']} (python backend, CPU, "
                  f"{report['device']['cores']} cores): batching {s['batching_throughput_ratio_c16']:.1f}x at 16, "
                  f"{s['failed_c16']} failed", fontsize=10)
     fig.tight_layout()
