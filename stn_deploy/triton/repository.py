@@ -170,16 +170,22 @@ def _engine_entry(engine: Path, name: str, options: RepositoryOptions, tmp: Path
                   final: Path) -> tuple[RepositoryModel, list[str]]:
     info = _read_sidecar(engine)
     profile, network = info["_profile"], info["_network"]
-    profile_max = min(int(r["max"][0]) for r in profile) if profile else None
-    opt = [int(r["opt"][0]) for r in profile]
-    if profile_max is None:  # a fixed-shape engine: its batch is the first dimension
-        profile_max = int(network["inputs"][0]["shape"][0])
-    max_batch = options.max_batch_size or profile_max
-    if max_batch > profile_max:
-        raise UserError(f"--max-batch-size {max_batch} is larger than {engine.name}'s profile allows "
-                        f"(max batch {profile_max}); rebuild with a larger --shapes range or lower it")
-    inputs = [TensorSpec(t["name"], t["dtype"], tuple(int(d) for d in t["shape"][1:])) for t in network["inputs"]]
-    outputs = [TensorSpec(t["name"], t["dtype"], tuple(int(d) for d in t["shape"][1:]))
+    batched = all(int(t["shape"][0]) == -1 for t in network["inputs"])
+    if batched:
+        profile_max = min(int(r["max"][0]) for r in profile)
+        opt = [int(r["opt"][0]) for r in profile]
+        max_batch = options.max_batch_size or profile_max
+        if max_batch > profile_max:
+            raise UserError(f"--max-batch-size {max_batch} is larger than {engine.name}'s profile allows "
+                            f"(max batch {profile_max}); rebuild with a larger --shapes range or lower it")
+        skip = 1  # Triton's dims leave out the batch axis
+    else:  # a fixed batch: Triton sends whole tensors and cannot batch requests
+        if options.max_batch_size:
+            raise UserError(f"{engine.name} has a fixed batch dimension; it cannot take --max-batch-size "
+                            "(build with a dynamic batch, e.g. --shapes input:1x...,8x...,64x...)")
+        max_batch, opt, skip = 0, [], 0
+    inputs = [TensorSpec(t["name"], t["dtype"], tuple(int(d) for d in t["shape"][skip:])) for t in network["inputs"]]
+    outputs = [TensorSpec(t["name"], t["dtype"], tuple(int(d) for d in t["shape"][skip:]))
                for t in network["outputs"]]
     backend = info.get("backend", {})
     flavour = "TensorRT-RTX" if backend.get("name") == "rtx" else "TensorRT"
@@ -188,10 +194,10 @@ def _engine_entry(engine: Path, name: str, options: RepositoryOptions, tmp: Path
     if backend.get("name") == "rtx":
         notes.append("TensorRT-RTX engines need the TensorRT-RTX runtime: Triton's tensorrt backend links full "
                      "TensorRT; build with full TensorRT for a stock Triton container")
-    preferred = _preferred(opt, max_batch)
+    preferred = _preferred(opt, max_batch) if batched else []
     spec = ConfigSpec(
         name=name, platform=PLATFORM_TENSORRT, backend=None, max_batch_size=max_batch,
-        inputs=tuple(inputs), outputs=tuple(outputs), dynamic_batching=options.dynamic_batching,
+        inputs=tuple(inputs), outputs=tuple(outputs), dynamic_batching=options.dynamic_batching and batched,
         preferred_batch_sizes=tuple(preferred), max_queue_delay_us=options.max_queue_delay_us,
         instances=options.instances, instance_kind="KIND_GPU", default_model_filename="model.plan",
     )
