@@ -631,7 +631,11 @@ def triton_command(models, output, name, max_batch_size, instances, max_queue_de
               help="Server log  [default: a temporary file]")
 @click.option("--ready-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for the server to become ready.")
-def serve_command(repository, http_port, grpc_port, metrics_port, address, server, models, log_file, ready_timeout):
+@click.option("--python-env", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Environment for python-backend models (numpy<2, onnxruntime)  "
+                   "[default: $STN_DEPLOY_TRITON_PYTHON_ENV, else third_party/triton/python-env]")
+def serve_command(repository, http_port, grpc_port, metrics_port, address, server, models, log_file, ready_timeout,
+                  python_env):
     """Serve REPOSITORY with a real Triton Inference Server until Ctrl-C / SIGTERM.
 
     Python-backend models run with the numpy<2 + onnxruntime environment set-up made.
@@ -648,7 +652,7 @@ def serve_command(repository, http_port, grpc_port, metrics_port, address, serve
 
     serve(ServerOptions(repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                         address=address, server=server, models=tuple(models), log_file=log_file,
-                        ready_timeout_s=ready_timeout), on_ready=ready)
+                        ready_timeout_s=ready_timeout, python_env=python_env), on_ready=ready)
     click.echo("stopped")
 
 

@@ -418,3 +418,22 @@ def test_bench_triton_rows_and_in_process_baseline(server, models):
         assert sum(int(k) * v for k, v in row["batch_sizes"].items()) == 100
     with pytest.raises(UserError, match="nope"):
         bench_triton(TritonBenchOptions(server.grpc_url, "nope"))
+
+
+def test_no_dynamic_batching_and_the_numpy2_guard(models, tmp_path):
+    out = tmp_path / "repo"
+    assert invoke("triton", models["onnx"], "-o", out, "--flavours", "python", "--no-dynamic-batching",
+                  "--max-batch-size", "4", "--instances", "2").exit_code == 0
+    config = parse_config((out / "stn-python" / "config.pbtxt").read_text(), "stn-python")
+    assert not config.HasField("dynamic_batching") and config.max_batch_size == 4
+    assert config.instance_group[0].count == 2
+    # The stub corrupts tensors under numpy 2: an environment with it is refused, in one line.
+    from stn_deploy.triton.server import python_backend_env
+
+    if int(np.__version__.split(".")[0]) < 2:
+        pytest.skip("this interpreter's numpy is < 2")
+    with pytest.raises(UserError, match="numpy 2"):
+        python_backend_env(Path(sys.prefix))
+    h, g, m = free_ports(3)
+    res = invoke("serve", out, "--python-env", sys.prefix, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
+    assert_one_line_error(res, "numpy")
