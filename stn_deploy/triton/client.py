@@ -298,11 +298,19 @@ def load_test(options: LoadOptions) -> LoadResult:
     latencies, failed, errors, seconds = asyncio.run(_load(options, options.requests))
     batches: dict[int, int] = {}
     if before is not None:
-        try:
-            after = batch_stats(options.target)
+        # The server counts an execution a moment after its responses go out: poll briefly
+        # until the statistics cover every answered request.
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                after = batch_stats(options.target)
+            except Exception:  # noqa: BLE001  (a dead server has no statistics)
+                batches = {}
+                break
             batches = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
-        except Exception:
-            batches = {}
+            if sum(k * v for k, v in batches.items()) >= len(latencies) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
     ms = np.asarray(latencies, dtype=np.float64) * 1e3
     pct = (lambda q: float(np.percentile(ms, q))) if ms.size else (lambda q: float("nan"))
     return LoadResult(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from stn_deploy.errors import UserError
 
@@ -153,7 +153,7 @@ def check_config(config: model_config_pb2.ModelConfig, name: str | None = None) 
     pb2 = _pb2()
     where = f"config of {config.name or name or '?'}"
 
-    def fail(msg: str) -> None:
+    def fail(msg: str) -> NoReturn:
         raise UserError(f"{where}: {msg}")
 
     if name is not None and config.name != name:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from stn_deploy.errors import UserError
 
@@ -103,7 +103,7 @@ def check_inference_service(service: Any, needs_gpu: bool = False) -> None:
         UserError: naming the first missing or malformed field.
     """
 
-    def fail(msg: str) -> None:
+    def fail(msg: str) -> NoReturn:
         raise UserError(f"InferenceService: {msg}")
 
     if not isinstance(service, dict):

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from stn_deploy.errors import UserError
@@ -239,23 +239,21 @@ def _onnx_entries(onnx_path: Path, name: str, source: Path, options: RepositoryO
     max_batch = options.max_batch_size or DEFAULT_MAX_BATCH
     preferred = _preferred([s for s in (4, 8, 16, 32) if s < max_batch], max_batch)
     entries = []
-    common = {"max_batch_size": max_batch, "inputs": tuple(inputs), "outputs": tuple(outputs),
-              "dynamic_batching": options.dynamic_batching, "preferred_batch_sizes": tuple(preferred),
-              "max_queue_delay_us": options.max_queue_delay_us, "instances": options.instances,
-              "instance_kind": "KIND_CPU"}
+    base = ConfigSpec(name=name, platform=None, backend=None, max_batch_size=max_batch, inputs=tuple(inputs),
+                      outputs=tuple(outputs), dynamic_batching=options.dynamic_batching,
+                      preferred_batch_sizes=tuple(preferred), max_queue_delay_us=options.max_queue_delay_us,
+                      instances=options.instances, instance_kind="KIND_CPU")
     header = [f"stn-deploy: {source.name} (standard ONNX ops, opset 20: AffineGrid + GridSample)"]
     if FLAVOUR_ONNX in options.flavours:
-        spec = ConfigSpec(name=f"{name}-onnx", platform=None, backend=BACKEND_ONNXRUNTIME,
-                          default_model_filename="model.onnx", **common)
+        spec = replace(base, name=f"{name}-onnx", backend=BACKEND_ONNXRUNTIME, default_model_filename="model.onnx")
         d = tmp / spec.name
         (d / "1").mkdir(parents=True)
         shutil.copyfile(onnx_path, d / "1" / "model.onnx")
         (d / "config.pbtxt").write_text(render_config(spec, header))
         entries.append(_entry(spec, FLAVOUR_ONNX, source, ["needs Triton's onnxruntime backend (opset 20)"]))
     if FLAVOUR_PYTHON in options.flavours:
-        spec = ConfigSpec(name=f"{name}-python", platform=None, backend=BACKEND_PYTHON,
-                          parameters=(("onnx_file", "model.onnx"),
-                                      ("intra_op_threads", str(options.intra_op_threads))), **common)
+        spec = replace(base, name=f"{name}-python", backend=BACKEND_PYTHON,
+                       parameters=(("onnx_file", "model.onnx"), ("intra_op_threads", str(options.intra_op_threads))))
         d = tmp / spec.name
         (d / "1").mkdir(parents=True)
         shutil.copyfile(onnx_path, d / "1" / "model.onnx")

@@ -281,8 +281,10 @@ class TritonServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.options.ready_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
+        proc = self.process
+        assert proc is not None
         while True:
-            code = self.process.poll()
+            code = proc.poll()
             if code is not None:
                 raise UserError(f"tritonserver exited with code {code} before it was ready: {_log_tail(self.log_path)}")
             try:
@@ -301,9 +303,10 @@ class TritonServer:
 
     def kill(self) -> None:
         """SIGKILL the server alone, as a crash would (its stubs notice and exit; ``stop`` reaps them)."""
-        if self.alive():
-            self.process.kill()
-            self.process.wait()
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
     def stop(self, timeout_s: float | None = None) -> None:
         """SIGTERM the server, wait for it (default its exit timeout + 10 s), then SIGKILL
