@@ -42,6 +42,7 @@ from stn_deploy.triton.server import (
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 MAX_BATCH = 8  # small, so that a batch beyond it is a small request
+SERVED = ("stn-python",)
 TOL = tolerance_for("float32")
 
 
@@ -131,9 +132,10 @@ def reference(models, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def repo(models, tmp_path_factory):
-    """A python-backend repository of the checkpoint (what the bundled server serves)."""
+    """The checkpoint as stn-onnx (onnxruntime backend, which the bundled server lacks) and
+    stn-python (python backend): the servers below load stn-python alone (``--model``)."""
     out = tmp_path_factory.mktemp("triton-repo") / "repo"
-    write_repository(RepositoryOptions(models=(models["ckpt"],), output=out, name="stn", flavours=("python",),
+    write_repository(RepositoryOptions(models=(models["ckpt"],), output=out, name="stn", flavours=("onnx", "python"),
                                        max_batch_size=MAX_BATCH, max_queue_delay_us=2000))
     return out
 
@@ -143,7 +145,7 @@ def server(repo):
     if _server_missing():
         pytest.skip(_server_missing())
     h, g, m = free_ports(3)
-    s = TritonServer(ServerOptions(repo, http_port=h, grpc_port=g, metrics_port=m))
+    s = TritonServer(ServerOptions(repo, http_port=h, grpc_port=g, metrics_port=m, models=SERVED))
     s.start()
     yield s
     s.stop()
@@ -322,7 +324,7 @@ def test_kill_mid_load_then_restart(repo, tmp_path):
     own = tmp_path / "killed-repo"  # its own path, to find its processes
     shutil.copytree(repo, own)
     h, g, m = free_ports(3)
-    options = ServerOptions(own, http_port=h, grpc_port=g, metrics_port=m)
+    options = ServerOptions(own, http_port=h, grpc_port=g, metrics_port=m, models=SERVED)
     server = TritonServer(options).start()
     try:
         stubs = [p for p in processes_mentioning(str(own)) if "triton_python_backend_stub" in p]
@@ -336,9 +338,7 @@ def test_kill_mid_load_then_restart(repo, tmp_path):
         load.start()
         time.sleep(1.0)
         server.kill()
-        killed = time.monotonic()
         load.join(60)
-        print(f"load ended {time.monotonic() - killed:.2f} s after the kill")
         assert not load.is_alive()
         (result,) = results
         assert result.succeeded > 0 and result.failed > 0, result
@@ -362,7 +362,7 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "stn_deploy.cli", "serve", str(repo), "--http-port", str(h),
-                             "--grpc-port", str(g), "--metrics-port", str(m)],
+                             "--grpc-port", str(g), "--metrics-port", str(m), "--model", "stn-python"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
@@ -373,10 +373,8 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
         assert any(f"127.0.0.1:{g}" in ln for ln in lines), lines
         assert tc.infer(tc.TritonTarget(f"127.0.0.1:{g}", "stn-python"),
                         {"input": np.zeros((1, 1, 28, 28), np.float32)})["output"].shape == (1, 10)
-        start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-        print(f"serve stop {time.monotonic() - start:.2f} s")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -392,13 +390,15 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
         port = busy.getsockname()[1]
         assert_one_line_error(invoke("serve", repo, "--http-port", port, "--grpc-port", g, "--metrics-port", m),
                               f"port {port}", "in use")
+    # All models, stn-onnx included: the bundled server has no onnxruntime backend.
+    res = invoke("serve", repo, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
+    assert_one_line_error(res, "tritonserver exited", "stn-onnx", "onnxruntime")
+    assert wait_gone(str(repo)) == []
     # A repository whose model cannot load here: the server's own words in one line.
     broken = tmp_path / "broken"
     shutil.copytree(repo, broken)
     (broken / "stn-python" / "1" / "model.onnx").write_bytes(b"truncated")
-    start = time.monotonic()
-    res = invoke("serve", broken, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
-    print(f"broken serve {time.monotonic() - start:.2f} s")
+    res = invoke("serve", broken, "--http-port", h, "--grpc-port", g, "--metrics-port", m, "--model", "stn-python")
     assert_one_line_error(res, "tritonserver exited", "stn-python")
     assert wait_gone(str(broken)) == []
 

@@ -286,7 +286,11 @@ class TritonServer:
         while True:
             code = proc.poll()
             if code is not None:
-                raise UserError(f"tritonserver exited with code {code} before it was ready: {_log_tail(self.log_path)}")
+                tail = _log_tail(self.log_path)
+                hint = ""
+                if self.install is not None and self.install.bundled and "unable to find backend" in tail:
+                    hint = " (the bundled server has only the python backend: serve the *-python models with --model)"
+                raise UserError(f"tritonserver exited with code {code} before it was ready: {tail}{hint}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if r.status == 200:
