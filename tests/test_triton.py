@@ -361,9 +361,9 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     h, g, m = free_ports(3)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "stn_deploy.cli", "serve", str(repo), "--http-port", str(h),
-                             "--grpc-port", str(g), "--metrics-port", str(m), "--model", "stn-python"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    argv = [sys.executable, "-m", "stn_deploy.cli", "serve", str(repo), "--http-port", str(h),
+            "--grpc-port", str(g), "--metrics-port", str(m), "--model", "stn-python"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
         for line in proc.stdout:
@@ -381,6 +381,22 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped" in out
+    assert wait_gone(str(repo)) == []
+
+    # SIGTERM while the server is still starting: it is stopped too, exit 130.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not any("tritonserver" in p for p in processes_mentioning(str(repo))):
+            assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "ready" not in out, (out, err)
     assert wait_gone(str(repo)) == []
 
     # A port in use: one line, before any server starts.

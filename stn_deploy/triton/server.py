@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -386,26 +385,37 @@ def _stop_all() -> None:
         server.stop(timeout_s=5)
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None] | None = None) -> None:
     """Run the server in the foreground until SIGINT/SIGTERM, then stop it and its stubs.
+
+    A signal while the server is still starting stops it too and raises KeyboardInterrupt.
 
     Raises:
         UserError: it did not come up (see ``TritonServer.start``) or exited by itself (with
             the last lines of its log).
     """
     server = TritonServer(options)
-    server.start()
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM)
+    # SIGTERM interrupts like Ctrl-C, so that no signal leaves the server (its own session) behind.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in signals}
     try:
+        server.start()
         if on_ready is not None:
             on_ready(server)
-        while not stop.is_set() and server.alive():
-            stop.wait(0.5)
-        if not stop.is_set():
-            code = server.process.returncode if server.process else None
-            raise UserError(f"tritonserver exited with code {code}: {_log_tail(server.log_path)}")
+        try:
+            while server.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return
+        code = server.process.returncode if server.process else None
+        raise UserError(f"tritonserver exited with code {code}: {_log_tail(server.log_path)}")
     finally:
+        for sig in signals:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
+        server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        server.stop()
