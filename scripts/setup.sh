@@ -59,6 +59,50 @@ PYEOF
   rm -rf "$tmp"
 fi
 
+# Triton Inference Server 2.51 (CPU-capable, python backend) from the nvidia-pytriton wheel:
+# only its server, unpacked; pip never installs pytriton (it pins numpy<2).
+TRITON=$ROOT/third_party/triton
+if [ ! -x "$TRITON/pytriton/tritonserver/bin/tritonserver" ]; then
+  log "fetching Triton Inference Server (nvidia-pytriton==0.7.0, server only)"
+  tmp=$(mktemp -d)
+  "$VPY" -m pip download -q --no-deps nvidia-pytriton==0.7.0 -d "$tmp"
+  "$VPY" - "$tmp" "$TRITON" <<'PYEOF'
+import pathlib, sys, zipfile
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(src.glob("nvidia_pytriton-*.whl"))
+keep = ("pytriton/tritonserver/", "nvidia_pytriton.libs/")
+with zipfile.ZipFile(wheel) as zf:
+    for info in zf.infolist():
+        if info.filename.startswith(keep) and not info.is_dir():
+            out = dst / info.filename
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(zf.read(info))
+            out.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+PYEOF
+  rm -rf "$tmp"
+fi
+# The python backend runs model.py in the first python3 on its PATH: a small environment of
+# its own with numpy<2 (numpy 2 there silently corrupts tensors) and ONNX Runtime.
+TPY_ENV=$TRITON/python-env
+if [ ! -f "$TPY_ENV/.ready" ]; then
+  log "creating the Triton python-backend environment $TPY_ENV (numpy<2, onnxruntime)"
+  rm -rf "$TPY_ENV"
+  "$PY" -m venv "$TPY_ENV"
+  "$TPY_ENV/bin/python" -m pip install -q "numpy>=1.26,<2" "onnxruntime>=1.20"
+  touch "$TPY_ENV/.ready"
+fi
+# The python backend starts the stub built for the Python version of that environment.
+stub=$TRITON/pytriton/tritonserver/backends/python/triton_python_backend_stub
+if [ ! -x "$stub" ]; then
+  ver=$("$TPY_ENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  src=$TRITON/pytriton/tritonserver/python_backend_stubs/$ver/triton_python_backend_stub
+  if [ -f "$src" ]; then
+    cp "$src" "$stub"
+  else
+    log "no Triton python-backend stub for Python $ver (3.8-3.13 ship): python-backend models will not load"
+  fi
+fi
+
 # The plugin + kernel library (CPU reference and CUDA kernels).
 if [ -f plugins/CMakeLists.txt ]; then
   "$VENV/bin/stn-deploy" plugins build

@@ -42,6 +42,8 @@ class ModelKind(StrEnum):
     ONNX_STANDARD = "onnx-standard"
     ONNX_PLUGIN = "onnx-plugin"
     ENGINE = "engine"
+    #: Not a file: a model behind a Triton server (``--backend triton --url HOST:PORT``).
+    SERVED = "served"
 
     @property
     def is_onnx(self) -> bool:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
 
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = ("torch", "ort", "trt", "triton")
 DEFAULT_BACKEND = {ModelKind.CHECKPOINT: "torch", ModelKind.ONNX_STANDARD: "ort", ModelKind.ONNX_PLUGIN: "ort",
                    ModelKind.ENGINE: "trt"}
 
@@ -134,6 +134,8 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunn
         UserError: unreadable/foreign file, a backend that cannot run this kind of model,
             an engine without a GPU.
     """
+    if backend == "triton":
+        raise UserError("--backend triton runs a served model: give --url HOST:PORT (stn_deploy.triton.client)")
     kind = detect_kind(model_path)
     backend = backend or DEFAULT_BACKEND[kind]
     if backend not in BACKENDS:
@@ -279,6 +281,8 @@ class RunOptions:
         backend: ``torch``, ``ort`` or ``trt``; default by model kind.
         batch: batch size of random inputs; default 1.
         seed: seed of random inputs; default 0.
+        url: with backend ``triton``: the server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
+        model_name: with backend ``triton``: the served model; default ``model`` read as a name.
     """
 
     model: Path
@@ -287,6 +291,8 @@ class RunOptions:
     backend: str | None = None
     batch: int = 1
     seed: int = 0
+    url: str | None = None
+    model_name: str | None = None
 
 
 @dataclass
@@ -307,11 +313,20 @@ def run(options: RunOptions) -> RunResult:
     """
     if options.batch < 1:
         raise UserError("--batch must be at least 1")
-    check_outputs_distinct([options.output], [options.model, options.inputs])
-    kind = detect_kind(options.model)
-    backend = options.backend or DEFAULT_BACKEND[kind]
+    if (options.url is not None) != (options.backend == "triton"):
+        raise UserError("--url and --backend triton go together (a served model)")
+    check_outputs_distinct([options.output], [options.inputs] if options.backend == "triton"
+                           else [options.model, options.inputs])
     feed = load_inputs(options.inputs) if options.inputs else None
-    runner = open_runner(options.model, backend)
+    if options.backend == "triton":
+        from stn_deploy.triton.client import parse_target, triton_runner
+
+        kind, backend = ModelKind.SERVED, "triton"
+        runner = triton_runner(parse_target(options.url, options.model_name or str(options.model)))
+    else:
+        kind = detect_kind(options.model)
+        backend = options.backend or DEFAULT_BACKEND[kind]
+        runner = open_runner(options.model, backend)
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feed is None:

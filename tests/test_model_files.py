@@ -49,7 +49,7 @@ def test_detect_kind(models, tmp_path):
 
 
 def test_kind_families_and_values():
-    assert [k.family for k in ModelKind] == ["checkpoint", "onnx", "onnx", "engine"]
+    assert [k.family for k in ModelKind] == ["checkpoint", "onnx", "onnx", "engine", "served"]
     assert f"{ModelKind.ONNX_PLUGIN}" == "onnx-plugin"  # what reports print
     assert ModelKind.ONNX_STANDARD.is_onnx and not ModelKind.ENGINE.is_onnx
 
