@@ -20,8 +20,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import build as emulation_build  # noqa: E402  (this folder is not a package)
+
+def _load_build():
+    """plugins/emulation/build.py under a unique name (this folder is not a package, and a bare
+    ``import build`` could find PyPA's ``build``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stn_emulation_build", Path(__file__).resolve().parent / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+emulation_build = _load_build()
 
 PLUGINS = emulation_build.PLUGINS
 
