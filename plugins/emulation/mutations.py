@@ -106,8 +106,12 @@ def run_mutant(m: Mutation, build_dir: Path) -> dict:
             "how": how, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def run_all(build_dir: Path) -> list[dict]:
-    return [run_mutant(m, build_dir) for m in MUTATIONS]
+def run_all(build_dir: Path, jobs: int = 2) -> list[dict]:
+    """Every mutant, ``jobs`` at a time (each builds one mutated file and runs the driver)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda m: run_mutant(m, build_dir), MUTATIONS))
 
 
 def main() -> int:
