@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ BUILD_DIR = REPO / "plugins" / "build" / "emulation"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"stn_emulation_{name}", EMULATION / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def _compile(cxx: str, src: Path, obj_dir: Path, flags: list[str], text: str | N
     obj = obj_dir / f"{src.stem}-{key}.o"
     if obj.exists():
         return obj
-    cmd = [cxx, *flags, "-c", "-o", str(obj) + ".tmp"]
+    tmp = f"{obj}.{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent builds may share the cache
+    cmd = [cxx, *flags, "-c", "-o", tmp]
     if text is not None:
         # A mutant: compiled from stdin, with the original's folder first on the include path.
         cmd += ["-I", str(src.parent), "-x", "c++", "-"]
@@ -80,7 +82,7 @@ def _compile(cxx: str, src: Path, obj_dir: Path, flags: list[str], text: str | N
     proc = subprocess.run(cmd, input=body if text is not None else None, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(f"{src.relative_to(PLUGINS)}: {proc.stderr.strip()[-4000:]}")
-    os.replace(str(obj) + ".tmp", obj)
+    os.replace(tmp, obj)
     return obj
 
 
@@ -132,11 +134,12 @@ def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, 
     tag = hashlib.sha256("".join(sorted(o.name for o in objects)).encode()).hexdigest()[:12]
     exe = out_dir / f"stn_emulation_test-{tag}"
     if not exe.exists():
-        proc = subprocess.run([cxx, *SANITIZERS, "-o", str(exe) + ".tmp", *map(str, objects), "-lpthread"],
+        tmp = f"{exe}.{os.getpid()}.{threading.get_ident()}.tmp"
+        proc = subprocess.run([cxx, *SANITIZERS, "-o", tmp, *map(str, objects), "-lpthread"],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"link: {proc.stderr.strip()[-4000:]}")
-        os.replace(str(exe) + ".tmp", exe)
+        os.replace(tmp, exe)
     return exe
 
 

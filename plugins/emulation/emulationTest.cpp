@@ -15,7 +15,8 @@
  * a mismatch. Equal means the same bits, or NaN on both sides (the payload of a NaN differs
  * between CUDA's and the reference's float -> half conversions; a GPU returns canonical NaNs).
  *
- *   stn_emulation_test [suite ...]   -> "<suite>: N checks, 0 failures" per suite; exit 1 on failure
+ *   stn_emulation_test [--first-failure] [suite ...]
+ *       -> "<suite>: N checks, 0 failures" per suite; exit 1 on a failure (at once with --first-failure)
  */
 #include "cudaHostShim.h"
 #include "stnKernelApi.h"
@@ -36,12 +37,18 @@ namespace
 
 int gFailures = 0;
 int gChecks = 0;
+bool gStopAtFirst = false; // --first-failure: the mutation check needs one failure, not all
 
 void fail(std::string const& what)
 {
     if (++gFailures <= 20)
     {
         std::printf("FAIL %s\n", what.c_str());
+    }
+    if (gStopAtFirst)
+    {
+        std::fflush(stdout);
+        std::exit(1);
     }
 }
 
@@ -749,6 +756,11 @@ int main(int argc, char** argv)
     std::vector<std::string> suites;
     for (int i = 1; i < argc; ++i)
     {
+        if (std::string(argv[i]) == "--first-failure")
+        {
+            gStopAtFirst = true;
+            continue;
+        }
         suites.emplace_back(argv[i]);
     }
     if (suites.empty())

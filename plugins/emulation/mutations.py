@@ -28,6 +28,7 @@ def _load_build():
 
     spec = importlib.util.spec_from_file_location("stn_emulation_build", Path(__file__).resolve().parent / "build.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -96,7 +97,7 @@ def run_mutant(m: Mutation, build_dir: Path) -> dict:
         exe = emulation_build.build(build_dir, replacements={m.path: mutant_text(m)})
     except emulation_build.BuildError as exc:
         return {"name": m.name, "caught": False, "how": f"mutant does not compile: {exc}"[:300], "seconds": 0.0}
-    proc = subprocess.run([str(exe)], capture_output=True, text=True, env=emulation_build.sanitizer_env(),
+    proc = subprocess.run([str(exe), "--first-failure"], capture_output=True, text=True, env=emulation_build.sanitizer_env(),
                           timeout=600)
     out = proc.stdout + proc.stderr
     lines = [ln for ln in out.splitlines() if ln.startswith("FAIL") or "ERROR: AddressSanitizer" in ln
