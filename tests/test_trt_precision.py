@@ -81,3 +81,39 @@ def test_half_coordinates_of_the_source_graph_are_kept():
     assert plugin.input[1] == "theta"
     assert _producer_types(model)["theta"] == TensorProto.FLOAT16
     assert not [n for n in model.graph.node if n.name.startswith("cast_fp32_")]
+
+
+def test_weakly_typed_networks_ask_for_fp32_coordinates():
+    """``keep_coordinates_fp32`` on a stand-in network (full TensorRT is not installable here):
+    the producer of our plugins' coordinate input gets an fp32 output type, nothing else does."""
+    from types import SimpleNamespace as NS
+
+    trt = NS(LayerType=NS(PLUGIN_V3="plugin_v3", SHUFFLE="shuffle"), PluginCapabilityType=NS(CORE="core"),
+             float32="float32")
+
+    class Layer:
+        def __init__(self, kind, inputs, outputs, plugin_name=None):
+            self.type, self._in, self._out = kind, [NS(name=n) for n in inputs], [NS(name=n) for n in outputs]
+            self.num_inputs, self.num_outputs, self.output_types = len(inputs), len(outputs), {}
+            if plugin_name:
+                self.plugin = NS(get_capability_interface=lambda cap: NS(plugin_name=plugin_name))
+
+        def get_input(self, i):
+            return self._in[i]
+
+        def get_output(self, i):
+            return self._out[i]
+
+        def set_output_type(self, i, t):
+            self.output_types[i] = t
+
+    loc = Layer(trt.LayerType.SHUFFLE, ["fc"], ["theta"])
+    other_loc = Layer(trt.LayerType.SHUFFLE, ["fc2"], ["param"])
+    ours = Layer(trt.LayerType.PLUGIN_V3, ["x", "theta"], ["y"], "STNAffineGridSample")
+    theirs = Layer(trt.LayerType.PLUGIN_V3, ["y", "param"], ["z"], "SomeoneElsesPlugin")
+    from_input = Layer(trt.LayerType.PLUGIN_V3, ["x", "grid_input"], ["w"], "STNGridSample")
+    layers = [loc, other_loc, ours, theirs, from_input]
+    network = NS(num_layers=len(layers), get_layer=lambda i: layers[i])
+    assert precision.keep_coordinates_fp32(network, trt) == 1
+    assert loc.output_types == {0: "float32"}
+    assert other_loc.output_types == {}

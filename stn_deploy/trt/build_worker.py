@@ -199,6 +199,8 @@ def run_job(job: dict) -> dict:
     config = builder.create_builder_config()
     if precision != "fp32" and not convert_graph:
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+        if precision_mod.keep_coordinates_fp32(network, trt):  # theta / grid stay fp32
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     if job.get("opt_level") is not None:
         config.builder_optimization_level = int(job["opt_level"])
     if job.get("workspace_mib"):

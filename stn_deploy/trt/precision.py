@@ -149,3 +149,43 @@ def convert(model, precision: str):
     # Intermediate type annotations are now stale; TensorRT infers types itself.
     del graph.value_info[:]
     return model
+
+
+def keep_coordinates_fp32(network, trt) -> int:
+    """Weakly typed builds (TensorRT 10 with the FP16/BF16 flag): ask for fp32 theta/grid.
+
+    The plugins accept fp32 or the image's 16-bit type for their coordinates, and with a
+    reduced-precision flag TensorRT may pick the 16-bit one (smaller) unless told otherwise.
+    This marks the producer of every ``STNGridSample`` / ``STNAffineGridSample`` coordinate
+    input to emit fp32 (a precision constraint: set ``PREFER_PRECISION_CONSTRAINTS`` on the
+    builder config when the count is > 0). Coordinates that are network inputs are left to
+    their declared type. Strongly typed builds do not need this (``convert`` does it).
+
+    Returns:
+        The number of coordinate tensors constrained.
+    """
+    names = {"STNGridSample", "STNAffineGridSample"}
+    producers = {}
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        for oi in range(layer.num_outputs):
+            producers[layer.get_output(oi).name] = (layer, oi)
+    constrained = 0
+    for li in range(network.num_layers):
+        layer = network.get_layer(li)
+        if layer.type != trt.LayerType.PLUGIN_V3 or layer.num_inputs < 2:
+            continue
+        try:
+            core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+            plugin_name = core.plugin_name
+        except AttributeError:  # another plugin generation or binding: not ours to judge
+            continue
+        if plugin_name not in names:
+            continue
+        found = producers.get(layer.get_input(1).name)
+        if found is None:
+            continue
+        producer, oi = found
+        producer.set_output_type(oi, trt.float32)
+        constrained += 1
+    return constrained
