@@ -13,8 +13,12 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <string>
 #include <cstdlib>
+#include <array>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -73,13 +77,23 @@ void record(cudaError_t e)
 // ---- fibers ------------------------------------------------------------------------------------
 constexpr size_t kSTACK = size_t{256} << 10; // ASan frames are large; mapped lazily
 
+//! What a fiber waits for: nothing (runnable), the block barrier, or its warp's barrier.
+enum class Wait
+{
+    kNONE,
+    kBLOCK,
+    kWARP,
+};
+
+constexpr uint32_t kWARP_SIZE = 32;
+
 struct Fiber
 {
     ucontext_t context;
     void* stack = nullptr;
     uint3 index;
     bool done = false;
-    bool atBarrier = false;
+    Wait wait = Wait::kNONE;
 #if STN_EMU_ASAN
     void* fakeStack = nullptr;
 #endif
@@ -91,6 +105,7 @@ struct BlockRun
     std::vector<Fiber> fibers;
     size_t current = 0;
     std::function<void()> const* body = nullptr;
+    std::vector<std::array<unsigned char, 16>> lanes; // one slot per thread for warp exchanges
 #if STN_EMU_ASAN
     void const* schedulerBottom = nullptr;
     size_t schedulerSize = 0;
@@ -147,13 +162,70 @@ void resume(BlockRun& r, size_t t)
 #endif
 }
 
-//! Runs one block: every thread until it finishes or waits at a barrier, then the next phase.
+//! Releases the barriers every participant has reached: a warp's when all its lanes wait on it,
+//! else the block's when every thread waits on it. False when nothing could be released.
+bool releaseBarriers(BlockRun& r)
+{
+    bool released = false;
+    size_t const n = r.fibers.size();
+    for (size_t w = 0; w < n; w += kWARP_SIZE)
+    {
+        size_t const end = std::min(n, w + kWARP_SIZE);
+        size_t waiting = 0;
+        size_t finished = 0;
+        for (size_t t = w; t < end; ++t)
+        {
+            waiting += r.fibers[t].wait == Wait::kWARP ? 1 : 0;
+            finished += r.fibers[t].done ? 1 : 0;
+        }
+        if (waiting != 0 && finished != 0)
+        {
+            fatal("a warp-synchronous call (__shfl_*_sync, __ballot_sync, __syncwarp) with a full mask was not "
+                  "reached by every lane: some lanes had exited");
+        }
+        if (waiting != 0 && waiting == end - w)
+        {
+            for (size_t t = w; t < end; ++t)
+            {
+                r.fibers[t].wait = Wait::kNONE;
+            }
+            released = true;
+        }
+    }
+    if (released)
+    {
+        return true;
+    }
+    size_t atBlock = 0;
+    size_t finished = 0;
+    for (Fiber const& f : r.fibers)
+    {
+        atBlock += f.wait == Wait::kBLOCK ? 1 : 0;
+        finished += f.done ? 1 : 0;
+    }
+    if (atBlock != 0 && atBlock + finished == n && finished != 0)
+    {
+        fatal("__syncthreads() was not reached by every thread of the block (undefined behaviour in CUDA)");
+    }
+    if (atBlock != 0 && atBlock == n)
+    {
+        for (Fiber& f : r.fibers)
+        {
+            f.wait = Wait::kNONE;
+        }
+        return true;
+    }
+    return false;
+}
+
+//! Runs one block: every runnable thread until it finishes or waits at a barrier, then releases
+//! the barriers that are complete, until every thread has finished.
 void runBlock(BlockRun& r)
 {
     for (Fiber& f : r.fibers)
     {
         f.done = false;
-        f.atBarrier = false;
+        f.wait = Wait::kNONE;
         getcontext(&f.context);
         f.context.uc_stack.ss_sp = f.stack;
         f.context.uc_stack.ss_size = kSTACK;
@@ -165,7 +237,7 @@ void runBlock(BlockRun& r)
         size_t finished = 0;
         for (size_t t = 0; t < r.fibers.size(); ++t)
         {
-            if (!r.fibers[t].done)
+            if (!r.fibers[t].done && r.fibers[t].wait == Wait::kNONE)
             {
                 resume(r, t);
             }
@@ -175,13 +247,10 @@ void runBlock(BlockRun& r)
         {
             return;
         }
-        if (finished != 0)
+        if (!releaseBarriers(r))
         {
-            fatal("__syncthreads() was not reached by every thread of the block (undefined behaviour in CUDA)");
-        }
-        for (Fiber& f : r.fibers)
-        {
-            f.atBarrier = false;
+            fatal("deadlock: threads wait at __syncthreads() while others of the block wait in a warp-synchronous "
+                  "call (undefined behaviour in CUDA)");
         }
     }
 }
@@ -237,6 +306,7 @@ cudaError_t runGrid(dim3 grid, dim3 block, size_t sharedBytes, std::function<voi
     run.body = &body;
     uint32_t const threads = block.x * block.y * block.z;
     run.fibers.resize(threads);
+    run.lanes.resize(threads);
     for (uint32_t t = 0; t < threads; ++t)
     {
         Fiber& f = run.fibers[t];
@@ -275,15 +345,75 @@ cudaError_t runGrid(dim3 grid, dim3 block, size_t sharedBytes, std::function<voi
     return cudaSuccess;
 }
 
-void syncThreads()
+namespace
+{
+
+Fiber& currentFiber(char const* what)
 {
     if (tRun == nullptr)
     {
-        fatal("__syncthreads() outside a kernel launch");
+        fatal((std::string(what) + " outside a kernel launch").c_str());
     }
-    Fiber& f = tRun->fibers[tRun->current];
-    f.atBarrier = true;
+    return tRun->fibers[tRun->current];
+}
+
+void waitFor(Fiber& f, Wait w)
+{
+    f.wait = w;
     yieldToScheduler(f, /*finished=*/false);
+}
+
+} // namespace
+
+void syncThreads()
+{
+    waitFor(currentFiber("__syncthreads()"), Wait::kBLOCK);
+}
+
+uint32_t laneId()
+{
+    currentFiber("a warp intrinsic");
+    return static_cast<uint32_t>(tRun->current % kWARP_SIZE);
+}
+
+void syncWarp(uint32_t mask)
+{
+    Fiber& f = currentFiber("__syncwarp()");
+    size_t const first = tRun->current - tRun->current % kWARP_SIZE;
+    size_t const lanes = std::min<size_t>(kWARP_SIZE, tRun->fibers.size() - first);
+    uint32_t const full = lanes == kWARP_SIZE ? 0xffffffffu : ((1u << lanes) - 1u);
+    if ((mask & full) != full)
+    {
+        fatal("warp-synchronous calls with a partial mask are not emulated (only every lane of the warp)");
+    }
+    waitFor(f, Wait::kWARP);
+}
+
+void warpExchange(uint32_t mask, void const* mine, size_t bytes, void* all)
+{
+    if (bytes > 16)
+    {
+        fatal("a warp exchange of more than 16 bytes");
+    }
+    currentFiber("a warp intrinsic");
+    size_t const self = tRun->current;
+    size_t const first = self - self % kWARP_SIZE;
+    size_t const lanes = std::min<size_t>(kWARP_SIZE, tRun->fibers.size() - first);
+    std::memcpy(tRun->lanes[self].data(), mine, bytes);
+    syncWarp(mask); // every lane has written its slot
+    for (size_t l = 0; l < kWARP_SIZE; ++l)
+    {
+        // Lanes past the end of a partial last warp read as zero.
+        if (l < lanes)
+        {
+            std::memcpy(static_cast<unsigned char*>(all) + l * bytes, tRun->lanes[first + l].data(), bytes);
+        }
+        else
+        {
+            std::memset(static_cast<unsigned char*>(all) + l * bytes, 0, bytes);
+        }
+    }
+    syncWarp(mask); // every lane has read before any slot is written again
 }
 
 } // namespace stn_emu

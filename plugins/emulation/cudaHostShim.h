@@ -10,11 +10,12 @@
  *   - STN_LAUNCH (kernelCommon.cuh) routes `kernel<<<...>>>(args)` to stn_emu::launch, which runs
  *     every (block, thread) of the grid.
  * Blocks run one after another; the threads of a block run as fibers, each until it finishes or
- * reaches __syncthreads, so barrier-free kernels run thread by thread (an exact schedule for
- * them: no thread reads what another writes) and kernels with barriers run in phases between
- * barriers with __shared__ storage common to the block. Warp intrinsics (__shfl_*, __ballot_*,
- * atomics) are not provided: a kernel that uses one fails to compile here, so it cannot ship
- * untested. The runtime API the launchers call (cudaGetLastError, ...) is emulated in
+ * reaches a barrier, so barrier-free kernels run thread by thread (an exact schedule for them:
+ * no thread reads what another writes) and kernels with barriers run in phases between barriers
+ * (__syncthreads for the block, __syncwarp and the full-mask warp intrinsics __shfl*_sync /
+ * __ballot_sync / __any_sync / __all_sync for a warp), with __shared__ storage common to the
+ * block. Not provided: atomics, partial warp masks, cooperative groups: a kernel that uses one
+ * fails to compile (or aborts) here, so it cannot ship untested. The runtime API the launchers call (cudaGetLastError, ...) is emulated in
  * cudaHostRuntime.cpp, with hooks for tests (stn_emu_*).
  */
 #pragma once
@@ -64,8 +65,24 @@ namespace stn_emu
 //! switch at __syncthreads. Returns the launch's cudaError_t (also recorded as the last error).
 cudaError_t runGrid(dim3 grid, dim3 block, size_t sharedBytes, std::function<void()> const& body);
 
-//! Block barrier of the emulated block (no-op outside a launch is an error: aborts).
+//! Block barrier of the emulated block (outside a launch: aborts).
 void syncThreads();
+//! Warp barrier; `mask` must name every lane of the warp (partial masks are not emulated).
+void syncWarp(uint32_t mask);
+//! Lane index of the running thread (linear thread index % 32).
+uint32_t laneId();
+//! Every lane of the warp contributes `bytes` (<= 16) from `mine`; `all` receives the 32 lanes'
+//! values (zero past the end of a partial last warp). A warp-synchronous call.
+void warpExchange(uint32_t mask, void const* mine, size_t bytes, void* all);
+
+template <typename T>
+T shuffleFrom(uint32_t mask, T var, uint32_t source)
+{
+    static_assert(sizeof(T) <= 16, "a warp shuffle moves at most 16 bytes");
+    T all[32];
+    warpExchange(mask, &var, sizeof(T), all);
+    return all[source & 31u];
+}
 
 template <typename Kernel>
 struct Launch
@@ -95,6 +112,71 @@ Launch<Kernel> launch(dim3 grid, dim3 block, size_t sharedBytes, cudaStream_t /*
 inline void __syncthreads()
 {
     stn_emu::syncThreads();
+}
+
+// Warp intrinsics: every lane of the warp must take part (a full mask), as the kernels here
+// would use them; the exchange is a warp barrier, so the schedule stays exact.
+static constexpr int warpSize = 32;
+
+inline void __syncwarp(unsigned int mask = 0xffffffffu)
+{
+    stn_emu::syncWarp(mask);
+}
+
+template <typename T>
+T __shfl_sync(unsigned int mask, T var, int srcLane, int width = warpSize)
+{
+    uint32_t const lane = stn_emu::laneId();
+    uint32_t const w = static_cast<uint32_t>(width);
+    return stn_emu::shuffleFrom(mask, var, (lane & ~(w - 1)) + (static_cast<uint32_t>(srcLane) & (w - 1)));
+}
+
+template <typename T>
+T __shfl_up_sync(unsigned int mask, T var, unsigned int delta, int width = warpSize)
+{
+    uint32_t const lane = stn_emu::laneId();
+    uint32_t const w = static_cast<uint32_t>(width);
+    return stn_emu::shuffleFrom(mask, var, (lane & (w - 1)) >= delta ? lane - delta : lane);
+}
+
+template <typename T>
+T __shfl_down_sync(unsigned int mask, T var, unsigned int delta, int width = warpSize)
+{
+    uint32_t const lane = stn_emu::laneId();
+    uint32_t const w = static_cast<uint32_t>(width);
+    return stn_emu::shuffleFrom(mask, var, (lane & (w - 1)) + delta < w ? lane + delta : lane);
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned int mask, T var, int laneMask, int width = warpSize)
+{
+    uint32_t const lane = stn_emu::laneId();
+    uint32_t const w = static_cast<uint32_t>(width);
+    uint32_t const source = lane ^ static_cast<uint32_t>(laneMask);
+    return stn_emu::shuffleFrom(mask, var, (source & ~(w - 1)) == (lane & ~(w - 1)) ? source : lane);
+}
+
+inline unsigned int __ballot_sync(unsigned int mask, int predicate)
+{
+    int const mine = predicate != 0 ? 1 : 0;
+    int all[32];
+    stn_emu::warpExchange(mask, &mine, sizeof(mine), all);
+    unsigned int bits = 0;
+    for (int l = 0; l < 32; ++l)
+    {
+        bits |= all[l] != 0 ? (1u << l) : 0u;
+    }
+    return bits & mask;
+}
+
+inline int __any_sync(unsigned int mask, int predicate)
+{
+    return __ballot_sync(mask, predicate) != 0;
+}
+
+inline int __all_sync(unsigned int mask, int predicate)
+{
+    return __ballot_sync(mask, predicate) == mask;
 }
 
 // Test hooks (cudaHostRuntime.cpp), C linkage so ctypes and the test driver reach them.

@@ -11,6 +11,7 @@
  *   wide    the 64-bit index path: n * out_plane > 2^31 over lazily mapped buffers, a sparse launch
  *           (some blocks), sampled outputs checked, the rest of the touched items left unwritten
  *   errors  the C API's CUDA error reporting (no device, old driver, sticky fault, bad geometry)
+ *   shim    the emulation itself: __syncthreads phases, __shared__, warp shuffles / ballot
  * Every output starts as a sentinel that no sampled value can produce, so an unwritten output is
  * a mismatch. Equal means the same bits, or NaN on both sides (the payload of a NaN differs
  * between CUDA's and the reference's float -> half conversions; a GPU returns canonical NaNs).
@@ -711,8 +712,15 @@ void suiteErrors()
             fail("a block of 2048 threads was not rejected");
         }
     }
-    // __syncthreads: phases between barriers with block-shared storage (exercised here so that
-    // the emulation is known to honour it before a kernel relies on it).
+}
+
+// ---- the shim itself: barriers, shared memory, warp intrinsics ---------------------------------
+
+//! What a later kernel may rely on (a theta tile in shared memory, warp reductions): checked here
+//! so the emulation is known to honour it before a shipped kernel uses it.
+void suiteShim()
+{
+    // __syncthreads: phases between barriers with block-shared storage.
     {
         static int order[128];
         static int next;
@@ -747,6 +755,91 @@ void suiteErrors()
             fail("__syncthreads / __shared__ emulation");
         }
     }
+    // Warp shuffles: a reduction, a butterfly, a segmented broadcast, a scan; two warps per block.
+    {
+        auto kernel = +[](int* out) {
+            int const lane = static_cast<int>(threadIdx.x % 32);
+            int const v = lane + 1 + 100 * static_cast<int>(threadIdx.x / 32);
+            int sum = v;
+            for (int d = 16; d > 0; d /= 2)
+            {
+                sum += __shfl_down_sync(0xffffffffu, sum, d);
+            }
+            int all = v;
+            for (int m = 1; m < 32; m *= 2)
+            {
+                all += __shfl_xor_sync(0xffffffffu, all, m);
+            }
+            int const fifth = __shfl_sync(0xffffffffu, v, 5, 16);
+            int scan = v;
+            for (int d = 1; d < 32; d *= 2)
+            {
+                int const up = __shfl_up_sync(0xffffffffu, scan, d);
+                scan += lane >= d ? up : 0;
+            }
+            unsigned int const ballot = __ballot_sync(0xffffffffu, lane % 3 == 0);
+            int const t = static_cast<int>(threadIdx.x);
+            out[5 * t] = sum;
+            out[5 * t + 1] = all;
+            out[5 * t + 2] = fifth;
+            out[5 * t + 3] = scan;
+            out[5 * t + 4] = static_cast<int>(ballot);
+        };
+        int out[5 * 64];
+        stn_emu::launch(dim3(1), dim3(64), 0, nullptr, kernel)(out);
+        bool ok = true;
+        for (int t = 0; t < 64; ++t)
+        {
+            int const lane = t % 32;
+            int const base = 100 * (t / 32);
+            int const total = 528 + 32 * base; // 1 + ... + 32, plus the warp's offset per lane
+            ok = ok && out[5 * t + 1] == total;
+            ok = ok && (lane != 0 || out[5 * t] == total);
+            ok = ok && out[5 * t + 2] == (lane < 16 ? 6 : 22) + base;
+            ok = ok && out[5 * t + 3] == (lane + 1) * (lane + 2) / 2 + (lane + 1) * base;
+            ok = ok && static_cast<unsigned int>(out[5 * t + 4]) == 0x49249249u;
+        }
+        ++gChecks;
+        if (!ok)
+        {
+            fail("warp shuffle / ballot emulation");
+        }
+    }
+    // A partial last warp (40 threads: 32 + 8 lanes) and a theta-once-per-block pattern: thread 0
+    // loads, the block waits, every thread reads; then a per-warp vote.
+    {
+        auto kernel = +[](float const* theta, float* out) {
+            __shared__ float tile[6];
+            if (threadIdx.x < 6)
+            {
+                tile[threadIdx.x] = theta[blockIdx.x * 6 + threadIdx.x];
+            }
+            __syncthreads();
+            float acc = 0.0f;
+            for (int k = 0; k < 6; ++k)
+            {
+                acc += tile[k];
+            }
+            unsigned int const ballot = __ballot_sync(0xffffffffu, 1);
+            out[blockIdx.x * 40 + threadIdx.x] = acc + static_cast<float>(__builtin_popcount(ballot));
+        };
+        float theta[12] = {1, 2, 3, 4, 5, 6, 10, 20, 30, 40, 50, 60};
+        float out[80];
+        stn_emu::launch(dim3(2), dim3(40), 0, nullptr, kernel)(theta, out);
+        bool ok = true;
+        for (int b = 0; b < 2; ++b)
+        {
+            for (int t = 0; t < 40; ++t)
+            {
+                ok = ok && out[b * 40 + t] == (b == 0 ? 21.0f : 210.0f) + (t < 32 ? 32.0f : 8.0f);
+            }
+        }
+        ++gChecks;
+        if (!ok)
+        {
+            fail("shared tile + __syncthreads + partial-warp ballot emulation");
+        }
+    }
 }
 
 } // namespace
@@ -765,7 +858,7 @@ int main(int argc, char** argv)
     }
     if (suites.empty())
     {
-        suites = {"matrix", "stride", "wide", "errors"};
+        suites = {"matrix", "stride", "wide", "errors", "shim"};
     }
     int total = 0;
     for (std::string const& s : suites)
@@ -788,9 +881,13 @@ int main(int argc, char** argv)
         {
             suiteErrors();
         }
+        else if (s == "shim")
+        {
+            suiteShim();
+        }
         else
         {
-            std::printf("unknown suite %s (matrix, stride, wide, errors)\n", s.c_str());
+            std::printf("unknown suite %s (matrix, stride, wide, errors, shim)\n", s.c_str());
             return 2;
         }
         std::printf("%s: %d checks, %d failures\n", s.c_str(), gChecks, gFailures - before);
