@@ -12,11 +12,14 @@ Roofline (a static estimate, not a measurement): for the four GPU cases of the G
 H200 (132 SMs x 4 schedulers at ~1.98 GHz, copy ~4.3 TB/s counting read + write),
     time = max(compulsory bytes / copy bandwidth, warp instructions / issue rate)
 with compulsory bytes = output + input actually read (4 taps per output pixel, capped at the
-input) + grid (grid op) and warp instructions = outputs / (32 x positions per thread) x
-(channel-loop instructions per channel iteration x C + per-position set-up). The set-up count
-is the kernel's instructions outside its channel loops divided by its number of modes and by
-the positions per thread (a crude share, said as such; ``*_channel_loop_only`` leaves it out,
-a lower bound on the time). ``predicted_fraction_of_copy`` = memory time / predicted time.
+input) + grid (grid op) and warp instructions = threads / 32 x (channel-loop instructions per
+channel iteration x C + set-up), one thread per P positions (P = 1 fp32, 2 fp16/bf16). The
+channel loop is counted statically (every instruction of its body once, a branchy body is
+over-counted); the set-up is the shortest path through the SASS from the kernel's entry to that
+loop and from the loop to EXIT (the branches a real position takes only add to it).
+``*_channel_loop_only`` leaves the set-up out (a lower bound on the time). Not modelled: latency
+(too few warps to hide it: see occupancy), the tail of a partly filled last wave, caches.
+``predicted_fraction_of_copy`` = memory time / predicted time.
 
 Writes ``benchmarks/results/kernel-resources.json`` (``-o``): ``kernels`` (per kernel x arch),
 ``channel_loops``, ``roofline`` (list of {case, op, dtype, mode, kernel, predicted_us,
@@ -197,6 +200,63 @@ def channel_loops(instrs: list[tuple[int, str]], elem_bits: int) -> list[dict]:
     return inner
 
 
+def _successors(instrs: list[tuple[int, str]]) -> list[list[int]]:
+    """Instruction-level control flow: fall-through, branch targets; EXIT / RET end a path; an
+    indirect BRX may go to any instruction that nothing else reaches (its table's entries)."""
+    index = {a: i for i, (a, _) in enumerate(instrs)}
+    succ: list[list[int]] = []
+    for i, (_, text) in enumerate(instrs):
+        op = _opcode(text)
+        predicated = text.startswith("@")
+        nxt = [i + 1] if i + 1 < len(instrs) else []
+        if op.startswith("BRA"):
+            m = re.search(r"0x([0-9a-f]+)\s*$", text)
+            target = [index[int(m.group(1), 16)]] if m and int(m.group(1), 16) in index else []
+            succ.append(target + (nxt if predicated else []))
+        elif op == "EXIT" or op.startswith("RET"):
+            succ.append(nxt if predicated else [])
+        elif op.startswith("BRX"):
+            succ.append(None)  # an indirect jump (a switch's table): resolved below
+        else:
+            succ.append(nxt)
+    # The targets of a jump table are the instructions nothing else reaches: no fall-through into
+    # them and no branch to them.
+    has_pred = {j for row in succ if row for j in row}
+    orphans = [i for i in range(1, len(instrs)) if i not in has_pred]
+    return [row if row is not None else orphans for row in succ]
+
+
+def _shortest(succ: list[list[int]], start: int, goals: set[int]) -> int | None:
+    """Fewest instructions executed from ``start`` to reach one of ``goals`` (breadth first)."""
+    from collections import deque
+
+    seen = {start}
+    queue = deque([(start, 0)])
+    while queue:
+        i, d = queue.popleft()
+        if i in goals:
+            return d
+        for j in succ[i]:
+            if j not in seen:
+                seen.add(j)
+                queue.append((j, d + 1))
+    return None
+
+
+def setup_instructions(instrs: list[tuple[int, str]], loop: dict) -> int | None:
+    """Instructions a thread executes outside one channel loop, on the shortest path: from the
+    kernel's entry to the loop's head, and from the loop's exit to EXIT (one trip of the
+    grid-stride loop, as every launch here has one position group per thread). A lower bound:
+    the branches a real position takes (padding, validity) only add to it."""
+    index = {a: i for i, (a, _) in enumerate(instrs)}
+    head, back = index[int(loop["range"][0], 16)], index[int(loop["range"][1], 16)]
+    succ = _successors(instrs)
+    exits = {i for i, (_, t) in enumerate(instrs) if _opcode(t) == "EXIT"}
+    before = _shortest(succ, 0, {head})
+    after = _shortest(succ, back + 1, exits) if back + 1 < len(instrs) else None
+    return None if before is None or after is None else before + after + 1
+
+
 def compulsory_bytes(case: str, op: str, elem: int) -> int:
     (n, c, h, w), (ho, wo) = CASES[case]
     out = n * c * ho * wo * elem
@@ -216,12 +276,14 @@ def roofline(loops_by_kernel: dict[str, dict]) -> list[dict]:
                 info = loops_by_kernel.get(kernel)
                 if info is None:
                     continue
-                bil = [lp for lp in info["loops"] if lp["mode"] == "bilinear"]
+                bil = [lp for lp in info["loops"] if lp["mode"] == "bilinear" and lp.get("setup") is not None]
                 if not bil:
                     continue
-                per_channel = min(lp["instructions"] * p / lp["outputs"] for lp in bil)  # per thread-iteration
+                loop = min(bil, key=lambda lp: lp["instructions"] / lp["outputs"])  # the vector-store loop
+                per_channel = loop["instructions"] * p / loop["outputs"]  # per thread and channel
+                setup = loop["setup"]
                 warps = n * ho * wo / (32 * p)
-                warp_instr = warps * (per_channel * c + info["setup_per_position"])
+                warp_instr = warps * (per_channel * c + setup)
                 t_issue = warp_instr / issue_rate
                 bytes_ = compulsory_bytes(case, op, elem)
                 t_mem = bytes_ / (H200["copy_tb_s"] * 1e12)
@@ -235,7 +297,7 @@ def roofline(loops_by_kernel: dict[str, dict]) -> list[dict]:
                              "predicted_fraction_of_copy_channel_loop_only": round(t_mem / t_loop_only, 3),
                              "bound": "memory" if t_mem >= t_issue else "instruction issue",
                              "channel_loop_instructions_per_thread_iteration": round(per_channel, 1),
-                             "setup_instructions_per_position": round(info["setup_per_position"], 1)})
+                             "setup_instructions_per_thread": setup})
     return rows
 
 
@@ -268,10 +330,9 @@ def main() -> int:
         kernel = short_name(names[mangled])
         elem_bits = 32 if "<float" in kernel else 16
         loops = channel_loops(ins, elem_bits)
-        in_loops = sum(lp["instructions"] for lp in loops)
-        modes = 2 if ", 5, " in kernel else 3
-        loops_by_kernel[kernel] = {"arch": args.sass_arch, "total_instructions": len(ins), "loops": loops,
-                                   "setup_per_position": (len(ins) - in_loops) / modes / (1 if elem_bits == 32 else 2)}
+        for lp in loops:
+            lp["setup"] = setup_instructions(ins, lp)
+        loops_by_kernel[kernel] = {"arch": args.sass_arch, "total_instructions": len(ins), "loops": loops}
 
     from stn_deploy import kernels as _k  # noqa: F401  (versions only)
 
