@@ -40,6 +40,7 @@ namespace
 cudaError_t gLastError = cudaSuccess;
 bool gLastSticky = false;
 cudaError_t gDeviceError = cudaSuccess;
+cudaError_t gNextLaunchError = cudaSuccess;
 std::vector<uint64_t> gBlockRanges;
 uint64_t gMaxBlocks = 0;
 uint64_t gLastBlocks = 0;
@@ -293,6 +294,13 @@ cudaError_t runGrid(dim3 grid, dim3 block, size_t sharedBytes, std::function<voi
     {
         return gLastError; // the context is unusable: nothing runs
     }
+    if (gNextLaunchError != cudaSuccess)
+    {
+        cudaError_t const e = gNextLaunchError; // what a GPU without a matching kernel image says
+        gNextLaunchError = cudaSuccess;
+        record(e);
+        return e;
+    }
     if (!validGeometry(grid, block, sharedBytes))
     {
         record(cudaErrorInvalidConfiguration);
@@ -513,6 +521,11 @@ void stn_emu_set_max_blocks(uint64_t maxBlocks)
 void stn_emu_set_device_error(int32_t error)
 {
     stn_emu::gDeviceError = static_cast<cudaError_t>(error);
+}
+
+void stn_emu_fail_next_launch(int32_t error)
+{
+    stn_emu::gNextLaunchError = static_cast<cudaError_t>(error);
 }
 
 void stn_emu_set_pending_error(int32_t error)

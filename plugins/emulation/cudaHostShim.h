@@ -190,6 +190,8 @@ extern "C"
     void stn_emu_set_max_blocks(uint64_t maxBlocks);
     //! Makes the next cudaGetDeviceCount fail with `error` (0: succeed with one device).
     void stn_emu_set_device_error(int32_t error);
+    //! Makes the next launch fail with `error` without running (e.g. cudaErrorNoKernelImageForDevice).
+    void stn_emu_fail_next_launch(int32_t error);
     //! Records `error` as pending, as an earlier asynchronous fault would (sticky when the CUDA
     //! runtime treats it as sticky, e.g. cudaErrorIllegalAddress).
     void stn_emu_set_pending_error(int32_t error);

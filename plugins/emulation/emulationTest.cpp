@@ -700,6 +700,16 @@ void suiteErrors()
     {
         fail(std::string("launch after the fault was cleared: ") + stn_last_error());
     }
+    // A GPU the library has no code for: the launch's own error, naming what was built.
+    stn_emu_fail_next_launch(cudaErrorNoKernelImageForDevice);
+    expectError("no kernel image", stn_affine_grid_sample_cuda(&d, x, grid, out, nullptr), STN_ERROR_CUDA,
+        {"STNAffineGridSample kernel launch failed: cudaErrorNoKernelImageForDevice: no kernel image",
+            "has code for host-emulation", "--archs"});
+    ++gChecks;
+    if (cudaGetLastError() != cudaSuccess)
+    {
+        fail("a failed launch left its error pending");
+    }
     // A launch the runtime rejects: the launch's own error.
     stn_emu_set_pending_error(cudaSuccess);
     {
