@@ -664,7 +664,16 @@ void suiteErrors()
     float out[4];
     stn_emu_set_device_error(cudaErrorInsufficientDriver);
     expectError("old driver", stn_grid_sample_cuda(&d, x, grid, out, nullptr), STN_ERROR_NO_CUDA,
-        {"driver is too old", "needs driver >= ", "cudaErrorInsufficientDriver", "--cuda 12"});
+        {"driver is too old", "needs driver >= ", stn_cuda_min_driver(), "cudaErrorInsufficientDriver", "--cuda 12"});
+    ++gChecks;
+    // The minimum driver follows the CUDA runtime built against (13: r580; 12: r525, minor-version
+    // compatibility): this suite runs with both toolkits' headers.
+    if (std::string(stn_cuda_min_driver()) != (CUDART_VERSION >= 13000 ? "580.65.06" : "525.60.13")
+        || stn_cuda_runtime_version() != CUDART_VERSION)
+    {
+        fail(std::string("minimum driver ") + stn_cuda_min_driver() + " for CUDA runtime "
+            + std::to_string(stn_cuda_runtime_version()));
+    }
     stn_emu_set_device_error(cudaErrorNoDevice);
     expectError("no device", stn_affine_grid_sample_cuda(&d, x, grid, out, nullptr), STN_ERROR_NO_CUDA,
         {"no CUDA device", "cudaErrorNoDevice: no CUDA-capable device is detected"});
