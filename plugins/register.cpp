@@ -8,8 +8,11 @@
  * No REGISTER_TENSORRT_PLUGIN, getPluginRegistry or getLogger: they do not work with RTX.
  */
 #include "affineGridSamplePlugin.h"
+#include "cudaBuildInfo.h"
 #include "gridSamplePlugin.h"
 #include "pluginUtils.h"
+
+#include <string>
 
 #define STN_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -29,5 +32,10 @@ STN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCrea
 
 STN_EXPORT char const* stn_library_version(void)
 {
-    return "stn_deploy_plugins 1.0.0 (STNGridSample 1, STNAffineGridSample 1)";
+    // The CUDA runtime is linked statically: the driver it needs is part of what was built. The
+    // parenthesis lists the plugin versions (parsed by stn_deploy.doctor); keep it the only one.
+    static std::string const version = "stn_deploy_plugins 1.0.0 (STNGridSample 1, STNAffineGridSample 1) CUDA runtime "
+        + stn_deploy::cuda::cudaVersionText(CUDART_VERSION) + " static, needs driver >= "
+        + stn_deploy::cuda::minimumDriver();
+    return version.c_str();
 }

@@ -22,7 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VPY" -m pip install -q --upgrade pip
   # torch 2.13.0 first: the CPU build on local disk (a newer torch pulls gigabytes).
   "$VPY" -m pip install -q "torch==2.13.0"
-  "$VPY" -m pip install -q -e ".[test]"
+  "$VPY" -m pip install -q -e ".[test,kernels]"
   echo "$want" > "$stamp"
 fi
 

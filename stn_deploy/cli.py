@@ -330,8 +330,16 @@ def plugins_group() -> None:
     "--archs",
     default=None,
     metavar="LIST",
-    help="CUDA architectures, ';' or ',' separated (SASS for each, PTX of the last). "
-    "[default: 75;80;86;89;90;120]",
+    help="CUDA architectures, ';' or ',' separated (SASS for each, PTX of the lowest). "
+    "[default: $STN_CUDA_ARCHS, else 75;80;86;89;90;100;103;110;120 (CUDA 13)]",
+)
+@click.option(
+    "--cuda",
+    "cuda_major",
+    type=click.Choice(["12", "13"]),
+    default=None,
+    help="CUDA toolkit major (cudart is linked statically: 13 needs driver r580+, 12 runs on r525+). "
+    "[default: the installed TensorRT's CUDA major, else the nvcc on PATH]",
 )
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel build jobs. [default: CPU count]")
 @click.option(
@@ -348,23 +356,32 @@ def plugins_group() -> None:
 )
 @click.option("--verbose", is_flag=True, help="Show CMake's output.")
 def plugins_build(
-    archs: str | None, jobs: int | None, build_dir: Path | None, tensorrt_include: Path | None, verbose: bool
+    archs: str | None, cuda_major: str | None, jobs: int | None, build_dir: Path | None,
+    tensorrt_include: Path | None, verbose: bool
 ) -> None:
     """Configure and build the plugin library with CMake; print its path."""
     from stn_deploy import kernels
 
     path = kernels.build_library(
-        build_dir=build_dir, archs=archs, jobs=jobs, tensorrt_include=tensorrt_include, verbose=verbose
+        build_dir=build_dir, archs=archs, jobs=jobs, tensorrt_include=tensorrt_include, verbose=verbose,
+        cuda_major=int(cuda_major) if cuda_major else None,
     )
     click.echo(str(path))
 
 
 @plugins_group.command("path")
-def plugins_path() -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the path with the library's version, CUDA runtime, minimum driver and architectures.")
+def plugins_path(as_json: bool) -> None:
     """Print the plugin library's path ($STN_DEPLOY_PLUGIN_LIBRARY overrides); exit 2 if it is missing."""
     from stn_deploy import kernels
 
     path = require_file(kernels.library_path(), "plugin library", hint="run `stn-deploy plugins build`")
+    if as_json:
+        import json
+
+        click.echo(json.dumps(kernels.build_info(path), indent=2))
+        return
     click.echo(str(path))
 
 

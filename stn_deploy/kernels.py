@@ -38,8 +38,15 @@ DEFAULT_BUILD_DIR = PLUGIN_SOURCE_DIR / "build"
 LIBRARY_NAME = "libstn_deploy_plugins.so"
 #: Environment variable that overrides the library path.
 LIBRARY_ENV = "STN_DEPLOY_PLUGIN_LIBRARY"
-#: Default CUDA architectures (SASS for each, plus PTX of the last).
-DEFAULT_CUDA_ARCHS: tuple[str, ...] = ("75", "80", "86", "89", "90", "120")
+#: Default CUDA architectures of a CUDA 13 build: SASS for every generation TensorRT users run
+#: (Turing, Ampere, Ada, Hopper, Blackwell B200/GB200/B300, Thor, RTX 50), plus PTX of the lowest.
+DEFAULT_CUDA_ARCHS: tuple[str, ...] = ("75", "80", "86", "89", "90", "100", "103", "110", "120")
+#: The same for a CUDA 12 toolkit (Thor is sm_101 there; 101 needs 12.8, 103 needs 12.9).
+DEFAULT_CUDA12_ARCHS: tuple[str, ...] = ("75", "80", "86", "89", "90", "100", "101", "103", "120")
+#: Environment variable overriding the default architectures (e.g. ``90`` for a fast local build).
+ARCHS_ENV = "STN_CUDA_ARCHS"
+#: Where ``build_library(cuda_major=12)`` looks for a CUDA 12 toolkit first.
+CUDA12_HOME_ENV = "STN_CUDA12_HOME"
 #: C ABI version this module was written for (STN_ABI_VERSION).
 ABI_VERSION = 1
 
@@ -86,7 +93,8 @@ def library_path() -> Path:
 
 
 def _cmake_archs(archs: Sequence[str] | str) -> str:
-    """``["75", "86"]`` or ``"75;86"`` -> ``"75-real;86-real;86-virtual"`` (SASS each, PTX of the last)."""
+    """``["75", "86"]`` or ``"75;86"`` -> ``"75-real;86-real;75-virtual"`` (SASS each, PTX of the lowest,
+    which every newer GPU can JIT)."""
     items = archs.replace(",", ";").split(";") if isinstance(archs, str) else list(archs)
     items = [str(a).strip() for a in items if str(a).strip()]
     if not items:
@@ -98,8 +106,76 @@ def _cmake_archs(archs: Sequence[str] | str) -> str:
             raise UserError(f"bad CUDA architecture {a!r}: expected a number such as 86 (or 86-real / 86-virtual)")
         out.append(a if "-" in a else f"{a}-real")
     if not any(a.endswith("-virtual") for a in out):
-        out.append(f"{items[-1].split('-')[0]}-virtual")
+        out.append(f"{min(int(a.split('-')[0]) for a in items)}-virtual")
     return ";".join(out)
+
+
+def _nvcc_release(nvcc: str) -> tuple[int, int] | None:
+    """(major, minor) of an nvcc, from ``nvcc --version`` ("release 12.9, V12.9.86")."""
+    try:
+        text = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def installed_tensorrt_cuda_major() -> int | None:
+    """CUDA major of the installed TensorRT / TensorRT-RTX wheels (``*-cu12`` / ``*-cu13``), if any."""
+    from importlib import metadata
+
+    majors = set()
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        m = re.match(r"tensorrt(?:-rtx)?-cu(\d+)", name)
+        if m:
+            majors.add(int(m.group(1)))
+    return max(majors) if majors else None
+
+
+def find_nvcc(cuda_major: int | None) -> tuple[str, tuple[int, int]]:
+    """The nvcc of a CUDA major (None: the one on PATH) and its release.
+
+    CUDA 12: ``$STN_CUDA12_HOME/bin/nvcc``, ``/usr/local/cuda-12*/bin/nvcc``, then PATH.
+
+    Raises:
+        UserError: no nvcc of that major. PyPI cannot supply one: ``nvidia-cuda-nvcc-cu12``
+            (12.x) ships only ptxas, libnvvm and headers, not the nvcc driver, cicc, cudafe++,
+            fatbinary or nvlink that compiling ``.cu`` files needs.
+    """
+    candidates: list[str] = []
+    if cuda_major == 12:
+        home = os.environ.get(CUDA12_HOME_ENV)
+        if home:
+            candidates.append(str(Path(home) / "bin" / "nvcc"))
+        candidates += [str(p / "bin" / "nvcc") for p in sorted(Path("/usr/local").glob("cuda-12*"), reverse=True)]
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(on_path)
+    for nvcc in candidates:
+        if not Path(nvcc).exists():
+            continue
+        release = _nvcc_release(nvcc)
+        if release and (cuda_major is None or release[0] == cuda_major):
+            return nvcc, release
+    if cuda_major == 12:
+        raise UserError(
+            f"no CUDA 12 toolkit found (looked in ${CUDA12_HOME_ENV}, /usr/local/cuda-12*, PATH); install CUDA 12.8+ "
+            f"from NVIDIA and set {CUDA12_HOME_ENV}: PyPI's nvidia-cuda-nvcc-cu12 has only ptxas and libnvvm, "
+            "not the nvcc, cicc, cudafe++ and fatbinary a .cu build needs")
+    raise UserError(f"no nvcc for CUDA {cuda_major} found on PATH" if cuda_major else "nvcc not found on PATH")
+
+
+def _default_archs(release: tuple[int, int]) -> tuple[str, ...]:
+    env = os.environ.get(ARCHS_ENV, "").strip()
+    if env:
+        return tuple(a for a in env.replace(",", ";").split(";") if a.strip())
+    if release[0] >= 13:
+        return DEFAULT_CUDA_ARCHS
+    drop = {"101"} if release < (12, 8) else set()
+    drop |= {"103"} if release < (12, 9) else set()
+    drop |= {"100", "120"} if release < (12, 8) else set()
+    return tuple(a for a in DEFAULT_CUDA12_ARCHS if a not in drop)
 
 
 def build_library(
@@ -109,13 +185,18 @@ def build_library(
     tensorrt_include: Path | None = None,
     build_type: str = "Release",
     verbose: bool = False,
+    cuda_major: int | None = None,
 ) -> Path:
     """Configure and build the plugin/kernel library with CMake.
 
     Args:
         build_dir: CMake build folder (default ``<repo>/plugins/build``).
-        archs: CUDA architectures, e.g. ``["75", "86"]`` or ``"75;86"`` (default
-            :data:`DEFAULT_CUDA_ARCHS`); SASS for each plus PTX of the last.
+        archs: CUDA architectures, e.g. ``["75", "86"]`` or ``"75;86"`` (default ``$STN_CUDA_ARCHS``,
+            else every architecture the toolkit has of :data:`DEFAULT_CUDA_ARCHS` /
+            :data:`DEFAULT_CUDA12_ARCHS`); SASS for each plus PTX of the lowest.
+        cuda_major: CUDA toolkit major to build with (12 or 13; None: the installed TensorRT
+            wheel's CUDA major, else the nvcc on PATH). The CUDA runtime is linked statically,
+            so this sets the oldest driver the library runs on (13: r580, 12: r525).
         jobs: parallel build jobs (default: CPU count).
         tensorrt_include: folder with ``NvInferRuntime.h`` (default ``<repo>/third_party/tensorrt/include``,
             fetched by ``scripts/setup.sh``).
@@ -131,6 +212,9 @@ def build_library(
     if shutil.which("cmake") is None:
         raise UserError("cmake not found on PATH; install CMake >= 3.24 to build the plugins")
     build_dir = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
+    if cuda_major is None:
+        cuda_major = installed_tensorrt_cuda_major()
+    nvcc, release = find_nvcc(cuda_major)
     configure = [
         "cmake",
         "-S",
@@ -138,7 +222,8 @@ def build_library(
         "-B",
         str(build_dir),
         f"-DCMAKE_BUILD_TYPE={build_type}",
-        f"-DSTN_CUDA_ARCHITECTURES={_cmake_archs(archs if archs is not None else DEFAULT_CUDA_ARCHS)}",
+        f"-DSTN_CUDA_ARCHITECTURES={_cmake_archs(archs if archs is not None else _default_archs(release))}",
+        f"-DCMAKE_CUDA_COMPILER={nvcc}",  # CMake finds the toolkit (and its cudart) from it
     ]
     if tensorrt_include is not None:
         configure.append(f"-DSTN_TENSORRT_INCLUDE_DIR={Path(tensorrt_include).resolve()}")
@@ -224,6 +309,41 @@ def plugin_versions(path: Path | None = None) -> dict[str, list[str]]:
         if len(bits) == 2:
             found.setdefault(bits[0], []).append(bits[1])
     return found
+
+
+def build_info(path: Path | None = None) -> dict[str, Any]:
+    """What the library was built with and needs: ``version``, ``cuda_runtime`` ("13.0"),
+    ``min_driver`` ("580.65.06"), ``architectures`` (CMake syntax) and ``driver_cuda`` (the
+    installed driver's CUDA version, None without a driver). Libraries built before these
+    entry points existed give None for them."""
+    lib = load_library(path)
+
+    def text(name: str) -> str | None:
+        fn = getattr(lib, name, None)
+        if fn is None:
+            return None
+        fn.restype = ctypes.c_char_p
+        return fn().decode(errors="replace")
+
+    def number(name: str) -> int | None:
+        fn = getattr(lib, name, None)
+        if fn is None:
+            return None
+        fn.restype = ctypes.c_int32
+        return int(fn())
+
+    def version(v: int | None) -> str | None:
+        return f"{v // 1000}.{(v % 1000) // 10}" if v else None
+
+    archs = text("stn_cuda_architectures")
+    return {
+        "path": str(Path(path) if path is not None else library_path()),
+        "version": text("stn_library_version"),
+        "cuda_runtime": version(number("stn_cuda_runtime_version")),
+        "min_driver": text("stn_cuda_min_driver"),
+        "architectures": archs.split(",") if archs else None,
+        "driver_cuda": version(number("stn_cuda_driver_version")),
+    }
 
 
 # ------------------------------------------------------------------------------ array access

@@ -345,8 +345,8 @@ def test_missing_library_says_how_to_build(monkeypatch, tmp_path):
 
 
 def test_cmake_arch_list():
-    assert kernels._cmake_archs(["75", "86"]) == "75-real;86-real;86-virtual"
-    assert kernels._cmake_archs("75;120") == "75-real;120-real;120-virtual"
+    assert kernels._cmake_archs(["75", "86"]) == "75-real;86-real;75-virtual"
+    assert kernels._cmake_archs("120;90") == "120-real;90-real;90-virtual"  # PTX of the lowest
     assert kernels._cmake_archs("86-real,90-virtual") == "86-real;90-virtual"
     with pytest.raises(UserError):
         kernels._cmake_archs("sm_86")

@@ -81,8 +81,8 @@ struct Sampler
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        affineGridSampleKernel<T, kRank, cuda::LaunchConfig<T>::P>
-            <<<c.blocks, cuda::kTHREADS, 0, stream>>>(c.x, c.coord, c.out, c.d, c.o, c.vectorStore);
+        STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, cuda::LaunchConfig<T>::P>)(
+            c.x, c.coord, c.out, c.d, c.o, c.vectorStore);
     }
 };
 

@@ -36,7 +36,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(STN_CUDA_HOST_EMULATION)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #define STN_HD __host__ __device__ __forceinline__
@@ -365,7 +365,7 @@ STN_HD BFloat16 fromFloat<BFloat16>(float f)
     return BFloat16{static_cast<uint16_t>(rounded >> 16)};
 }
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(STN_CUDA_HOST_EMULATION) // the host emulation uses CUDA's host __half
 STN_HD float toFloat(__half v)
 {
     return __half2float(v);

@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include "cudaBuildInfo.h"
 #include "gridSampleMath.h"
 #include "sampleDesc.h"
 #include "stnKernelApi.h"
@@ -15,6 +16,16 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+
+//! `STN_LAUNCH(blocks, threads, sharedBytes, stream, kernel<T...>)(args...)`: every kernel launch
+//! goes through this one macro, so the same source compiles for nvcc (a <<<...>>> launch) and for
+//! the CUDA host emulation (plugins/emulation/cudaHostShim.h runs every block and thread).
+#if defined(STN_CUDA_HOST_EMULATION)
+#define STN_LAUNCH(blocks, threads, sharedBytes, stream, ...)                                                          \
+    ::stn_emu::launch(dim3(blocks), dim3(threads), sharedBytes, stream, __VA_ARGS__)
+#else
+#define STN_LAUNCH(blocks, threads, sharedBytes, stream, ...) __VA_ARGS__<<<blocks, threads, sharedBytes, stream>>>
+#endif
 
 namespace stn_deploy
 {
@@ -168,15 +179,38 @@ inline bool aligned(void const* p, size_t bytes)
     return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
-//! Maps a CUDA error to STN_ERROR_CUDA with a one-line message.
+//! Before a launch: an error already pending on this thread. A sticky one (a kernel fault: the
+//! context is unusable) fails the call with its own text, so it is not mistaken for a failure of
+//! this launch; a non-sticky one belongs to earlier, unrelated work: cudaGetLastError clears it
+//! and the launch goes ahead.
+inline int32_t checkPendingFault(char const* what)
+{
+    cudaError_t const earlier = cudaGetLastError();
+    if (earlier != cudaSuccess && cudaPeekAtLastError() != cudaSuccess)
+    {
+        return setLastError(STN_ERROR_CUDA,
+            std::string(what) + " not attempted: an earlier CUDA fault left the context unusable (sticky error "
+                + cudaErrorText(earlier) + "; it comes from work queued before this call)");
+    }
+    return STN_OK;
+}
+
+//! After a launch: the launch's own error, with a hint where the cause is the build.
 inline int32_t checkLaunch(char const* what)
 {
     cudaError_t const e = cudaGetLastError();
-    if (e != cudaSuccess)
+    if (e == cudaSuccess)
     {
-        return setLastError(STN_ERROR_CUDA, std::string(what) + ": " + cudaGetErrorString(e));
+        return STN_OK;
     }
-    return STN_OK;
+    std::string message = std::string(what) + " failed: " + cudaErrorText(e);
+    if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction
+        || e == cudaErrorUnsupportedPtxVersion)
+    {
+        message += " (this library has code for " STN_CUDA_ARCHS_TEXT "; rebuild with `stn-deploy plugins build --archs` "
+                   "for this GPU, or a driver >= " + std::string(minimumDriver()) + " for its PTX)";
+    }
+    return setLastError(STN_ERROR_CUDA, message);
 }
 
 //! Calls f.template operator()<T>() for the descriptor's X dtype.
@@ -257,6 +291,11 @@ int32_t launchSampler(
     {
         return STN_OK;
     }
+    int32_t const pending = checkPendingFault(what);
+    if (pending != STN_OK)
+    {
+        return pending;
+    }
     dispatchTypes(desc, LaunchByType<Sampler>{desc, x, coord, out, stream});
     return checkLaunch(what);
 }
@@ -275,12 +314,28 @@ inline int32_t checkCudaEntry(StnSampleDesc const* desc, bool fused)
         return setLastError(STN_ERROR_INVALID_ARGUMENT, why);
     }
     int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+    cudaError_t const e = cudaGetDeviceCount(&count);
+    if (e == cudaSuccess && count > 0)
     {
-        cudaGetLastError();
-        return setLastError(STN_ERROR_NO_CUDA, "no CUDA device is available");
+        return STN_OK;
     }
-    return STN_OK;
+    cudaGetLastError(); // a failed device query is not sticky: leave nothing pending for the caller
+    if (e == cudaErrorInsufficientDriver)
+    {
+        int driver = 0;
+        cudaDriverGetVersion(&driver);
+        return setLastError(STN_ERROR_NO_CUDA,
+            "the NVIDIA driver is too old for this library: it links the CUDA " + cudaVersionText(CUDART_VERSION)
+                + " runtime, which needs driver >= " + minimumDriver() + ", and the installed driver supports CUDA "
+                + (driver > 0 ? cudaVersionText(driver) : std::string("none")) + " (" + cudaErrorText(e)
+                + "); update the driver or rebuild with `stn-deploy plugins build --cuda 12`");
+    }
+    if (e == cudaSuccess || e == cudaErrorNoDevice)
+    {
+        return setLastError(STN_ERROR_NO_CUDA,
+            "no CUDA device is available (" + cudaErrorText(e == cudaSuccess ? cudaErrorNoDevice : e) + ")");
+    }
+    return setLastError(STN_ERROR_NO_CUDA, "CUDA initialisation failed: " + cudaErrorText(e));
 }
 
 } // namespace cuda

@@ -80,6 +80,15 @@ STN_API int32_t stn_affine_grid_sample_cuda(
 /* Checks a descriptor without running anything (fused: 1 for STNAffineGridSample). */
 STN_API int32_t stn_validate_desc(StnSampleDesc const* desc, int32_t fused);
 
+/* What the library was built with and needs (additions of ABI 1, absent from older builds):
+ * CUDART_VERSION of the CUDA runtime it links (e.g. 13000), the oldest Linux driver that runs
+ * it (e.g. "580.65.06"), its CUDA architectures (CMake syntax, e.g. "75-real;...;75-virtual"),
+ * and the installed driver's CUDA version (cudaDriverGetVersion; 0 when there is no driver). */
+STN_API int32_t stn_cuda_runtime_version(void);
+STN_API char const* stn_cuda_min_driver(void);
+STN_API char const* stn_cuda_architectures(void);
+STN_API int32_t stn_cuda_driver_version(void);
+
 STN_API char const* stn_last_error(void);
 STN_API int32_t stn_abi_version(void);
 STN_API char const* stn_library_version(void);

@@ -87,8 +87,8 @@ struct Sampler
         constexpr int P = cuda::LaunchConfig<T>::P;
         bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.evenPlane
             && cuda::aligned(c.coord.p, 8 * P);
-        gridSampleKernel<T, kRank, P>
-            <<<c.blocks, cuda::kTHREADS, 0, stream>>>(c.x, c.coord, c.out, c.d, c.o, c.vectorStore, vectorGrid);
+        STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P>)(
+            c.x, c.coord, c.out, c.d, c.o, c.vectorStore, vectorGrid);
     }
 };
 

@@ -205,6 +205,8 @@ def run_job(job: BuildJob) -> dict:
     config = builder.create_builder_config()
     if precision != "fp32" and not convert_graph:
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
+        if precision_mod.keep_coordinates_fp32(network, trt):  # theta / grid stay fp32
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     if job.opt_level is not None:
         config.builder_optimization_level = job.opt_level
     if job.workspace_mib:

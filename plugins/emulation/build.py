@@ -1,0 +1,160 @@
+"""Build the CUDA host emulation test driver (``stn_emulation_test``) under ASan + UBSan.
+
+The plugin's ``.cu`` launchers and kernels are compiled *as written* by the host C++ compiler,
+with ``cudaHostShim.h`` force-included, together with the CPU reference they are checked
+against. No GPU, no nvcc: only CUDA's headers (for the host ``__half`` / ``dim3`` types).
+
+    python plugins/emulation/build.py OUT_DIR [-Dmacro ...]    # prints the driver's path
+
+Objects are cached in OUT_DIR by a hash of their source text and flags, so a rebuild after
+one edit (or one injected mutation) recompiles one file. Used by tests/test_cuda_emulation.py
+and benchmarks/cuda_mutations.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PLUGINS = Path(__file__).resolve().parents[1]
+EMULATION = PLUGINS / "emulation"
+
+#: Compiled with the shim (the CUDA sources and the emulated runtime / driver).
+EMULATED_SOURCES = (
+    "gridSamplePlugin/gridSampleKernel.cu",
+    "affineGridSamplePlugin/affineGridSampleKernel.cu",
+    "emulation/cudaHostRuntime.cpp",
+    "emulation/emulationTest.cpp",
+)
+#: Compiled as in the plugin library (the CPU reference and what it shares).
+HOST_SOURCES = (
+    "common/cpuReference.cpp",
+    "common/sampleDesc.cpp",
+    "common/cudaBuildInfo.cpp",
+)
+INCLUDE_DIRS = ("common", "gridSamplePlugin", "affineGridSamplePlugin", "emulation")
+SANITIZERS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
+# -ffp-contract=off: no FMA contraction on either side (the default on aarch64 would fuse).
+CXXFLAGS = ("-std=c++17", "-O1", "-g1", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unused-parameter",
+            '-DSTN_CUDA_ARCHS_TEXT="host-emulation"')
+
+
+class BuildError(RuntimeError):
+    """The compiler is missing or a source failed to compile (message: the compiler's output)."""
+
+
+def cuda_include_dir() -> Path | None:
+    """The folder holding ``cuda_runtime_api.h``: $CUDA_HOME / $CUDA_PATH, else /usr/local/cuda."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parents[1]))
+    for c in candidates:
+        if c and (Path(c) / "include" / "cuda_runtime_api.h").exists():
+            return Path(c) / "include"
+    return None
+
+
+def compiler() -> str | None:
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+def _compile(cxx: str, src: Path, obj_dir: Path, flags: list[str], text: str | None) -> Path:
+    """Compile one source (``text`` replaces the file's contents, e.g. a mutant) unless cached."""
+    body = text if text is not None else src.read_text()
+    key = hashlib.sha256((body + "\0" + " ".join(flags) + "\0" + cxx).encode()).hexdigest()[:16]
+    obj = obj_dir / f"{src.stem}-{key}.o"
+    if obj.exists():
+        return obj
+    tmp = f"{obj}.{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent builds may share the cache
+    cmd = [cxx, *flags, "-c", "-o", tmp]
+    if text is not None:
+        # A mutant: compiled from stdin, with the original's folder first on the include path.
+        cmd += ["-I", str(src.parent), "-x", "c++", "-"]
+    else:
+        cmd += (["-x", "c++"] if src.suffix == ".cu" else []) + [str(src)]
+    proc = subprocess.run(cmd, input=body if text is not None else None, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{src.relative_to(PLUGINS)}: {proc.stderr.strip()[-4000:]}")
+    os.replace(tmp, obj)
+    return obj
+
+
+def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, str] | None = None,
+          jobs: int = 2) -> Path:
+    """Build ``stn_emulation_test`` in ``out_dir``; returns its path.
+
+    Args:
+        out_dir: build folder (object cache and the driver).
+        defines: extra ``-D`` flags for every source.
+        replacements: path (relative to ``plugins/``) of a source or a ``common/`` header ->
+            text to compile instead of the file (the mutation check's mutants). The driver is
+            named after the hash of its objects, so each mutant gets its own.
+        jobs: parallel compiler processes.
+
+    Raises:
+        BuildError: no compiler or no CUDA headers, or a compile/link error.
+    """
+    cxx = compiler()
+    if cxx is None:
+        raise BuildError("no C++ compiler (g++) on PATH")
+    cuda_inc = cuda_include_dir()
+    if cuda_inc is None:
+        raise BuildError("CUDA headers (cuda_runtime_api.h) not found: set CUDA_HOME")
+    replacements = replacements or {}
+    out_dir = Path(out_dir)
+    obj_dir = out_dir / "obj"
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    includes = [f"-I{PLUGINS / d}" for d in INCLUDE_DIRS]
+    headers = {k: v for k, v in replacements.items() if not k.endswith((".cu", ".cpp"))}
+    if headers:
+        # Mutated headers shadow the originals: their folder comes first on the include path.
+        # (Sources that sit beside a header include it by "" from their own folder: keep mutated
+        # headers to common/, which no source shares a folder with but cpuReference/sampleDesc.)
+        tag = hashlib.sha256(repr(sorted(headers.items())).encode()).hexdigest()[:12]
+        shadow = out_dir / f"headers-{tag}"
+        shadow.mkdir(parents=True, exist_ok=True)
+        for rel, text in headers.items():
+            (shadow / Path(rel).name).write_text(text)
+        includes.insert(0, f"-I{shadow}")
+    base = [*CXXFLAGS, *SANITIZERS, *defines, *includes, "-isystem", str(cuda_inc)]
+    emulated = [*base, "-DSTN_CUDA_HOST_EMULATION=1", "-include", str(EMULATION / "cudaHostShim.h")]
+    sources = {k: v for k, v in replacements.items() if k.endswith((".cu", ".cpp"))}
+    work = [(PLUGINS / s, emulated) for s in EMULATED_SOURCES] + [(PLUGINS / s, base) for s in HOST_SOURCES]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(_compile, cxx, src, obj_dir, flags, sources.get(str(src.relative_to(PLUGINS))))
+                   for src, flags in work]
+        objects = [f.result() for f in futures]
+    tag = hashlib.sha256("".join(sorted(o.name for o in objects)).encode()).hexdigest()[:12]
+    exe = out_dir / f"stn_emulation_test-{tag}"
+    if not exe.exists():
+        tmp = f"{exe}.{os.getpid()}.{threading.get_ident()}.tmp"
+        proc = subprocess.run([cxx, *SANITIZERS, "-o", tmp, *map(str, objects), "-lpthread"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"link: {proc.stderr.strip()[-4000:]}")
+        os.replace(tmp, exe)
+    return exe
+
+
+def sanitizer_env() -> dict[str, str]:
+    """Environment for running the driver: fail on the first report, no leak check noise."""
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = "abort_on_error=0:halt_on_error=1:detect_leaks=1:allocator_may_return_null=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    return env
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: build.py OUT_DIR [-Dmacro ...]")
+    try:
+        print(build(Path(sys.argv[1]), tuple(sys.argv[2:])))
+    except BuildError as exc:
+        sys.exit(f"error: {exc}")

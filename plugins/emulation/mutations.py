@@ -1,0 +1,133 @@
+"""Mutation check of the CUDA host emulation: known CUDA-path bugs, each injected into the real
+sources, must make ``stn_emulation_test`` fail (a mismatch, an unwritten output, or an ASan /
+UBSan report). A mutant that passes means the emulation tests miss that kind of bug.
+
+    python plugins/emulation/mutations.py [--json OUT.json] [--build-dir DIR]
+
+Each mutation is an exact text replacement that must occur exactly once in its file, so the
+list breaks loudly (rather than silently testing nothing) when the kernels are rewritten.
+Run by tests/test_cuda_emulation.py (every mutant) and writable as a JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _load_build():
+    """plugins/emulation/build.py under a unique name (this folder is not a package, and a bare
+    ``import build`` could find PyPA's ``build``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stn_emulation_build", Path(__file__).resolve().parent / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+emulation_build = _load_build()
+
+PLUGINS = emulation_build.PLUGINS
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to plugins/
+    old: str
+    new: str
+    why: str
+
+
+MUTATIONS = (
+    Mutation("swapped-vector-halves", "common/kernelCommon.cuh",
+             "__floats2half2_rn(a, b)", "__floats2half2_rn(b, a)",
+             "the two fp16 positions of a thread stored in each other's place"),
+    Mutation("tail-off-by-one", "gridSamplePlugin/gridSampleKernel.cu",
+             "bool const second = P == 2 && pos + 1 < outPlane;",
+             "bool const second = P == 2 && pos + 1 <= outPlane;",
+             "the second position of an odd plane's last thread written past the plane"),
+    Mutation("no-alignment-check", "common/kernelCommon.cuh",
+             "vectorStore(P == 2 && evenPlane && aligned(outp, P * sizeof(T)))",
+             "vectorStore(P == 2 && evenPlane)",
+             "vector stores through a misaligned output pointer"),
+    Mutation("wrong-divmod-remainder", "common/kernelCommon.cuh",
+             "        r = a - q * b;\n", "        r = a - q * (b - 1);\n",
+             "the 64-bit position split gives a wrong in-plane index"),
+    Mutation("32-bit-index-overflow", "gridSamplePlugin/gridSampleKernel.cu",
+             "bool const small = d.n * outPlane < (int64_t{1} << 31);",
+             "bool const small = d.n * outPlane < (int64_t{1} << 33);",
+             "32-bit position arithmetic past 2^31 positions"),
+    Mutation("h-w-mixed-up", "affineGridSamplePlugin/affineGridSampleKernel.cu",
+             "cuda::divMod(q, d.out_w, small, zh, w);", "cuda::divMod(q, d.out_h, small, zh, w);",
+             "the fused base grid splits positions by the output height instead of the width"),
+    Mutation("wrong-vector-index", "gridSamplePlugin/gridSampleKernel.cu",
+             "gy[1] = g.w;", "gy[1] = g.y;",
+             "the second position of a float4 grid load takes the first one's y"),
+    Mutation("theta-stride", "affineGridSamplePlugin/affineGridSampleKernel.cu",
+             "t[k] = k < count ? theta[n * count + k] : 0.0f;", "t[k] = k < count ? theta[n * 6 + k] : 0.0f;",
+             "theta of item n read at the 2-D affine stride for projective and 3-D transforms"),
+    Mutation("grid-read-past-plane", "gridSamplePlugin/gridSampleKernel.cu",
+             "int64_t const q = (p == 0 || second) ? i + p : i;", "int64_t const q = i + p;",
+             "the missing second position of an odd plane reads the next item's (or no) grid"),
+)
+
+
+def mutant_text(m: Mutation) -> str:
+    text = (PLUGINS / m.path).read_text()
+    count = text.count(m.old)
+    if count != 1:
+        raise RuntimeError(f"mutation {m.name}: {m.old!r} occurs {count} times in {m.path} (expected once); "
+                           "update plugins/emulation/mutations.py to the rewritten kernel")
+    return text.replace(m.old, m.new)
+
+
+def run_mutant(m: Mutation, build_dir: Path) -> dict:
+    """Build and run one mutant; ``caught`` is true when the test driver fails."""
+    start = time.perf_counter()
+    try:
+        exe = emulation_build.build(build_dir, replacements={m.path: mutant_text(m)})
+    except emulation_build.BuildError as exc:
+        return {"name": m.name, "caught": False, "how": f"mutant does not compile: {exc}"[:300], "seconds": 0.0}
+    proc = subprocess.run([str(exe), "--first-failure"], capture_output=True, text=True, env=emulation_build.sanitizer_env(),
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    lines = [ln for ln in out.splitlines() if ln.startswith("FAIL") or "ERROR: AddressSanitizer" in ln
+             or "runtime error:" in ln]
+    how = lines[0][:300] if lines else out.strip().splitlines()[-1][:300] if out.strip() else ""
+    return {"name": m.name, "file": m.path, "bug": m.why, "caught": proc.returncode != 0, "exit_code": proc.returncode,
+            "how": how, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_all(build_dir: Path, jobs: int = 2) -> list[dict]:
+    """Every mutant, ``jobs`` at a time (each builds one mutated file and runs the driver)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda m: run_mutant(m, build_dir), MUTATIONS))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--build-dir", type=Path, help="object cache (default: a temporary folder)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run_all(args.build_dir or Path(tmp))
+    for r in results:
+        print(f"{'caught' if r['caught'] else 'MISSED':7s} {r['name']:24s} {r['how']}")
+    if args.json:
+        args.json.write_text(json.dumps({"mutations": results}, indent=2) + "\n")
+    return 0 if all(r["caught"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
