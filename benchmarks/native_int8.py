@@ -9,7 +9,7 @@ flavour) against our plugin, and INT8 with the sampler kept in float against flo
    thread count, alternating blocks of 10 calls); the float/INT8 ratio is the result.
 3. ``quantize.warp_shift``: how far the sampling grid moves (input pixels) when theta is
    quantised too, against the default (localisation FC/regression kept float).
-4. ``native.compare_ops``: plugin vs native engines of the same models, built with
+4. ``bench.ops.compare_ops``: plugin vs native engines of the same models, built with
    TensorRT-RTX in one child process: build seconds and engine bytes on the CPU (medians of
    ``--build-repeats``), latency on a GPU. Also the native INT8 engine's build and size.
 
@@ -114,7 +114,7 @@ def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tup
 def flavours(work: Path, trained: Path | None, repeats: int) -> list[dict]:
     from stn_deploy import trt
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.native import compare_ops
+    from stn_deploy.bench.ops import compare_ops
     from stn_deploy.train import save_checkpoint
 
     rows = []

@@ -390,7 +390,7 @@ def test_doctor_native_5d_per_target(tmp_path):
 def test_compare_ops_builds_both_engines(tmp_path):
     """``bench``'s plugin-vs-native comparison on the CPU: build seconds and engine bytes."""
     from helpers_export import kernels_available, perturbed_checkpoint
-    from stn_deploy.native import compare_ops
+    from stn_deploy.bench.ops import compare_ops
 
     why = kernels_available()
     if why:
