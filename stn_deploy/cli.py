@@ -555,7 +555,7 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
 
 @main.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
-@timing_options(_bench.BACKENDS, _bench.DEFAULT_BATCHES, _bench.DEFAULT_WARMUP, _bench.DEFAULT_ITERS)
+@timing_options(_bench.DEFAULT_BACKENDS, _bench.DEFAULT_BATCHES, _bench.DEFAULT_WARMUP, _bench.DEFAULT_ITERS)
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
               show_default=True, help="Folder of the JSON and PNG.")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
@@ -566,8 +566,14 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--url", default=None, help="With --backends triton: the Triton server's gRPC endpoint, HOST:PORT.")
+@click.option("--model-name", default=None, help="With --backends triton: the served model  [default: MODEL's stem]")
+@click.option("--concurrency", default=",".join(map(str, _bench.options.DEFAULT_CONCURRENCY)), show_default=True,
+              help="With --backends triton: requests in flight, comma-separated; --iters requests each.")
+@click.option("--compare-ops", is_flag=True,
+              help="Also build plugin and native engines of the checkpoint: build time, size, layers (latency on a GPU).")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
-                  threads):
+                  threads, url, model_name, concurrency, compare_ops):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
 
     MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
@@ -585,7 +591,8 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
     options = _bench.BenchOptions(
         model=model, backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
         warmup=warmup, iters=iters, output_dir=output_dir, name=name, onnx=onnx_path, engine=engine,
-        device=device, sampler=sampler, seed=seed, threads=threads,
+        device=device, sampler=sampler, seed=seed, threads=threads, url=url, model_name=model_name,
+        concurrency=_bench.parse_batches(concurrency, "--concurrency"), compare_ops=compare_ops,
     )
     err = Console(stderr=True)
     result = _bench.bench(options, progress=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))

@@ -4,6 +4,7 @@ whatever the machine (p50 <= p90 <= p99, throughput = batch / p50, ratios agains
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -245,7 +246,7 @@ def test_torch_compile_reports_compile_time(checkpoint, tmp_path):
 
 
 def _invoke(*args: str):
-    return CliRunner().invoke(main, ["bench", *args])
+    return CliRunner().invoke(main, ["bench", *map(str, args)])
 
 
 def test_cli_writes_outputs_and_prints_tables(checkpoint, tmp_path):
@@ -397,3 +398,23 @@ def test_threads_apply_to_the_run_and_are_restored(checkpoint, tmp_path):
     assert torch.get_num_threads() == before
     with pytest.raises(UserError, match="threads"):
         bench.BenchOptions(model=checkpoint, threads=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="needs tensorrt_rtx to build engines")
+def test_compare_ops_reports_both_engines(tmp_path):
+    """bench --compare-ops: plugin and native engines of one checkpoint, built side by side."""
+    from helpers_export import kernels_available, perturbed_checkpoint
+
+    if kernels_available() is not None:
+        pytest.skip(f"needs the plugin library: {kernels_available()}")
+    ckpt = perturbed_checkpoint(tmp_path / "m.pt", "st-cnn-affine", seed=0)
+    result = _invoke(ckpt, "--backends", "torch", "--batch", "1", "--iters", "2", "--warmup", "0", "--no-sampler",
+                     "--compare-ops", "-o", tmp_path / "out", "--name", "b")
+    assert result.exit_code == 0, result.output
+    ops = json.loads((tmp_path / "out" / "b.json").read_text())["ops"]
+    assert ops["status"] == "ok" and ops["flavour"] == "rtx"
+    for name in ("plugin", "native"):
+        assert ops[name]["engine_bytes"] > 0 and ops[name]["build_seconds"] > 0
+    assert "STNAffineGridSample" in str(ops["plugin"]["layers"]) or "PLUGIN" in str(ops["plugin"]["layers"])
+    assert len(ops["native"]["layers"]) > len(ops["plugin"]["layers"])  # the base grid is built in the engine
+    assert "plugin vs native engines" in result.output

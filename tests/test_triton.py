@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from helpers_cli import assert_one_line_error, invoke
 from helpers_export import kernels_available, perturbed_checkpoint
 
-from stn_deploy.cli import main
 from stn_deploy.errors import UserError
 from stn_deploy.tolerances import compare, tolerance_for
 
@@ -66,18 +66,6 @@ def _server_missing() -> str | None:
 
 
 needs_server = pytest.mark.skipif(_server_missing() is not None, reason=f"needs Triton: {_server_missing()}")
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -243,17 +231,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(models, tmp_path):
     existing = tmp_path / "exists"
     existing.mkdir()
     (existing / "keep").write_text("x")
-    assert_one_line_error(invoke("triton", models["onnx"], "-o", existing), "exists")
+    assert_one_line_error(invoke("triton", models["onnx"], "-o", existing), 2, "exists")
     assert [p.name for p in existing.iterdir()] == ["keep"]
-    assert_one_line_error(invoke("triton", models["plugin"], "-o", tmp_path / "a"), "plugin ops", "stn-deploy build")
+    assert_one_line_error(invoke("triton", models["plugin"], "-o", tmp_path / "a"), 2, "plugin ops", "stn-deploy build")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"not a model at all")
-    assert_one_line_error(invoke("triton", junk, "-o", tmp_path / "b"))
-    assert_one_line_error(invoke("triton", models["onnx"], models["ckpt"], "-o", tmp_path / "c", "--name", "x"),
+    assert_one_line_error(invoke("triton", junk, "-o", tmp_path / "b"), 2)
+    assert_one_line_error(invoke("triton", models["onnx"], models["ckpt"], "-o", tmp_path / "c", "--name", "x"), 2,
                           "--name")
-    assert_one_line_error(invoke("triton", models["onnx"], "-o", tmp_path / "d", "--serve-as", "tflite"), "tflite")
+    assert_one_line_error(invoke("triton", models["onnx"], "-o", tmp_path / "d", "--serve-as", "tflite"), 2, "tflite")
     if models["engine"] is not None:
-        assert_one_line_error(invoke("triton", models["engine"], "-o", tmp_path / "e", "--max-batch-size", "17"),
+        assert_one_line_error(invoke("triton", models["engine"], "-o", tmp_path / "e", "--max-batch-size", "17"), 2,
                               "17", "max batch 16")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "junk.bin"]  # no partial repository
 
@@ -283,7 +271,7 @@ def test_run_backend_triton(server, models, tmp_path):
     with np.load(tmp_path / "out.npz") as data:
         assert compare(data["output"], reference(models, x), TOL).passed
     assert_one_line_error(invoke("run", "nope", "--backend", "triton", "--url", server.grpc_url,
-                                 "-o", tmp_path / "never.npz"), "nope")
+                                 "-o", tmp_path / "never.npz"), 2, "nope")
     assert not (tmp_path / "never.npz").exists()
 
 
@@ -404,18 +392,18 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert_one_line_error(invoke("serve", repo, "--http-port", port, "--grpc-port", g, "--metrics-port", m),
+        assert_one_line_error(invoke("serve", repo, "--http-port", port, "--grpc-port", g, "--metrics-port", m), 2,
                               f"port {port}", "in use")
     # All models, stn-onnx included: the bundled server has no onnxruntime backend.
     res = invoke("serve", repo, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
-    assert_one_line_error(res, "tritonserver exited", "stn-onnx", "onnxruntime")
+    assert_one_line_error(res, 2, "tritonserver exited", "stn-onnx", "onnxruntime")
     assert wait_gone(str(repo)) == []
     # A repository whose model cannot load here: the server's own words in one line.
     broken = tmp_path / "broken"
     shutil.copytree(repo, broken)
     (broken / "stn-python" / "1" / "model.onnx").write_bytes(b"truncated")
     res = invoke("serve", broken, "--http-port", h, "--grpc-port", g, "--metrics-port", m, "--model", "stn-python")
-    assert_one_line_error(res, "tritonserver exited", "stn-python")
+    assert_one_line_error(res, 2, "tritonserver exited", "stn-python")
     assert wait_gone(str(broken)) == []
 
 
@@ -452,4 +440,19 @@ def test_no_dynamic_batching_and_the_numpy2_guard(models, tmp_path):
         python_backend_env(Path(sys.prefix))
     h, g, m = free_ports(3)
     res = invoke("serve", out, "--python-env", sys.prefix, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
-    assert_one_line_error(res, "numpy")
+    assert_one_line_error(res, 2, "numpy")
+
+
+@needs_server
+@pytest.mark.slow
+def test_bench_cli_backend_triton_writes_the_serving_section(server, models, tmp_path):
+    result = invoke("bench", models["onnx"], "--backends", "triton", "--url", server.grpc_url, "--model-name",
+                    "stn-python", "--concurrency", "1,4", "--iters", "50", "--warmup", "5", "--batch", "1",
+                    "--no-sampler", "-o", tmp_path, "--name", "b")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "b.json").read_text())
+    rows = report["serving"]["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 4] and all(r["failed"] == 0 for r in rows)
+    assert report["serving"]["baseline"]["p50_ms"] > 0 and report["results"] == []
+    assert "served by Triton" in result.stdout
+    assert_one_line_error(invoke("bench", models["onnx"], "--backends", "triton", "-o", tmp_path), 2, "--url")

@@ -46,6 +46,7 @@ Report (``<name>.json``; ``format`` = "stn-deploy-bench", ``version`` = 1):
 from stn_deploy.bench.core import bench
 from stn_deploy.bench.options import (
                                       BACKENDS,
+                                      DEFAULT_BACKENDS,
                                       DEFAULT_BATCHES,
                                       DEFAULT_ITERS,
                                       DEFAULT_OUTPUT_DIR,
@@ -71,7 +72,7 @@ from stn_deploy.bench.timing import (
 )
 
 __all__ = [
-    "BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP", "ORT_PLUGIN_NOTE",
+    "BACKENDS", "DEFAULT_BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP", "ORT_PLUGIN_NOTE",
     "REPORT_FORMAT", "REPORT_VERSION", "TAPS", "BenchOptions", "BenchResult", "bench", "copy_baseline", "copy_fn",
     "copy_stats", "environment", "latency_stats", "parse_backends", "parse_batches", "percentile", "plot_latency",
     "render_tables", "sampler_bytes", "time_callable", "time_interleaved",

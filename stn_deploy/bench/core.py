@@ -14,6 +14,7 @@ from stn_deploy.bench.sampler import sampler_section
 from stn_deploy.bench.timing import latency_stats, time_callable
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, write_json
+from stn_deploy.model_files import ModelKind, detect_kind
 
 
 def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) -> BenchResult:
@@ -84,7 +85,8 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
             "results": [],
         }
         for backend_name in options.backends:
-            report["results"].extend(_bench_backend(backend_name, sources, options, device, dims, say))
+            if backend_name != "triton":  # a served model: its own section below
+                report["results"].extend(_bench_backend(backend_name, sources, options, device, dims, say))
         if sources.onnx_exported:
             report["model"]["onnx"] = "exported to a temporary folder (standard ops)"
         elif sources.onnx_path is not None:
@@ -92,6 +94,12 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
         if options.sampler:
             say("sampler vs copy")
             report["sampler"] = sampler_section(sources, options, device)
+        if "triton" in options.backends:
+            say(f"triton: closed-loop load at concurrency {', '.join(map(str, options.concurrency))}")
+            report["serving"] = _serving_section(sources, options)
+        if options.compare_ops:
+            say("plugin vs native engines")
+            report["ops"] = _ops_section(sources, options, Path(tmp))
 
     add_ratios(report["results"])
     json_path, png_path = _output_paths(options, name)
@@ -100,6 +108,35 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
         plot_latency(report, tmp_png)
         write_json(tmp_json, report)
     return BenchResult(report=report, json_path=json_path, png_path=png_path)
+
+
+def _serving_section(sources: Sources, options: BenchOptions) -> dict[str, Any]:
+    """The served model under load (``triton.bench``), beside the same ONNX in-process."""
+    from stn_deploy.triton.bench import TritonBenchOptions, bench_triton
+
+    try:
+        onnx = sources.onnx()
+    except Skip:
+        onnx = None  # an engine: no in-process baseline on the CPU
+    result = bench_triton(TritonBenchOptions(
+        url=options.url, model_name=options.model_name or options.model.stem, concurrency=options.concurrency,
+        requests=options.iters, warmup=options.warmup, batch=options.batches[0], seed=options.seed,
+        onnx=onnx if onnx is not None and detect_kind(onnx) == ModelKind.ONNX_STANDARD else None,
+        threads=options.threads or 1))
+    return result.to_dict()
+
+
+def _ops_section(sources: Sources, options: BenchOptions, workdir: Path) -> dict[str, Any]:
+    """Plugin vs native engines of the checkpoint; a reason instead when they cannot be built."""
+    from stn_deploy.bench.ops import compare_ops
+
+    if sources.kind != ModelKind.CHECKPOINT:
+        return {"status": "skipped", "reason": "needs a checkpoint (both engines are built from it)"}
+    try:
+        result = compare_ops(options.model, workdir / "ops", batches=(min(options.batches), max(options.batches)))
+    except UserError as exc:
+        return {"status": "skipped", "reason": str(exc)}
+    return {"status": "ok", **result.to_dict()}
 
 
 def _bench_backend(name: str, sources: Sources, options: BenchOptions, device: str, dims: list,

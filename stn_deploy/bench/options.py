@@ -8,7 +8,10 @@ from typing import Any
 
 from stn_deploy.errors import UserError
 
-BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt")
+BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt", "triton")
+#: What runs without being asked: a served model (triton) needs --url.
+DEFAULT_BACKENDS: tuple[str, ...] = ("torch", "torch-compile", "ort", "trt")
+DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 16)
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 64)
 DEFAULT_WARMUP = 10
 DEFAULT_ITERS = 100
@@ -25,7 +28,7 @@ class BenchOptions:
 
     Attributes:
         model: a checkpoint (``.pt``), an ONNX (``.onnx``) or an engine (``.engine``/``.plan``).
-        backends: backends to run, in order; default all of ``BACKENDS``.
+        backends: backends to run, in order; default ``DEFAULT_BACKENDS`` (all but triton).
         batches: batch sizes; default (1, 8, 64).
         warmup: untimed iterations before each measurement; default 10.
         iters: timed iterations per backend and batch; default 100.
@@ -40,10 +43,15 @@ class BenchOptions:
         threads: CPU threads for torch, ONNX Runtime and the plugin's CPU reference alike;
             default None = each library's default (all cores). On a busy machine 1 thread
             avoids the stalls of a thread pool waiting for a descheduled worker.
+        url: the Triton server of the ``triton`` backend (``HOST:PORT``, gRPC).
+        model_name: the served model; default MODEL's file stem.
+        concurrency: requests in flight for the ``triton`` backend, one closed-loop run each.
+        compare_ops: also build plugin and native engines of the checkpoint and compare them
+            (build time, size, layers; latency on a GPU): ``bench.ops.compare_ops``.
     """
 
     model: Path
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     batches: tuple[int, ...] = DEFAULT_BATCHES
     warmup: int = DEFAULT_WARMUP
     iters: int = DEFAULT_ITERS
@@ -55,6 +63,10 @@ class BenchOptions:
     sampler: bool = True
     seed: int = 0
     threads: int | None = None
+    url: str | None = None
+    model_name: str | None = None
+    concurrency: tuple[int, ...] = DEFAULT_CONCURRENCY
+    compare_ops: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
@@ -76,6 +88,10 @@ class BenchOptions:
             raise UserError(f"unknown device {self.device!r}; choose from auto, cpu, cuda")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
+        if ("triton" in self.backends) != (self.url is not None):
+            raise UserError("--backends triton and --url go together (a model served by Triton)")
+        if not self.concurrency or any(c < 1 for c in self.concurrency):
+            raise UserError(f"--concurrency must be positive integers, got {list(self.concurrency)}")
         if self.name is not None and (not self.name.strip() or Path(self.name).name != self.name
                                       or self.name in (".", "..")):
             raise UserError(f"--name {self.name!r} must be a plain file stem (no folders): "
@@ -102,12 +118,14 @@ def parse_backends(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # drop repeats, keep order
 
 
-def parse_batches(text: str) -> tuple[int, ...]:
-    """``"1,8,64"`` -> ``(1, 8, 64)``; UserError unless every item is a positive integer."""
+def parse_batches(text: str, option: str = "--batch") -> tuple[int, ...]:
+    """``"1,8,64"`` -> ``(1, 8, 64)``; UserError (naming ``option``) unless every item is a
+    positive integer."""
     try:
         batches = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise UserError(f"malformed --batch {text!r}: expected positive integers separated by commas, e.g. 1,8,64") from None
+        raise UserError(f"malformed {option} {text!r}: expected positive integers separated by commas, "
+                        "e.g. 1,8,64") from None
     if any(b < 1 for b in batches):
-        raise UserError(f"malformed --batch {text!r}: batch sizes must be positive")
+        raise UserError(f"malformed {option} {text!r}: the numbers must be positive")
     return tuple(dict.fromkeys(batches))

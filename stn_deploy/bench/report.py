@@ -172,4 +172,39 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
         tables.extend(skipped)
     elif sampler:
         tables.append(f"sampler: {sampler['status']}: {sampler.get('reason', '')}")
+    tables.extend(_serving_tables(report.get("serving")))
+    tables.extend(_ops_tables(report.get("ops")))
     return tables
+
+
+def _serving_tables(serving: dict | None) -> list[Any]:
+    from rich.table import Table
+
+    if not serving:
+        return []
+    table = Table(title="served by Triton (closed loop, async gRPC)")
+    for col in ("backend", "concurrency", "batch", "requests", "failed", "req/s", "p50 ms", "p99 ms", "batches"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for r in [*serving.get("rows", []), *([serving["baseline"]] if serving.get("baseline") else [])]:
+        merged = ",".join(f"{k}x{v}" for k, v in sorted((r.get("batch_sizes") or {}).items(), key=lambda kv: int(kv[0])))
+        table.add_row(r["backend"], str(r.get("concurrency", "-")), str(r.get("batch", "-")), str(r.get("requests", "-")),
+                      str(r.get("failed", 0)), f"{r.get('throughput_rps', 0):,.0f}", f"{r.get('p50_ms', 0):.3f}",
+                      f"{r.get('p99_ms', 0):.3f}", merged or "-")
+    return [table]
+
+
+def _ops_tables(ops: dict | None) -> list[Any]:
+    from rich.table import Table
+
+    if not ops:
+        return []
+    if ops.get("status") != "ok":
+        return [f"plugin vs native engines: {ops.get('status')}: {ops.get('reason', '')}"]
+    table = Table(title=f"plugin vs native engines ({ops['flavour']} {ops['flavour_version']})")
+    for col in ("ops", "build s", "engine bytes", "layers", "latency ms"):
+        table.add_column(col, justify="left" if col == "ops" else "right")
+    for name in ("plugin", "native"):
+        e = ops[name]
+        latency = ", ".join(f"b{b}: {ms:.3f}" for b, ms in (e.get("latency_ms") or {}).items()) or "needs a GPU"
+        table.add_row(name, f"{e['build_seconds']:.2f}", f"{e['engine_bytes']:,}", str(len(e["layers"])), latency)
+    return [table]
