@@ -163,6 +163,7 @@ def _last_error_line(log: str) -> str:
 
 _LOCK = threading.Lock()
 _LIBS: dict[Path, ctypes.CDLL] = {}
+_NO_TENSORRT_LOAD = "STN_DEPLOY_PLUGINS_LOAD_TENSORRT"
 
 
 def load_library(path: Path | None = None) -> ctypes.CDLL:
@@ -178,10 +179,19 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
             return lib
         if not path.exists():
             raise UserError(f"plugin library {path} not found; run `stn-deploy plugins build`")
+        # The kernel API needs no TensorRT: keep the library's load-time registration from
+        # loading one by name (plugins/register.cpp). A TensorRT already loaded is still used.
+        previous = os.environ.get(_NO_TENSORRT_LOAD)
+        os.environ[_NO_TENSORRT_LOAD] = "0"
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
             raise UserError(f"cannot load plugin library {path}: {exc}") from None
+        finally:
+            if previous is None:
+                del os.environ[_NO_TENSORRT_LOAD]
+            else:
+                os.environ[_NO_TENSORRT_LOAD] = previous
         try:
             for name in ("stn_grid_sample_cpu", "stn_affine_grid_sample_cpu"):
                 fn = getattr(lib, name)
