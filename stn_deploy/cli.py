@@ -226,20 +226,29 @@ def doctor_command(model, target, as_json):
 @main.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help=".npz or Polygraphy JSON keyed by input name  [default: seeded random inputs]")
+              help=".npz or Polygraphy JSON keyed by input name (every iteration of a "
+                   "polygraphy --save-inputs file is run)  [default: seeded random inputs]")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The .npz of outputs to write.")
+              help="Output file: FILE.json = Polygraphy RunResults (polygraphy inspect data reads it), "
+                   "otherwise .npz keyed by output name.")
 @click.option("--backend", type=click.Choice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
-def run_command(model, inputs, output, backend, batch, seed):
-    """Run a checkpoint, ONNX model or engine once and save its outputs."""
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run_command(model, inputs, output, backend, batch, seed, as_json):
+    """Run a checkpoint, ONNX model or engine on its inputs and save the outputs."""
+    import json
+
     from stn_deploy.run import RunOptions, run
 
     res = run(RunOptions(model, output, inputs=inputs, backend=backend, batch=batch, seed=seed))
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+        return
     shapes = ", ".join(f"{k} {v}" for k, v in res.outputs.items())
-    click.echo(f"{res.kind} on {res.backend}: {shapes} in {res.inference_ms:.2f} ms -> {res.output}")
+    runs = f"{res.iterations} iterations, median " if res.iterations > 1 else ""
+    click.echo(f"{res.kind} on {res.backend}: {shapes} in {runs}{res.inference_ms:.2f} ms -> {res.output}")
 
 
 
@@ -398,13 +407,14 @@ def inspect_command(engine, flavour, as_json):
 @main.command("validate")
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--reference", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with.")
+              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with, or "
+                   "a Polygraphy outputs JSON (polygraphy run --save-outputs) of the --inputs given.")
 @click.option("--atol", multiple=True, metavar="[OUTPUT:]VALUE",
               help="Absolute tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
 @click.option("--rtol", multiple=True, metavar="[OUTPUT:]VALUE",
               help="Relative tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Extra inputs to compare on (.npz or Polygraphy JSON).")
+              help="Extra inputs to compare on (.npz or Polygraphy JSON, every iteration).")
 @click.option("--dataset", default=None, help="Test set  [default: the checkpoint's training set, else by input size]")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the JSON report here.")

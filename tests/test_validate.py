@@ -239,3 +239,39 @@ def test_crafted_images_skip_models_without_transformer():
 
     crafted, notes = crafted_images(build_model(ModelConfig("cnn")), np.zeros((4, 1, 28, 28), np.float32))
     assert crafted.shape[0] == 0 and notes == []
+
+
+def test_validate_inputs_file_runs_every_iteration(models, tmp_path):
+    from polygraphy.json import save_json
+
+    rng = np.random.default_rng(2)
+    iterations = [{"input": rng.uniform(-2, 2, (n, 1, 28, 28)).astype(np.float32)} for n in (2, 3, 4)]
+    save_json(iterations, str(tmp_path / "in.json"))
+    report = validate(ValidateOptions(models["standard"], models["checkpoint"], inputs=tmp_path / "in.json",
+                                      adversarial=False, max_images=32))
+    assert report.sets[1].name == "inputs-file" and report.sets[1].count == 2 + 3 + 4
+    assert report.sets[1].notes == {"iterations": 3} and report.passed
+
+
+def test_validate_against_polygraphy_outputs(models, tmp_path):
+    """--reference outputs.json (Polygraphy RunResults) compares on its inputs, per iteration."""
+    from stn_deploy.run import RunOptions, load_run_results, run, save_run_results
+
+    from polygraphy.json import save_json
+
+    rng = np.random.default_rng(3)
+    save_json([{"input": rng.standard_normal((2, 1, 28, 28)).astype(np.float32)} for _ in range(2)],
+              str(tmp_path / "in.json"))
+    run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    report = validate(ValidateOptions(models["standard"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    assert report.passed, report.failures()
+    assert [s.name for s in report.sets] == ["iteration-0", "iteration-1"]
+    assert report.reference["kind"] == "polygraphy-outputs" and report.accuracy == {}
+    # A reference that disagrees fails, naming the iteration.
+    name, outs = load_run_results(tmp_path / "ref.json")
+    outs[1]["output"] = outs[1]["output"] + 0.5
+    save_run_results(tmp_path / "bad.json", name, outs)
+    bad = validate(ValidateOptions(models["standard"], tmp_path / "bad.json", inputs=tmp_path / "in.json"))
+    assert not bad.passed and bad.failures()[0].startswith("iteration-1 output output")
+    with pytest.raises(UserError, match="give the inputs"):
+        validate(ValidateOptions(models["standard"], tmp_path / "ref.json"))
