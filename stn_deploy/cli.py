@@ -56,8 +56,17 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stn-deploy")
-def main() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="Also show TensorRT's, ONNX Runtime's and Polygraphy's messages (-vv: their verbose ones).")
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
+def main(verbose: int, quiet: bool) -> None:
     """Spatial Transformer Networks from PyTorch training to TensorRT engines."""
+    from stn_deploy import verbosity
+
+    if verbose and quiet:
+        raise UserError("--verbose and --quiet contradict each other; give one")
+    verbosity.set_level(verbosity.QUIET if quiet else min(verbose, verbosity.VERY_VERBOSE))
+    verbosity.configure_polygraphy()
 
 
 
@@ -65,7 +74,11 @@ _TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 
 
 class _NameChoice(click.Choice):
-    """A choice whose bad value is a ``UserError`` (one line, exit 2) rather than a usage screen."""
+    """A case-insensitive choice (``--precision FP16``, ``--dataset rts``) whose bad value is a
+    ``UserError`` (one line, exit 2) rather than a usage screen."""
+
+    def __init__(self, choices, case_sensitive: bool = False) -> None:
+        super().__init__(choices, case_sensitive=case_sensitive)
 
     def convert(self, value, param, ctx):
         try:
@@ -77,14 +90,21 @@ class _NameChoice(click.Choice):
 @main.command("models")
 @click.option("--dataset", type=_NameChoice(DATASETS), default="R", show_default=True,
               help="Count parameters at this dataset's input size.")
-def models_command(dataset):
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models_command(dataset, as_json):
     """List the model zoo: names, parameter counts and descriptions."""
     from stn_deploy.data import IMAGE_SIZES
     from stn_deploy.models import model_table
 
     rows = model_table(IMAGE_SIZES[dataset])
-    width = max(len(name) for name, _, _ in rows)
     h, w = IMAGE_SIZES[dataset]
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"dataset": dataset, "input_size": [h, w], "models": [
+            {"name": n, "parameters": c, "description": d} for n, c, d in rows]}, indent=2))
+        return
+    width = max(len(name) for name, _, _ in rows)
     click.echo(f"{'model':<{width}}  {'parameters':>10}  description   (input {h}x{w})")
     for name, count, description in rows:
         click.echo(f"{name:<{width}}  {count:>10,}  {description}")
@@ -110,7 +130,7 @@ def models_command(dataset):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads  [default: torch's]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Draw a progress bar.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for model.pt and metrics.json.")
+              help="Folder (created if new) for model.pt and metrics.json.")
 def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mode, align_corners, threads,
                   progress, output_dir):
     """Train a model; write OUTPUT_DIR/model.pt and OUTPUT_DIR/metrics.json."""
@@ -147,7 +167,7 @@ def evaluate_command(checkpoint, dataset, seed):
 @main.command("visualize")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Picture to write (.png, .pdf, .svg, .jpg).")
+              help="File: the picture to write (.png, .pdf, .svg, .jpg).")
 @click.option("--dataset", type=_NameChoice(DATASETS), default=None,
               help="Test set to draw from  [default: the one the model was trained on]")
 @click.option("--count", type=click.IntRange(min=1, max=32), default=8, show_default=True, help="Examples drawn.")
@@ -164,14 +184,14 @@ def visualize_command(checkpoint, output, dataset, count, seed):
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The .onnx file to write.")
-@click.option("--ops", type=click.Choice(OPS_CHOICES), default="standard", show_default=True,
+              help="File: the .onnx to write.")
+@click.option("--ops", type=_NameChoice(OPS_CHOICES), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
                    "STNAffineGridSample (our TensorRT plugin).")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
               show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
-@click.option("--dynamic-hw", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+@click.option("--dynamic-hw", type=_NameChoice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Dynamic input H/W; auto = where the model allows.")
 def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
     """Export a checkpoint to ONNX with standard or plugin grid-sample ops."""
@@ -187,7 +207,7 @@ def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
 @main.command("rewrite")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The plugin ONNX to write.")
+              help="File: the plugin ONNX to write.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -207,7 +227,7 @@ def rewrite_command(model, output, fuse, as_json):
 
 @main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in DOCTOR_RULES.items()))
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=click.Choice(DOCTOR_TARGETS), default="trt10", show_default=True,
+@click.option("--target", type=_NameChoice(DOCTOR_TARGETS), default="trt10", show_default=True,
               help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(model, target, as_json):
@@ -229,9 +249,9 @@ def doctor_command(model, target, as_json):
               help=".npz or Polygraphy JSON keyed by input name (every iteration of a "
                    "polygraphy --save-inputs file is run)  [default: seeded random inputs]")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Output file: FILE.json = Polygraphy RunResults (polygraphy inspect data reads it), "
+              help="File: FILE.json = Polygraphy RunResults (polygraphy inspect data reads it), "
                    "otherwise .npz keyed by output name.")
-@click.option("--backend", type=click.Choice(RUN_BACKENDS), default=None,
+@click.option("--backend", type=_NameChoice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
@@ -304,6 +324,22 @@ def plugins_path() -> None:
 
 
 
+def _step_lines(prefix: str, err: bool = False):
+    """A progress callback printing ``<prefix>: <step> (<elapsed> s)``, one line per step, so
+    that logs show where a long command is and how long it has run; nothing with --quiet."""
+    import time
+
+    from stn_deploy import verbosity
+
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if verbosity.level() > verbosity.QUIET:
+            click.echo(f"{prefix}: {message} ({time.perf_counter() - started:.1f} s)", err=err)
+
+    return say
+
+
 def _build_progress():
     """A progress callback for ``trt.build``: a live status line on a terminal, else one
     line per top-level build phase on stdout (logs and CI; stderr keeps only errors)."""
@@ -317,16 +353,26 @@ def _build_progress():
     else:
         status = None
 
+    import time
+
+    from stn_deploy import verbosity
+
+    started = time.perf_counter()
+
     def progress(event: dict) -> None:
+        if event.get("event") == "log" and verbosity.level() >= verbosity.VERBOSE:
+            click.echo(f"[TensorRT] {event.get('severity')}: {event.get('message')}", err=True)
         # TensorRT's error lines are folded into the one-line error of a failed build.
         if event.get("event") != "progress" or event.get("kind") != "start":
+            return
+        if verbosity.level() <= verbosity.QUIET:
             return
         level = depth.get(event.get("parent"), -1) + 1
         depth[event["phase"]] = level
         if status is not None:
             status.update(f"building: {event['phase']}")
         elif level <= 1:
-            click.echo(f"building: {event['phase']}")
+            click.echo(f"building: {event['phase']} ({time.perf_counter() - started:.1f} s)")
 
     progress.stop = (lambda: status.stop()) if status is not None else (lambda: None)
     return progress
@@ -335,12 +381,17 @@ def _build_progress():
 @main.command("build")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Engine file; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default="fp32", show_default=True,
+              help="File: the engine; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
+@click.option("--precision", type=_NameChoice(PRECISION_NAMES), default="fp32", show_default=True,
               help="Compute precision (engine I/O stays fp32).")
 @click.option("--shapes", "shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
-              help="Profile range of a dynamic input, shapes as 1x1x28x28; repeat per input  "
+              help="Profile range of a dynamic input, shapes as 1x1x28x28 or [1,1,28,28]; NAME:SHAPE = "
+                   "min=opt=max; repeat per input  "
                    f"[default: batch {'/'.join(map(str, trt_options.DEFAULT_BATCH_RANGE))} on a dynamic first dimension]")
+@click.option("--min-shapes", multiple=True, metavar="NAME:SHAPE[,...]", help="trtexec-style profile minimum.")
+@click.option("--opt-shapes", multiple=True, metavar="NAME:SHAPE[,...]",
+              help="trtexec-style profile optimum (alone: min = max = opt).")
+@click.option("--max-shapes", multiple=True, metavar="NAME:SHAPE[,...]", help="trtexec-style profile maximum.")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Timing cache to read and update (TensorRT; a no-op in TensorRT-RTX).")
 @click.option("--opt-level", type=click.IntRange(*trt_options.OPT_LEVEL_RANGE), default=None,
@@ -348,16 +399,16 @@ def _build_progress():
 @click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MiB",
               help="Workspace memory limit in MiB  [default: TensorRT's]")
 @click.option("--compute-capability", "compute_capabilities", multiple=True,
-              type=click.Choice(trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
+              type=_NameChoice(trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
               help="TensorRT-RTX target GPUs (repeatable); 'default' = sm80/86/89/120+, no sm90.")
-@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=_NameChoice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour: full TensorRT where installed, else TensorRT-RTX.")
 @click.option("--plugin-library", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Plugin library to load  [default: the one stn-deploy plugins build made]")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="Lint the ONNX first and stop on its errors.")
-def build_command(model, output, precision, shapes, timing_cache, opt_level, workspace_mib, compute_capabilities,
-                  flavour, plugin_library, doctor):
+def build_command(model, output, precision, shapes, min_shapes, opt_shapes, max_shapes, timing_cache, opt_level,
+                  workspace_mib, compute_capabilities, flavour, plugin_library, doctor):
     """Build a TensorRT engine from MODEL.onnx (standard or plugin ops), with a sidecar JSON.
 
     The build runs in a child process: a TensorRT abort or Ctrl-C leaves no partial engine.
@@ -366,7 +417,9 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
 
     options = trt.BuildOptions(
         onnx=model, engine=output or model.with_suffix(".engine"), flavour=flavour, precision=precision,
-        shapes=tuple(trt.parse_shape_spec(s) for s in shapes), timing_cache=timing_cache, opt_level=opt_level,
+        shapes=tuple(trt.parse_shape_spec(s) for s in shapes)
+        + trt_options.shapes_from_ranges(min_shapes, opt_shapes, max_shapes),
+        timing_cache=timing_cache, opt_level=opt_level,
         workspace_mib=workspace_mib, compute_capabilities=tuple(c for c in compute_capabilities if c != "default"),
         plugin_library=plugin_library, doctor=doctor)
     progress = _build_progress()
@@ -384,7 +437,7 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
 
 @main.command("inspect")
 @click.argument("engine", type=click.Path(path_type=Path))
-@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=_NameChoice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour (auto: from the engine header).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect_command(engine, flavour, as_json):
@@ -425,8 +478,9 @@ def inspect_command(engine, flavour, as_json):
               help="Images per inference (capped by an engine's profile).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Allowed task-accuracy difference, percentage points.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, adversarial, max_images,
-                     batch_size, max_accuracy_drop):
+                     batch_size, max_accuracy_drop, as_json):
     """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime) with PyTorch.
 
     Exit code 0 when every output of every input set is within tolerance and the task
@@ -438,11 +492,16 @@ def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, 
         candidate=candidate, reference=reference, atol=_validate.parse_tolerance(atol, "--atol"),
         rtol=_validate.parse_tolerance(rtol, "--rtol"), inputs=inputs, dataset=dataset, report=report,
         adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
-    result = _validate.validate(options, progress=lambda msg: click.echo(f"validate: {msg}"))
-    for line in result.lines():
-        click.echo(line)
-    if report is not None:
-        click.echo(f"report: {report}")
+    result = _validate.validate(options, progress=_step_lines("validate", err=as_json))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.lines():
+            click.echo(line)
+        if report is not None:
+            click.echo(f"report: {report}")
     _validate.check(result)
 
 
@@ -451,8 +510,8 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
     """The options that say what ``bench`` times, shared by ``bench`` and ``demo`` (which
     benchmarks too) with each command's own defaults."""
     decorators = [
-        click.option("--backends", default=",".join(backends), show_default=True,
-                     help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}."),
+        click.option("--backend", "--backends", "backends", default=",".join(backends), show_default=True,
+                     help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)} (as run --backend)."),
         click.option("--batch", "batches", default=",".join(map(str, batches)), show_default=True,
                      help="Comma-separated batch sizes."),
         click.option("--warmup", type=click.IntRange(min=0), default=warmup, show_default=True,
@@ -480,7 +539,7 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
               help="ONNX for the ort backend when MODEL is a checkpoint  [default: export a standard ONNX to a temp folder]")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="Engine for the trt backend when MODEL is not one.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=_NameChoice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
@@ -515,7 +574,7 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 
 @main.command("demo")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Run folder (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
+              help="Folder of the run (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
 @click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
 @click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")

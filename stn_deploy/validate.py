@@ -373,8 +373,10 @@ def _run_pair(candidate_runner, reference_runner, image_sets: list[np.ndarray], 
                 chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             feeds_c.append({cand_name: np.ascontiguousarray(chunk, dtype=np.float32)})
             feeds_r.append({ref_name: np.ascontiguousarray(chunk, dtype=np.float32)})
+    from stn_deploy import verbosity
+
     severity = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.WARNING
+    G_LOGGER.module_severity = verbosity.polygraphy_severity()  # no [I] lines per Comparator pass
     try:
         if cand_name == ref_name:
             # By position: two runners may carry the same name (same file stem).

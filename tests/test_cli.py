@@ -340,3 +340,18 @@ def test_build_current_compute_capability_needs_a_gpu(tmp_path):
         pytest.skip("a GPU is present: 'current' is valid here")
     result = invoke("build", matmul_graph(tmp_path / "mm.onnx"), "--compute-capability", "current")
     assert_one_line_error(result, 2, "current", "has none")
+
+
+def test_choices_are_case_insensitive_and_bad_ones_one_line(tmp_path):
+    result = invoke("models", "--dataset", "rts", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dataset"] == "RTS" and data["input_size"] == [42, 42]
+    assert {m["name"] for m in data["models"]} >= {"cnn", "fcn"}
+    assert_one_line_error(invoke("models", "--dataset", "XYZ"), 2, "unknown dataset 'XYZ'")
+
+
+def test_trtexec_shapes_without_opt_is_one_line(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert_one_line_error(invoke("build", tmp_path / "m.onnx", "--min-shapes", "x:1x4", "--max-shapes", "x:8x4"),
+                          2, "--opt-shapes is missing for x")

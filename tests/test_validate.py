@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -275,3 +276,20 @@ def test_validate_against_polygraphy_outputs(models, tmp_path):
     assert not bad.passed and bad.failures()[0].startswith("iteration-1 output output")
     with pytest.raises(UserError, match="give the inputs"):
         validate(ValidateOptions(models["standard"], tmp_path / "ref.json"))
+
+
+def test_validate_cli_json_and_progress_lines(models, tmp_path):
+    from helpers_cli import invoke
+    from polygraphy.json import save_json
+
+    from stn_deploy.run import RunOptions, run
+
+    save_json([{"input": np.ones((1, 1, 28, 28), np.float32)}], str(tmp_path / "in.json"))
+    run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    result = invoke("validate", models["standard"], "--reference", tmp_path / "ref.json",
+                    "--inputs", tmp_path / "in.json", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # stdout is the JSON alone
+    assert data["passed"] is True and data["reference"]["kind"] == "polygraphy-outputs"
+    # Progress went to stderr, one line per step with the elapsed time.
+    assert re.search(r"^validate: running candidate .* \(\d+\.\d s\)$", result.stderr, re.M)
