@@ -84,7 +84,8 @@ class _NameChoice(click.Choice):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            raise UserError(f"unknown {param.name} {value!r}; choose from {', '.join(self.choices)}") from None
+            flag = f" ({param.opts[-1]})" if getattr(param, "opts", None) else ""
+            raise UserError(f"unknown {param.name} {value!r}{flag}; choose from {', '.join(self.choices)}") from None
 
 
 @main.command("models")
@@ -145,7 +146,7 @@ def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mo
         model=model, dataset=dataset, output_dir=output_dir, epochs=epochs, seed=seed, batch_size=batch_size,
         lr=lr, sampler=SamplerSettings(mode, padding_mode, align_corners), progress=progress,
     )
-    metrics = train(options)
+    metrics = train(options, on_epoch=None if sys.stdout.isatty() else _step_lines("train"))
     click.echo(f"{model} on {dataset}: test error {metrics['test_error']:.2f}% after {epochs} epochs "
                f"({metrics['seconds']:.1f} s) -> {output_dir}")
 
@@ -533,8 +534,8 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
 @main.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @timing_options(_bench.BACKENDS, _bench.DEFAULT_BATCHES, _bench.DEFAULT_WARMUP, _bench.DEFAULT_ITERS)
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
-              show_default=True, help="Folder of the JSON and PNG.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=f"Folder of the JSON and PNG  [default: a new folder {_bench.DEFAULT_OUTPUT_DIR}/bench-<model>-<UTC time>]")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
               help="ONNX for the ort backend when MODEL is a checkpoint  [default: export a standard ONNX to a temp folder]")
@@ -543,8 +544,9 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
-                  threads):
+                  threads, as_json):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
 
     MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
@@ -555,7 +557,8 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 
     For a checkpoint the sampler is also timed alone, as effective GB/s against a copy of the
     same bytes measured in the same run. Writes <name>.json and <name>.png (p50 latency vs
-    batch) into the output folder, atomically.
+    batch) into the output folder, atomically. Rows whose p90 exceeds 3x their p50 are flagged
+    noisy. Exit 2 when no backend could run MODEL.
     """
     from rich.console import Console
 
@@ -564,12 +567,20 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
         warmup=warmup, iters=iters, output_dir=output_dir, name=name, onnx=onnx_path, engine=engine,
         device=device, sampler=sampler, seed=seed, threads=threads,
     )
-    err = Console(stderr=True)
-    result = _bench.bench(options, progress=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))
-    console = Console()
-    for table in _bench.render_tables(result.report):
-        console.print(table)
-    console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
+    result = _bench.bench(options, progress=_step_lines("bench", err=True))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        console = Console()
+        for table in _bench.render_tables(result.report):
+            console.print(table)
+        console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
+    if not result.ran:
+        reasons = sorted({f"{r['backend']}: {r.get('reason', r['status'])}" for r in result.report["results"]})
+        raise UserError(f"no backend could run {model.name} ({'; '.join(reasons)}); the report says so in "
+                        f"{result.json_path}")
 
 
 @main.command("demo")

@@ -177,7 +177,7 @@ def _rules(model, target: str, report: DoctorReport) -> None:
             if target == "trt10" and opset >= 20 and mode in ("linear", "cubic"):
                 add(Finding("trt-gridsample-mode", name, "error",
                             f"opset-{opset} GridSample mode {mode!r} becomes 'nearest' in TensorRT 10's parser",
-                            "stn-deploy rewrite (plugin op), or export at opset 16-19 with mode names bilinear/bicubic"))
+                            "stn-deploy rewrite (plugin op: the same sampling on every TensorRT)"))
             elif target == "rtx" and opset >= 20 and mode in ("linear", "cubic"):
                 add(Finding("trt-gridsample-mode", name, "info",
                             f"GridSample mode {mode!r}: TensorRT-RTX 1.7 maps it correctly, TensorRT 10 may not",

@@ -112,7 +112,7 @@ def engine_runner(engine_path: Path | str) -> "BaseRunner":
         has_gpu = False
     if not has_gpu:
         raise UserError(f"{Path(engine_path).name} is a TensorRT engine and running it needs a CUDA GPU; "
-                        "none is available (run the ONNX model with --backend ort instead)")
+                        "none is available (its ONNX model runs on the CPU in ONNX Runtime instead)")
     from stn_deploy.trt import EngineRunner
 
     return EngineRunner(engine_path)

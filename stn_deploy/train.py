@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stn_deploy import io
 from stn_deploy.errors import UserError
@@ -195,8 +195,13 @@ def evaluate(model, dataset_name: str, seed: int = 0, batch_size: int = 512) -> 
     return 100.0 * wrong / len(test)
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def train(options: TrainOptions, on_epoch: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a model on a distorted-digit set; write checkpoint and metrics if asked.
+
+    Args:
+        options: model, data, schedule and output folder (``TrainOptions``).
+        on_epoch: called with one line per finished epoch (loss, train error); the CLI
+            prints it when stdout is not a terminal, so that logs show progress.
 
     Adam with a cosine learning-rate schedule; each epoch draws fresh distortions of the
     training digits. Writes ``output_dir/model.pt`` and ``output_dir/metrics.json``
@@ -264,6 +269,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
                     bar.update(task, advance=1, description=f"{label} loss {batch_loss:.3f}")
             losses.append(total_loss / len(data))
             train_error = 100.0 * wrong / len(data)
+            if on_epoch is not None:
+                on_epoch(f"epoch {epoch + 1}/{options.epochs}: loss {losses[-1]:.4f}, "
+                         f"train error {train_error:.1f}%")
             if not math.isfinite(losses[-1]):
                 raise UserError(f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); try a lower --lr")
     seconds = time.perf_counter() - start
