@@ -268,3 +268,8 @@ def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
     order = {s: i for i, s in enumerate(SEVERITIES)}
     report.findings.sort(key=lambda f: (order[f.severity], f.rule, f.node))
     return report
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

@@ -434,3 +434,8 @@ def export_module(
         samplers=_samplers_meta(model), op_counts=counts,
         metadata={p.key: p.value for p in proto.metadata_props},
     )
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

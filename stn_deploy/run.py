@@ -329,6 +329,12 @@ class RunOptions:
     batch: int = 1
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("model", "output", "inputs"):  # str paths from the Python API
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
 
 @dataclass
 class RunResult:
@@ -403,3 +409,8 @@ def run(options: RunOptions) -> RunResult:
         outputs={k: list(v.shape) for k, v in results[0].items()},
         inference_ms=1000.0 * float(np.median(times)), iterations=len(results), format=fmt,
     )
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

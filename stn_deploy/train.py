@@ -324,3 +324,8 @@ def _progress(enabled: bool):
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), transient=False,
     )
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

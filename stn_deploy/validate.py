@@ -90,6 +90,12 @@ class ValidateOptions:
     crafted_steps: int = 60
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("candidate", "reference", "inputs", "report"):  # str paths from the Python API
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
 
 def parse_tolerance(specs, what: str = "--atol") -> dict[str, float]:
     """``["1e-3", "output:1e-2"]`` -> ``{"": 1e-3, "output": 1e-2}`` (Polygraphy's syntax).
@@ -437,6 +443,10 @@ def _logits_name(outputs: dict, num_classes: int | None) -> str | None:
 def validate(options: ValidateOptions, progress: Callable[[str], None] | None = None) -> ValidationReport:
     """Compare a candidate with its reference; write the JSON report if asked.
 
+    Args:
+        options: candidate, reference, inputs and tolerances (``ValidateOptions``).
+        progress: called with one line per step; default silent.
+
     Returns:
         The report; ``report.passed`` is the verdict (the CLI exits 1 when False).
 
@@ -590,3 +600,8 @@ def check(report: ValidationReport) -> None:
 
 __all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "validate", "check",
            "parse_tolerance", "stress_images", "crafted_images", "CRAFTED_TARGETS"]
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

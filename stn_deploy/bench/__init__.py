@@ -78,3 +78,8 @@ __all__ = [
     "copy_stats", "environment", "latency_stats", "parse_backends", "parse_batches", "percentile", "plot_latency",
     "new_run_dir", "render_tables", "sampler_bytes", "time_callable", "time_interleaved",
 ]
+
+
+from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+
+_callable_module(__name__)

@@ -305,7 +305,15 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> BuildResult:
     """Build one engine and its sidecar JSON (``<engine>.json``), both written atomically.
 
-    Runs ``doctor.doctor`` first unless ``options.doctor`` is False.
+    Runs ``doctor.doctor`` first unless ``options.doctor`` is False. The build runs in a child
+    process: a TensorRT abort or Ctrl-C leaves no partial engine.
+
+    Args:
+        options: the ONNX, the engine path and the build settings (``BuildOptions``).
+        progress: called with each build event (phases, TensorRT log lines); default none.
+
+    Returns:
+        The ``BuildResult``: engine path, sidecar path and dict, build seconds.
 
     Raises:
         UserError: bad input (not ONNX, missing plugin library, unknown ``--shapes`` name)
