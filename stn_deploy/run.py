@@ -273,6 +273,8 @@ def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
         seed: numpy seed; default 0.
         sample_shape: (C, H, W) used for other dynamic dimensions.
     """
+    # Not Polygraphy's DataLoader: it draws uniform values in one range; standard-normal
+    # images (negative values, the spread of normalised inputs) are what these models meet.
     rng = np.random.default_rng(seed)
     feed = {}
     for name, meta in metadata.items():

@@ -305,6 +305,11 @@ def train(options: TrainOptions, on_epoch: Callable[[str], None] | None = None) 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up over the first epoch, then cosine annealing to 0.
 
+    One LambdaLR rather than torch's schedulers: ``SequentialLR(LinearLR, CosineAnnealingLR)``
+    starts the cosine after the warm-up (another schedule than the one Table 1 was trained
+    with), and ``ChainedScheduler(LinearLR, CosineAnnealingLR)`` gives this product only to
+    rounding (1e-15 apart at most steps), which is enough to change a seeded run.
+
     Without the warm-up, Adam's first full-size steps can throw an affine localisation net to a
     transform that samples only outside the image: the sampler then returns zeros, no gradient
     reaches the localisation net and the run never learns (seen on RTS, 1 seed in 3).
