@@ -591,7 +591,9 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of training and validation.")
 @timing_options(_demo.DEFAULT_BACKENDS, _demo.DEFAULT_BATCHES, _demo.DEFAULT_WARMUP, _demo.DEFAULT_ITERS)
-@click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
+# --build-engine: bench's --engine names an engine file; --engine/--no-engine stays as an alias.
+@click.option("--build-engine/--no-build-engine", "--engine/--no-engine", "build_engine", default=True,
+              show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
 @click.option("--validate-images", type=click.IntRange(min=1), default=None,
               help="Cap on the test images validation compares on  [default: the whole test set]")

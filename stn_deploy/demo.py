@@ -317,7 +317,7 @@ def _require_plugin_library() -> None:
 def _build(options: DemoOptions, r: _Runner):
     def run(step: Step) -> None:
         if not options.build_engine:
-            raise _Skip("--no-engine given")
+            raise _Skip("--no-build-engine given")
         r.needs("export-plugin")
         from stn_deploy import trt
 
