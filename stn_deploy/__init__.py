@@ -50,7 +50,27 @@ OPTIONS = {
     "ValidationFailed": "stn_deploy.errors",
 }
 
-__all__ = ["__version__", *JOBS, *OPTIONS]
+__all__ = [
+    "BenchOptions",
+    "BuildOptions",
+    "ExportOptions",
+    "RewriteOptions",
+    "RunOptions",
+    "SamplerSettings",
+    "TrainOptions",
+    "UserError",
+    "ValidateOptions",
+    "ValidationFailed",
+    "__version__",
+    "bench",
+    "build",
+    "doctor",
+    "export",
+    "rewrite",
+    "run",
+    "train",
+    "validate",
+]
 
 
 class _JobModule(types.ModuleType):

@@ -270,6 +270,7 @@ def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
     return report
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

@@ -419,6 +419,7 @@ def export_module(
     )
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -211,8 +211,8 @@ def _load_polygraphy_json(p: Path, what: str):
         raise UserError(f"{p}: not a Polygraphy {what} JSON: {first}") from None
 
 
-def save_run_results(path: Path | str, runner_name: str, iterations: list[Mapping[str, np.ndarray]],
-                     runtimes_s: list[float] | None = None) -> Path:
+def save_run_results(path: Path | str, runner_name: str, iterations: Sequence[Mapping[str, np.ndarray]],
+                     runtimes_s: Sequence[float | None] | None = None) -> Path:
     """Write outputs as Polygraphy ``RunResults`` JSON (what ``polygraphy run --save-outputs``
     writes, read by ``polygraphy inspect data`` and ``Comparator``), atomically."""
     from polygraphy.comparator import IterationResult, RunResults
@@ -413,6 +413,7 @@ def run(options: RunOptions) -> RunResult:
     )
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

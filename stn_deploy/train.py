@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stn_deploy import io
 from stn_deploy.errors import UserError
@@ -331,6 +332,7 @@ def _progress(enabled: bool):
     )
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

@@ -602,6 +602,7 @@ __all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "va
            "parse_tolerance", "stress_images", "crafted_images", "CRAFTED_TARGETS"]
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

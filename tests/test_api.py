@@ -18,7 +18,7 @@ class _Called(Exception):
 def test_import_is_lazy():
     code = ("import sys, stn_deploy as sd; sd.TrainOptions; sd.RunOptions; sd.BuildOptions; sd.rewrite; "
             "print(sorted(m for m in ('torch', 'tensorrt_rtx', 'tensorrt', 'onnxruntime') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -416,7 +416,7 @@ def test_default_output_is_a_new_run_folder(checkpoint, tmp_path, monkeypatch):
     import datetime as dt
 
     monkeypatch.chdir(tmp_path)
-    now = dt.datetime(2026, 12, 1, 20, 0, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 12, 1, 20, 0, 0, tzinfo=dt.UTC)
     first = bench.new_run_dir(checkpoint, now)
     assert first == Path("runs/bench-model-20261201-200000")
     first.mkdir(parents=True)

@@ -388,4 +388,4 @@ def test_train_prints_a_line_per_epoch_when_not_on_a_terminal(trained):
     import re
 
     _, res = trained
-    assert re.search(r"^train: epoch 1/1: loss \d+\.\d{4}, train error \d+\.\d% \(\d+\.\d s\)$", res.stdout, re.M)
+    assert re.search(r"^train: epoch 1/1: loss \d+\.\d{4}, train error \d+\.\d% \(\d+\.\d s\)$", res.stdout, re.MULTILINE)

@@ -256,9 +256,9 @@ def test_validate_inputs_file_runs_every_iteration(models, tmp_path):
 
 def test_validate_against_polygraphy_outputs(models, tmp_path):
     """--reference outputs.json (Polygraphy RunResults) compares on its inputs, per iteration."""
-    from stn_deploy.run import RunOptions, load_run_results, run, save_run_results
-
     from polygraphy.json import save_json
+
+    from stn_deploy.run import RunOptions, load_run_results, run, save_run_results
 
     rng = np.random.default_rng(3)
     save_json([{"input": rng.standard_normal((2, 1, 28, 28)).astype(np.float32)} for _ in range(2)],
@@ -292,4 +292,4 @@ def test_validate_cli_json_and_progress_lines(models, tmp_path):
     data = json.loads(result.stdout)  # stdout is the JSON alone
     assert data["passed"] is True and data["reference"]["kind"] == "polygraphy-outputs"
     # Progress went to stderr, one line per step with the elapsed time.
-    assert re.search(r"^validate: running candidate .* \(\d+\.\d s\)$", result.stderr, re.M)
+    assert re.search(r"^validate: running candidate .* \(\d+\.\d s\)$", result.stderr, re.MULTILINE)

@@ -38,11 +38,10 @@ def test_level_is_clamped_and_survives_garbage(monkeypatch):
 
 def test_polygraphy_lines_do_not_leak_at_the_default_level(tmp_path):
     """Loading a Polygraphy inputs file used to print '[I] Loading inputs from ...'."""
+    import onnx
     from onnx import TensorProto as T
     from onnx import helper as h
     from polygraphy.json import save_json
-
-    import onnx
 
     g = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 3])],
                      [h.make_tensor_value_info("y", T.FLOAT, [2, 3])])

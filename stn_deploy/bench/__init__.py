@@ -73,13 +73,14 @@ from stn_deploy.bench.timing import (
 )
 
 __all__ = [
-    "BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP", "NOISY_P90_OVER_P50", "ORT_PLUGIN_NOTE",
-    "REPORT_FORMAT", "REPORT_VERSION", "TAPS", "BenchOptions", "BenchResult", "bench", "copy_baseline", "copy_fn",
-    "copy_stats", "environment", "latency_stats", "parse_backends", "parse_batches", "percentile", "plot_latency",
-    "new_run_dir", "render_tables", "sampler_bytes", "time_callable", "time_interleaved",
+    "BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP", "NOISY_P90_OVER_P50",
+    "ORT_PLUGIN_NOTE", "REPORT_FORMAT", "REPORT_VERSION", "TAPS", "BenchOptions", "BenchResult", "bench",
+    "copy_baseline", "copy_fn", "copy_stats", "environment", "latency_stats", "new_run_dir", "parse_backends", "parse_batches", "percentile",
+    "plot_latency", "render_tables", "sampler_bytes", "time_callable", "time_interleaved",
 ]
 
 
-from stn_deploy import _callable_module  # noqa: E402 - after the job is defined
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
 
 _callable_module(__name__)

@@ -59,7 +59,7 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
 def new_run_dir(model: Path, now: _dt.datetime | None = None) -> Path:
     """``runs/bench-<model stem>-<UTC YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... when that
     folder exists already: a default run never writes into another run's folder."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     base = DEFAULT_OUTPUT_DIR / f"bench-{Path(model).stem}-{now:%Y%m%d-%H%M%S}"
     candidate, n = base, 1
     while candidate.exists():
@@ -71,10 +71,13 @@ def new_run_dir(model: Path, now: _dt.datetime | None = None) -> Path:
 def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], None]) -> BenchResult:
     import torch
 
+    output_dir = options.output_dir
+    assert output_dir is not None  # bench() fills it in
+
     with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
         sources = Sources(options, Path(tmp))
         dims, dtype = sources.input_shape()
-        ensure_writable_dir(options.output_dir)  # after the input checks: bad input creates nothing
+        ensure_writable_dir(output_dir)  # after the input checks: bad input creates nothing
         report: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
@@ -111,8 +114,8 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
             report["sampler"] = sampler_section(sources, options, device)
 
     add_ratios(report["results"])
-    json_path = options.output_dir / f"{name}.json"
-    png_path = options.output_dir / f"{name}.png"
+    json_path = output_dir / f"{name}.json"
+    png_path = output_dir / f"{name}.png"
     report["outputs"] = {"json": str(json_path), "png": str(png_path)}
     plot_latency(report, png_path)
     write_json(json_path, report)

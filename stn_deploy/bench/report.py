@@ -148,7 +148,7 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
                 table.add_row(backend, str(r["batch"]), f"{r['p50_ms']:.3f}", p90,
                               f"{r['p99_ms']:.3f}", f"{r['throughput_sps']:,.0f}", ratio)
                 if r.get("noisy"):
-                    notes.append(f"{backend} batch {r['batch']}: noisy (p90 > 3x p50; a busy machine?): "
+                    notes.append(f"{backend} batch {r['batch']}: noisy (p90 > {NOISY_P90_OVER_P50:g}x p50; a busy machine?): "
                                  "re-measure before quoting")
                 if r.get("compile_s") is not None:
                     compiled.append(f"{r['compile_s']:.1f} s (batch {r['batch']})")

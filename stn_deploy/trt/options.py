@@ -128,7 +128,7 @@ def shapes_from_ranges(min_specs=(), opt_specs=(), max_specs=()) -> tuple[ShapeR
             for item in _split_specs(text):
                 m = _SPEC_RE.match(item)
                 found = re.findall(_ONE_SHAPE, m.group("shapes")) if m else []
-                if len(found) != 1:
+                if m is None or len(found) != 1:
                     raise UserError(f"malformed --{bound}-shapes {item!r}: expected NAME:SHAPE "
                                     "(1x1x28x28 or [1,1,28,28]), comma-separated for several inputs")
                 entry = bounds.setdefault(m.group("name"), {})
