@@ -214,8 +214,11 @@ def _library_version(path: str) -> str | None:
     """``stn_library_version()`` of our plugin library (None for another library)."""
     import ctypes
 
+    from stn_deploy.kernels import no_tensorrt_load
+
     try:
-        fn = ctypes.CDLL(path).stn_library_version
+        with no_tensorrt_load():
+            fn = ctypes.CDLL(path).stn_library_version
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_char_p
