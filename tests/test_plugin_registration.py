@@ -95,13 +95,20 @@ def test_without_the_library_the_op_is_not_found(library, onnx_path):
     assert "Plugin not found" in r.stdout
 
 
-def test_polygraphy_convert_with_plugins(library, onnx_path, tmp_path):
+@pytest.mark.parametrize("how", ["ld-library-path", "runtime-listed-first"])
+def test_polygraphy_convert_with_plugins(how, library, onnx_path, tmp_path):
     polygraphy = Path(sys.executable).with_name("polygraphy")
     engine = tmp_path / "x.engine"
-    # Polygraphy dlopens --plugins before it imports TensorRT-RTX; the wheel's library folder
-    # must be on the loader's path for the plugin library to find it (plugins/README.md).
-    env = {"POLYGRAPHY_USE_TENSORRT_RTX": "1", "LD_LIBRARY_PATH": _rtx_libs()}
-    r = _run([str(polygraphy), "convert", str(onnx_path), "--plugins", str(library), "-o", str(engine)], env)
+    # Polygraphy dlopens --plugins before it imports TensorRT-RTX: the plugin library finds the
+    # wheel's libtensorrt_rtx.so.1 on the loader's path, or already loaded when --plugins names
+    # it first (plugins/README.md).
+    env = {"POLYGRAPHY_USE_TENSORRT_RTX": "1"}
+    plugins = [str(library)]
+    if how == "ld-library-path":
+        env["LD_LIBRARY_PATH"] = _rtx_libs()
+    else:
+        plugins.insert(0, str(Path(_rtx_libs()) / "libtensorrt_rtx.so.1"))
+    r = _run([str(polygraphy), "convert", str(onnx_path), "--plugins", *plugins, "-o", str(engine)], env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert engine.stat().st_size > 1000
 
