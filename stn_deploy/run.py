@@ -167,6 +167,9 @@ def load_input_iterations(path: Path | str) -> list[dict[str, np.ndarray]]:
     p = require_file(path, "inputs file")
     if p.suffix.lower() == ".json":
         obj = _load_polygraphy_json(p, "inputs")
+        if type(obj).__name__ == "RunResults":
+            raise UserError(f"{p} holds outputs (Polygraphy RunResults), not inputs: --inputs takes "
+                            "polygraphy run --save-inputs files; outputs go in validate --reference")
         iterations = list(obj) if isinstance(obj, (list, tuple)) else [obj]
         if not iterations:
             raise UserError(f"{p}: holds no input iterations")

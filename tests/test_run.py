@@ -185,6 +185,12 @@ def test_several_iterations_into_npz_are_keyed_by_iteration(models, polygraphy_f
         load_inputs(inputs)
 
 
+def test_outputs_file_given_as_inputs_is_named(models, polygraphy_files, tmp_path):
+    _, outputs = polygraphy_files
+    with pytest.raises(UserError, match=r"holds outputs \(Polygraphy RunResults\), not inputs"):
+        run(RunOptions(models["standard"], tmp_path / "o.npz", inputs=outputs))
+
+
 @pytest.mark.parametrize("target", ["inputs", "model"])
 def test_run_never_writes_over_its_input(models, polygraphy_files, target):
     inputs, _ = polygraphy_files
