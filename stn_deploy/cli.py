@@ -95,8 +95,17 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stn-deploy")
-def main() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="Also show TensorRT's, ONNX Runtime's and Polygraphy's messages (-vv: their verbose ones).")
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors.")
+def main(verbose: int, quiet: bool) -> None:
     """Spatial Transformer Networks from PyTorch training to TensorRT engines."""
+    from stn_deploy import verbosity
+
+    if verbose and quiet:
+        raise UserError("--verbose and --quiet contradict each other; give one")
+    verbosity.set_level(verbosity.QUIET if quiet else min(verbose, verbosity.VERY_VERBOSE))
+    verbosity.configure_polygraphy()
 
 
 
@@ -106,26 +115,38 @@ SEED = click.IntRange(0, 2**32 - 1)
 
 
 class _NameChoice(click.Choice):
-    """A choice whose bad value is a ``UserError`` (one line, exit 2) rather than a usage screen."""
+    """A case-insensitive choice (``--precision FP16``, ``--dataset rts``) whose bad value is a
+    ``UserError`` (one line, exit 2) rather than a usage screen."""
+
+    def __init__(self, choices, case_sensitive: bool = False) -> None:
+        super().__init__(choices, case_sensitive=case_sensitive)
 
     def convert(self, value, param, ctx):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            raise UserError(f"unknown {param.name} {value!r}; choose from {', '.join(self.choices)}") from None
+            flag = f" ({param.opts[-1]})" if getattr(param, "opts", None) else ""
+            raise UserError(f"unknown {param.name} {value!r}{flag}; choose from {', '.join(self.choices)}") from None
 
 
 @main.command("models")
 @click.option("--dataset", type=_NameChoice(DATASETS), default="R", show_default=True,
               help="Count parameters at this dataset's input size.")
-def models_command(dataset):
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def models_command(dataset, as_json):
     """List the model zoo: names, parameter counts and descriptions."""
     from stn_deploy.data import IMAGE_SIZES
     from stn_deploy.models import model_table
 
     rows = model_table(IMAGE_SIZES[dataset])
-    width = max(len(name) for name, _, _ in rows)
     h, w = IMAGE_SIZES[dataset]
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"dataset": dataset, "input_size": [h, w], "models": [
+            {"name": n, "parameters": c, "description": d} for n, c, d in rows]}, indent=2))
+        return
+    width = max(len(name) for name, _, _ in rows)
     click.echo(f"{'model':<{width}}  {'parameters':>10}  description   (input {h}x{w})")
     for name, count, description in rows:
         click.echo(f"{name:<{width}}  {count:>10,}  {description}")
@@ -151,7 +172,7 @@ def models_command(dataset):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads  [default: torch's]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Draw a progress bar.")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for model.pt and metrics.json.")
+              help="Folder (created if new) for model.pt and metrics.json.")
 def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mode, align_corners, threads,
                   progress, output_dir):
     """Train a model; write OUTPUT_DIR/model.pt and OUTPUT_DIR/metrics.json."""
@@ -166,7 +187,7 @@ def train_command(model, dataset, epochs, seed, batch_size, lr, mode, padding_mo
         model=model, dataset=dataset, output_dir=output_dir, epochs=epochs, seed=seed, batch_size=batch_size,
         lr=lr, sampler=SamplerSettings(mode, padding_mode, align_corners), progress=progress,
     )
-    metrics = train(options)
+    metrics = train(options, on_epoch=None if sys.stdout.isatty() else _step_lines("train"))
     click.echo(f"{model} on {dataset}: test error {metrics['test_error']:.2f}% after {epochs} epochs "
                f"({metrics['seconds']:.1f} s) -> {output_dir}")
 
@@ -188,7 +209,7 @@ def evaluate_command(checkpoint, dataset, seed):
 @main.command("visualize")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="Picture to write (.png, .pdf, .svg, .jpg).")
+              help="File: the picture to write (.png, .pdf, .svg, .jpg).")
 @click.option("--dataset", type=_NameChoice(DATASETS), default=None,
               help="Test set to draw from  [default: the one the model was trained on]")
 @click.option("--count", type=click.IntRange(min=1, max=32), default=8, show_default=True, help="Examples drawn.")
@@ -205,14 +226,14 @@ def visualize_command(checkpoint, output, dataset, count, seed):
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The .onnx file to write.")
-@click.option("--ops", type=click.Choice(OPS_CHOICES), default="standard", show_default=True,
+              help="File: the .onnx to write.")
+@click.option("--ops", type=_NameChoice(OPS_CHOICES), default="standard", show_default=True,
               help="standard: AffineGrid + GridSample (any runtime); plugin: stn_deploy::STNGridSample / "
                    "STNAffineGridSample (our TensorRT plugin); native: ops stock TensorRT imports, no plugin.")
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
               show_default=True, help="ONNX opset.")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Dynamic batch dimension.")
-@click.option("--dynamic-hw", type=click.Choice(["auto", "yes", "no"]), default="auto", show_default=True,
+@click.option("--dynamic-hw", type=_NameChoice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Dynamic input H/W; auto = where the model allows.")
 def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
     """Export a checkpoint to ONNX with standard or plugin grid-sample ops."""
@@ -228,7 +249,7 @@ def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
 @main.command("rewrite")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The plugin ONNX to write.")
+              help="File: the plugin ONNX to write.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
               help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
 @click.option("--to", "to", type=click.Choice(["plugin", "native"]), default="plugin", show_default=True,
@@ -252,7 +273,7 @@ def rewrite_command(model, output, fuse, to, as_json):
 
 @main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in DOCTOR_RULES.items()))
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=click.Choice(DOCTOR_TARGETS), default="trt10", show_default=True,
+@click.option("--target", type=_NameChoice(DOCTOR_TARGETS), default="trt10", show_default=True,
               help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(model, target, as_json):
@@ -271,24 +292,33 @@ def doctor_command(model, target, as_json):
 @main.command("run")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help=".npz or Polygraphy JSON keyed by input name  [default: seeded random inputs]")
+              help=".npz or Polygraphy JSON keyed by input name (every iteration of a "
+                   "polygraphy --save-inputs file is run)  [default: seeded random inputs]")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The .npz of outputs to write.")
-@click.option("--backend", type=click.Choice(RUN_BACKENDS), default=None,
+              help="File: FILE.json = Polygraphy RunResults (polygraphy inspect data reads it), "
+                   "otherwise .npz keyed by output name.")
+@click.option("--backend", type=_NameChoice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine), triton (served)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random inputs.")
 @click.option("--url", default=None, help="With --backend triton: the server, HOST:PORT (gRPC) or http://HOST:PORT.")
 @click.option("--model-name", default=None, help="With --backend triton: the served model  [default: MODEL]")
-def run_command(model, inputs, output, backend, batch, seed, url, model_name):
-    """Run a checkpoint, ONNX model or engine once, or a model served by Triton (--backend
-    triton --url HOST:PORT; MODEL is then the served model's name), and save its outputs."""
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def run_command(model, inputs, output, backend, batch, seed, url, model_name, as_json):
+    """Run a checkpoint, ONNX model or engine on its inputs, or a model served by Triton
+    (--backend triton --url HOST:PORT; MODEL is then the served model's name), and save the outputs."""
+    import json
+
     from stn_deploy.run import RunOptions, run
 
     res = run(RunOptions(model, output, inputs=inputs, backend=backend, batch=batch, seed=seed, url=url,
                          model_name=model_name))
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+        return
     shapes = ", ".join(f"{k} {v}" for k, v in res.outputs.items())
-    click.echo(f"{res.kind} on {res.backend}: {shapes} in {res.inference_ms:.2f} ms -> {res.output}")
+    runs = f"{res.iterations} iterations, median " if res.iterations > 1 else ""
+    click.echo(f"{res.kind} on {res.backend}: {shapes} in {runs}{res.inference_ms:.2f} ms -> {res.output}")
 
 
 @main.command("quantize")
@@ -387,6 +417,22 @@ def plugins_path(as_json: bool) -> None:
 
 
 
+def _step_lines(prefix: str, err: bool = False):
+    """A progress callback printing ``<prefix>: <step> (<elapsed> s)``, one line per step, so
+    that logs show where a long command is and how long it has run; nothing with --quiet."""
+    import time
+
+    from stn_deploy import verbosity
+
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if verbosity.level() > verbosity.QUIET:
+            click.echo(f"{prefix}: {message} ({time.perf_counter() - started:.1f} s)", err=err)
+
+    return say
+
+
 def _build_progress():
     """A progress callback for ``trt.build``: a live status line on a terminal, else one
     line per top-level build phase on stdout (logs and CI; stderr keeps only errors)."""
@@ -400,16 +446,26 @@ def _build_progress():
     else:
         status = None
 
+    import time
+
+    from stn_deploy import verbosity
+
+    started = time.perf_counter()
+
     def progress(event: dict) -> None:
+        if event.get("event") == "log" and verbosity.level() >= verbosity.VERBOSE:
+            click.echo(f"[TensorRT] {event.get('severity')}: {event.get('message')}", err=True)
         # TensorRT's error lines are folded into the one-line error of a failed build.
         if event.get("event") != "progress" or event.get("kind") != "start":
+            return
+        if verbosity.level() <= verbosity.QUIET:
             return
         level = depth.get(event.get("parent"), -1) + 1
         depth[event["phase"]] = level
         if status is not None:
             status.update(f"building: {event['phase']}")
         elif level <= 1:
-            click.echo(f"building: {event['phase']}")
+            click.echo(f"building: {event['phase']} ({time.perf_counter() - started:.1f} s)")
 
     progress.stop = (lambda: status.stop()) if status is not None else (lambda: None)
     return progress
@@ -418,12 +474,17 @@ def _build_progress():
 @main.command("build")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Engine file; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
-@click.option("--precision", type=click.Choice(PRECISION_NAMES), default="fp32", show_default=True,
+              help="File: the engine; a sidecar JSON goes to OUTPUT.json  [default: MODEL with .engine]")
+@click.option("--precision", type=_NameChoice(PRECISION_NAMES), default="fp32", show_default=True,
               help="Compute precision (engine I/O stays fp32).")
 @click.option("--shapes", "shapes", multiple=True, metavar="NAME:MIN,OPT,MAX",
-              help="Profile range of a dynamic input, shapes as 1x1x28x28; repeat per input  "
+              help="Profile range of a dynamic input, shapes as 1x1x28x28 or [1,1,28,28]; NAME:SHAPE = "
+                   "min=opt=max; repeat per input  "
                    f"[default: batch {'/'.join(map(str, trt_options.DEFAULT_BATCH_RANGE))} on a dynamic first dimension]")
+@click.option("--min-shapes", multiple=True, metavar="NAME:SHAPE[,...]", help="trtexec-style profile minimum.")
+@click.option("--opt-shapes", multiple=True, metavar="NAME:SHAPE[,...]",
+              help="trtexec-style profile optimum (alone: min = max = opt).")
+@click.option("--max-shapes", multiple=True, metavar="NAME:SHAPE[,...]", help="trtexec-style profile maximum.")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Timing cache to read and update (TensorRT; a no-op in TensorRT-RTX).")
 @click.option("--opt-level", type=click.IntRange(*trt_options.OPT_LEVEL_RANGE), default=None,
@@ -431,16 +492,16 @@ def _build_progress():
 @click.option("--workspace", "workspace_mib", type=click.IntRange(min=1), default=None, metavar="MiB",
               help="Workspace memory limit in MiB  [default: TensorRT's]")
 @click.option("--compute-capability", "compute_capabilities", multiple=True,
-              type=click.Choice(trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
+              type=_NameChoice(trt_options.COMPUTE_CAPABILITY_CHOICES), default=("default",), show_default=True,
               help="TensorRT-RTX target GPUs (repeatable); 'default' = sm80/86/89/120+, no sm90.")
-@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=_NameChoice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour: full TensorRT where installed, else TensorRT-RTX.")
 @click.option("--plugin-library", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Plugin library to load  [default: the one stn-deploy plugins build made]")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="Lint the ONNX first and stop on its errors.")
-def build_command(model, output, precision, shapes, timing_cache, opt_level, workspace_mib, compute_capabilities,
-                  flavour, plugin_library, doctor):
+def build_command(model, output, precision, shapes, min_shapes, opt_shapes, max_shapes, timing_cache, opt_level,
+                  workspace_mib, compute_capabilities, flavour, plugin_library, doctor):
     """Build a TensorRT engine from MODEL.onnx (standard or plugin ops), with a sidecar JSON.
 
     The build runs in a child process: a TensorRT abort or Ctrl-C leaves no partial engine.
@@ -449,7 +510,9 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
 
     options = trt.BuildOptions(
         onnx=model, engine=output or model.with_suffix(".engine"), flavour=flavour, precision=precision,
-        shapes=tuple(trt.parse_shape_spec(s) for s in shapes), timing_cache=timing_cache, opt_level=opt_level,
+        shapes=tuple(trt.parse_shape_spec(s) for s in shapes)
+        + trt_options.shapes_from_ranges(min_shapes, opt_shapes, max_shapes),
+        timing_cache=timing_cache, opt_level=opt_level,
         workspace_mib=workspace_mib, compute_capabilities=tuple(c for c in compute_capabilities if c != "default"),
         plugin_library=plugin_library, doctor=doctor)
     progress = _build_progress()
@@ -467,7 +530,7 @@ def build_command(model, output, precision, shapes, timing_cache, opt_level, wor
 
 @main.command("inspect")
 @click.argument("engine", type=click.Path(path_type=Path))
-@click.option("--trt", "flavour", type=click.Choice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
+@click.option("--trt", "flavour", type=_NameChoice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour (auto: from the engine header).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect_command(engine, flavour, as_json):
@@ -490,13 +553,14 @@ def inspect_command(engine, flavour, as_json):
 @main.command("validate")
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--reference", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with.")
+              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with, or "
+                   "a Polygraphy outputs JSON (polygraphy run --save-outputs) of the --inputs given.")
 @click.option("--atol", multiple=True, metavar="[OUTPUT:]VALUE",
               help="Absolute tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
 @click.option("--rtol", multiple=True, metavar="[OUTPUT:]VALUE",
               help="Relative tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
 @click.option("--inputs", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Extra inputs to compare on (.npz or Polygraphy JSON).")
+              help="Extra inputs to compare on (.npz or Polygraphy JSON, every iteration).")
 @click.option("--dataset", default=None, help="Test set  [default: the checkpoint's training set, else by input size]")
 @click.option("--report", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the JSON report here.")
@@ -507,8 +571,9 @@ def inspect_command(engine, flavour, as_json):
               help="Images per inference (capped by an engine's profile).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Allowed task-accuracy difference, percentage points  [default: 0.1; 0.5 for an INT8 candidate]")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, adversarial, max_images,
-                     batch_size, max_accuracy_drop):
+                     batch_size, max_accuracy_drop, as_json):
     """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime) with PyTorch.
 
     Exit code 0 when every output of every input set is within tolerance and the task
@@ -520,11 +585,16 @@ def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, 
         candidate=candidate, reference=reference, atol=_validate.parse_tolerance(atol, "--atol"),
         rtol=_validate.parse_tolerance(rtol, "--rtol"), inputs=inputs, dataset=dataset, report=report,
         adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
-    result = _validate.validate(options, progress=lambda msg: click.echo(f"validate: {msg}"))
-    for line in result.lines():
-        click.echo(line)
-    if report is not None:
-        click.echo(f"report: {report}")
+    result = _validate.validate(options, progress=_step_lines("validate", err=as_json))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        for line in result.lines():
+            click.echo(line)
+        if report is not None:
+            click.echo(f"report: {report}")
     _validate.check(result)
 
 
@@ -533,8 +603,8 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
     """The options that say what ``bench`` times, shared by ``bench`` and ``demo`` (which
     benchmarks too) with each command's own defaults."""
     decorators = [
-        click.option("--backends", default=",".join(backends), show_default=True,
-                     help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)}."),
+        click.option("--backend", "--backends", "backends", default=",".join(backends), show_default=True,
+                     help=f"Comma-separated backends from: {', '.join(_bench.BACKENDS)} (as run --backend)."),
         click.option("--batch", "batches", default=",".join(map(str, batches)), show_default=True,
                      help="Comma-separated batch sizes."),
         click.option("--warmup", type=click.IntRange(min=0), default=warmup, show_default=True,
@@ -556,13 +626,13 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
 @main.command("bench")
 @click.argument("model", type=click.Path(path_type=Path))
 @timing_options(_bench.DEFAULT_BACKENDS, _bench.DEFAULT_BATCHES, _bench.DEFAULT_WARMUP, _bench.DEFAULT_ITERS)
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=_bench.DEFAULT_OUTPUT_DIR,
-              show_default=True, help="Folder of the JSON and PNG.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help=f"Folder of the JSON and PNG  [default: a new folder {_bench.DEFAULT_OUTPUT_DIR}/bench-<model>-<UTC time>]")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
               help="ONNX for the ort backend when MODEL is a checkpoint  [default: export a standard ONNX to a temp folder]")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="Engine for the trt backend when MODEL is not one.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+@click.option("--device", type=_NameChoice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the torch backends run.")
 @click.option("--sampler/--no-sampler", default=True, show_default=True, help="Also time the sampler against a copy of its bytes.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
@@ -572,8 +642,9 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
               help="With --backends triton: requests in flight, comma-separated; --iters requests each.")
 @click.option("--compare-ops", is_flag=True,
               help="Also build plugin and native engines of the checkpoint: build time, size, layers (latency on a GPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
-                  threads, url, model_name, concurrency, compare_ops):
+                  threads, url, model_name, concurrency, compare_ops, as_json):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
 
     MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
@@ -584,7 +655,8 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
 
     For a checkpoint the sampler is also timed alone, as effective GB/s against a copy of the
     same bytes measured in the same run. Writes <name>.json and <name>.png (p50 latency vs
-    batch) into the output folder, atomically.
+    batch) into the output folder, atomically. Rows whose p90 exceeds 3x their p50 are flagged
+    noisy. Exit 2 when no backend could run MODEL.
     """
     from rich.console import Console
 
@@ -594,23 +666,33 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
         device=device, sampler=sampler, seed=seed, threads=threads, url=url, model_name=model_name,
         concurrency=_bench.parse_batches(concurrency, "--concurrency"), compare_ops=compare_ops,
     )
-    err = Console(stderr=True)
-    result = _bench.bench(options, progress=lambda line: err.print(f"[dim]{line}[/dim]", highlight=False))
-    console = Console()
-    for table in _bench.render_tables(result.report):
-        console.print(table)
-    console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
+    result = _bench.bench(options, progress=_step_lines("bench", err=True))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.report, indent=2))
+    else:
+        console = Console()
+        for table in _bench.render_tables(result.report):
+            console.print(table)
+        console.print(f"wrote {result.json_path} and {result.png_path}", highlight=False)
+    if not result.ran:
+        reasons = sorted({f"{r['backend']}: {r.get('reason', r['status'])}" for r in result.report["results"]})
+        raise UserError(f"no backend could run {model.name} ({'; '.join(reasons)}); the report says so in "
+                        f"{result.json_path}")
 
 
 @main.command("demo")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Run folder (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
+              help="Folder of the run (must be empty or new)  [default: runs/demo-<UTC timestamp>]")
 @click.option("--model", default=_demo.DEFAULT_MODEL, show_default=True, help="Zoo model to train.")
 @click.option("--dataset", default=_demo.DEFAULT_DATASET, show_default=True, help="Distorted-digit set to train on.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_demo.DEFAULT_EPOCHS, show_default=True, help="Training epochs.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of training and validation.")
 @timing_options(_demo.DEFAULT_BACKENDS, _demo.DEFAULT_BATCHES, _demo.DEFAULT_WARMUP, _demo.DEFAULT_ITERS)
-@click.option("--engine/--no-engine", "build_engine", default=True, show_default=True,
+# --build-engine: bench's --engine names an engine file; --engine/--no-engine stays as an alias.
+@click.option("--build-engine/--no-build-engine", "--engine/--no-engine", "build_engine", default=True,
+              show_default=True,
               help="Build the CPU-AOT TensorRT-RTX engine with our plugin.")
 @click.option("--validate-images", type=click.IntRange(min=1), default=None,
               help="Cap on the test images validation compares on  [default: the whole test set]")

@@ -316,3 +316,9 @@ def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
     order = {s: i for i, s in enumerate(SEVERITIES)}
     report.findings.sort(key=lambda f: (order[f.severity], f.rule, f.node))
     return report
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

@@ -309,43 +309,26 @@ def fold_constant_affine_grids(model: "onnx.ModelProto") -> "onnx.ModelProto":
 
     The thin-plate spline builds its base points with ``F.affine_grid`` of a constant
     identity; left as a node, it would be an ``AffineGrid`` that TensorRT cannot import.
+    onnx-graphsurgeon's constant folding does the work (evaluated by ONNX Runtime), limited to
+    ``AffineGrid`` so that the rest of the exported graph stays as the exporter wrote it.
     """
-    import onnx
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
+    if not any(n.op_type == "AffineGrid" for n in model.graph.node):
+        return model
+    import onnx_graphsurgeon as gs
 
-    inits = {i.name: i for i in model.graph.initializer}
-    consts = {}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
-    keep = []
-    changed = False
-    for n in model.graph.node:
-        if n.op_type == "AffineGrid" and all(i in inits or i in consts for i in n.input):
-            feeds = {i: numpy_helper.to_array(inits[i] if i in inits else consts[i]) for i in n.input}
-            sub = onnx.helper.make_model(
-                onnx.helper.make_graph(
-                    [n], "fold",
-                    [onnx.helper.make_tensor_value_info(i, onnx.TensorProto.UNDEFINED, None) for i in n.input],
-                    [onnx.helper.make_tensor_value_info(n.output[0], onnx.TensorProto.UNDEFINED, None)],
-                ),
-                opset_imports=[onnx.helper.make_opsetid("", 20)],
-            )
-            value = ReferenceEvaluator(sub).run(None, feeds)[0]
-            model.graph.initializer.append(numpy_helper.from_array(value, n.output[0]))
-            changed = True
-            continue
-        keep.append(n)
-    if changed:
-        del model.graph.node[:]
-        model.graph.node.extend(keep)
-        # Constants that fed only the folded nodes are now dead; ORT and TensorRT ignore them,
-        # but keep the graph tidy.
-        used = {i for n in keep for i in n.input} | {o.name for o in model.graph.output}
-        alive = [n for n in keep if n.op_type != "Constant" or n.output[0] in used]
-        del model.graph.node[:]
-        model.graph.node.extend(alive)
+    graph = gs.import_onnx(model)
+    constant = [n for n in graph.nodes if n.op == "AffineGrid"
+                and all(isinstance(t, gs.Constant) or (t.inputs and t.inputs[0].op == "Constant") for t in n.inputs)]
+    if not constant:
+        return model
+    graph.fold_constants(fold_shapes=False, error_ok=False,
+                         should_exclude_node=lambda node: node.op not in ("AffineGrid", "Constant"))
+    graph.cleanup()  # the folded nodes and the constants only they used
+    folded = gs.export_onnx(graph, do_type_check=False)
+    del model.graph.node[:]
+    model.graph.node.extend(folded.graph.node)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(folded.graph.initializer)
     return model
 
 
@@ -448,3 +431,9 @@ def export_module(
         samplers=_samplers_meta(model), op_counts=counts,
         metadata={p.key: p.value for p in proto.metadata_props},
     )
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -249,6 +251,23 @@ def _last_error_line(log: str) -> str:
 
 _LOCK = threading.Lock()
 _LIBS: dict[Path, ctypes.CDLL] = {}
+_NO_TENSORRT_LOAD = "STN_DEPLOY_PLUGINS_LOAD_TENSORRT"
+
+
+@contextlib.contextmanager
+def no_tensorrt_load() -> Iterator[None]:
+    """While loading the library for its kernel API or version only: keep its load-time
+    registration from loading a TensorRT by name (plugins/register.cpp); a TensorRT already
+    loaded in the process is still used."""
+    previous = os.environ.get(_NO_TENSORRT_LOAD)
+    os.environ[_NO_TENSORRT_LOAD] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_NO_TENSORRT_LOAD, None)
+        else:
+            os.environ[_NO_TENSORRT_LOAD] = previous
 
 
 def load_library(path: Path | None = None) -> ctypes.CDLL:
@@ -264,7 +283,8 @@ def load_library(path: Path | None = None) -> ctypes.CDLL:
             return lib
         require_file(path, "plugin library", hint="run `stn-deploy plugins build`")
         try:
-            lib = ctypes.CDLL(str(path))
+            with no_tensorrt_load():
+                lib = ctypes.CDLL(str(path))
         except OSError as exc:
             raise UserError(f"cannot load plugin library {path}: {exc}") from None
         try:

@@ -68,6 +68,10 @@ def detect_kind(path: Path | str) -> ModelKind:
     p = require_file(path)
     if p.suffix.lower() in ENGINE_SUFFIXES:
         return ModelKind.ENGINE
+    if p.suffix.lower() == ".json":
+        # onnx.load would parse it as a JSON-encoded ModelProto and fail with a protobuf error.
+        raise UserError(f"{p} is a JSON file, not a model (a checkpoint, an ONNX model or a TensorRT engine); "
+                        "Polygraphy inputs go in --inputs, recorded outputs in validate --reference")
     with open(p, "rb") as f:
         head = f.read(8)
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or head.startswith(_CHECKPOINT_MAGIC):

@@ -226,7 +226,10 @@ def ort_session(
     from stn_deploy.graph import load_onnx
 
     proto = model if not isinstance(model, (str, Path, bytes)) else load_onnx(model)
+    from stn_deploy import verbosity
+
     opts = ort.SessionOptions()
+    opts.log_severity_level = verbosity.ort_severity()
     if threads:
         opts.intra_op_num_threads = int(threads)
     if not has_plugin_ops(proto):

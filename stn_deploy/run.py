@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def engine_runner(engine_path: Path | str) -> "BaseRunner":
         has_gpu = False
     if not has_gpu:
         raise UserError(f"{Path(engine_path).name} is a TensorRT engine and running it needs a CUDA GPU; "
-                        "none is available (run the ONNX model with --backend ort instead)")
+                        "none is available (its ONNX model runs on the CPU in ONNX Runtime instead)")
     from stn_deploy.trt import EngineRunner
 
     return EngineRunner(engine_path)
@@ -157,40 +158,102 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunn
 # --------------------------------------------------------------------------- inputs
 
 
-def load_inputs(path: Path | str) -> dict[str, np.ndarray]:
-    """Inputs keyed by graph input name from ``.npz`` or Polygraphy's JSON (``--save-inputs``).
+def load_input_iterations(path: Path | str) -> list[dict[str, np.ndarray]]:
+    """Every iteration of an inputs file, each keyed by graph input name.
 
-    A Polygraphy file holding several iterations yields the first.
+    ``.npz`` holds one iteration; Polygraphy's JSON (``polygraphy run --save-inputs``, a
+    list with one mapping per ``--iterations``) holds one or more, all returned in order.
 
     Raises:
-        UserError: missing or unreadable file, or not a mapping of names to arrays.
+        UserError: missing or unreadable file, no iterations, or not mappings of names to arrays.
     """
     p = require_file(path, "inputs file")
     if p.suffix.lower() == ".json":
-        from polygraphy.json import load_json
-
-        try:
-            obj = load_json(str(p), description="inputs")
-        except Exception as exc:  # Polygraphy raises its own exception types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"{p}: not a Polygraphy inputs JSON: {first}") from None
-        if isinstance(obj, (list, tuple)):
-            if not obj:
-                raise UserError(f"{p}: holds no input iterations")
-            obj = obj[0]
-        if not isinstance(obj, Mapping):
-            raise UserError(f"{p}: expected a mapping of input names to arrays")
-        feed = dict(obj)
+        obj = _load_polygraphy_json(p, "inputs")
+        if type(obj).__name__ == "RunResults":
+            raise UserError(f"{p} holds outputs (Polygraphy RunResults), not inputs: --inputs takes "
+                            "polygraphy run --save-inputs files; outputs go in validate --reference")
+        iterations = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        if not iterations:
+            raise UserError(f"{p}: holds no input iterations")
+        feeds = []
+        for i, it in enumerate(iterations):
+            if not isinstance(it, Mapping):
+                raise UserError(f"{p}: iteration {i} is not a mapping of input names to arrays")
+            feeds.append(dict(it))
     else:
         try:
             with np.load(p, allow_pickle=False) as data:
-                feed = {k: data[k] for k in data.files}
+                feeds = [{k: data[k] for k in data.files}]
         except Exception as exc:  # zipfile/ValueError/OSError
             raise UserError(f"{p}: not a .npz of arrays ({type(exc).__name__})") from None
-    bad = [k for k, v in feed.items() if not isinstance(v, np.ndarray)]
-    if bad:
-        raise UserError(f"{p}: inputs {', '.join(bad)} are not arrays")
-    return feed
+    for i, feed in enumerate(feeds):
+        bad = [k for k, v in feed.items() if not isinstance(v, np.ndarray)]
+        if bad:
+            where = f" (iteration {i})" if len(feeds) > 1 else ""
+            raise UserError(f"{p}: inputs {', '.join(bad)}{where} are not arrays")
+    return feeds
+
+
+def load_inputs(path: Path | str) -> dict[str, np.ndarray]:
+    """The one iteration of an inputs file (``.npz`` or Polygraphy JSON).
+
+    Raises:
+        UserError: as ``load_input_iterations``, or a file with several iterations (use
+            ``load_input_iterations`` for those).
+    """
+    feeds = load_input_iterations(path)
+    if len(feeds) > 1:
+        raise UserError(f"{path}: holds {len(feeds)} input iterations where one was expected")
+    return feeds[0]
+
+
+def _load_polygraphy_json(p: Path, what: str):
+    from polygraphy.json import from_json
+
+    try:
+        return from_json(p.read_text())
+    except Exception as exc:  # Polygraphy raises its own exception types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{p}: not a Polygraphy {what} JSON: {first}") from None
+
+
+def save_run_results(path: Path | str, runner_name: str, iterations: Sequence[Mapping[str, np.ndarray]],
+                     runtimes_s: Sequence[float | None] | None = None) -> Path:
+    """Write outputs as Polygraphy ``RunResults`` JSON (what ``polygraphy run --save-outputs``
+    writes, read by ``polygraphy inspect data`` and ``Comparator``), atomically."""
+    from polygraphy.comparator import IterationResult, RunResults
+    from polygraphy.json import to_json
+
+    from stn_deploy.io import write_bytes
+
+    runtimes_s = runtimes_s or [None] * len(iterations)
+    results = RunResults()
+    results.append((runner_name, [IterationResult({k: np.asarray(v) for k, v in it.items()}, runtime=t,
+                                                  runner_name=runner_name)
+                                  for it, t in zip(iterations, runtimes_s)]))
+    return write_bytes(path, to_json(results).encode())
+
+
+def load_run_results(path: Path | str) -> tuple[str, list[dict[str, np.ndarray]]]:
+    """(runner name, outputs of every iteration) of the first runner in a Polygraphy
+    ``RunResults`` JSON (``polygraphy run --save-outputs``, ``stn-deploy run -o x.json``).
+
+    Raises:
+        UserError: missing file, not a RunResults JSON, or no runner in it.
+    """
+    from polygraphy.comparator import RunResults
+
+    p = require_file(path, "outputs file")
+    obj = _load_polygraphy_json(p, "outputs (RunResults)")
+    if not isinstance(obj, RunResults):
+        raise UserError(f"{p}: not a Polygraphy outputs (RunResults) JSON; write one with "
+                        "polygraphy run --save-outputs or stn-deploy run -o FILE.json")
+    items = list(obj.items())
+    if not items:
+        raise UserError(f"{p}: holds no runner's outputs")
+    name, iterations = items[0]
+    return name, [{k: np.asarray(v) for k, v in it.items()} for it in iterations]
 
 
 def _static_shape(shape, batch: int, fallback: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -235,6 +298,8 @@ def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
         seed: numpy seed; default 0.
         sample_shape: (C, H, W) used for other dynamic dimensions.
     """
+    # Not Polygraphy's DataLoader: it draws uniform values in one range; standard-normal
+    # images (negative values, the spread of normalised inputs) are what these models meet.
     rng = np.random.default_rng(seed)
     feed = {}
     for name, meta in metadata.items():
@@ -276,8 +341,10 @@ class RunOptions:
 
     Attributes:
         model: checkpoint, ONNX model or engine.
-        output: ``.npz`` to write the outputs to (atomically), keyed by output name.
-        inputs: ``.npz`` or Polygraphy JSON; default seeded random inputs.
+        output: where to write the outputs (atomically): ``.json`` = Polygraphy ``RunResults``
+            (every iteration), anything else = ``.npz`` keyed by output name (one iteration)
+            or ``<iteration>/<output name>`` (several).
+        inputs: ``.npz`` or Polygraphy JSON (every iteration is run); default seeded random inputs.
         backend: ``torch``, ``ort`` or ``trt``; default by model kind.
         batch: batch size of random inputs; default 1.
         seed: seed of random inputs; default 0.
@@ -294,19 +361,41 @@ class RunOptions:
     url: str | None = None
     model_name: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("model", "output", "inputs"):  # str paths from the Python API
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
 
 @dataclass
 class RunResult:
+    """What ``run`` did: shapes are those of the first iteration; ``inference_ms`` is the
+    median over iterations."""
+
     kind: ModelKind
     backend: str
     output: str
     inputs: dict[str, list[int]] = field(default_factory=dict)
     outputs: dict[str, list[int]] = field(default_factory=dict)
     inference_ms: float = 0.0
+    iterations: int = 1
+    format: str = "npz"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind.value, "backend": self.backend, "output": self.output, "format": self.format,
+                "iterations": self.iterations, "inputs": self.inputs, "outputs": self.outputs,
+                "inference_ms": round(self.inference_ms, 4)}
 
 
 def run(options: RunOptions) -> RunResult:
-    """Run a model once and write its outputs to ``options.output`` (``.npz``).
+    """Run a model on every input iteration and write its outputs to ``options.output``.
+
+    Args:
+        options: what to run, on what, and where the outputs go (``RunOptions``).
+
+    Returns:
+        A ``RunResult`` (shapes, median inference time, iterations, output format).
 
     Raises:
         UserError: bad model file, backend, inputs (names, shapes, dtypes) or output path.
@@ -317,7 +406,8 @@ def run(options: RunOptions) -> RunResult:
         raise UserError("--url and --backend triton go together (a served model)")
     check_outputs_distinct([options.output], [options.inputs] if options.backend == "triton"
                            else [options.model, options.inputs])
-    feed = load_inputs(options.inputs) if options.inputs else None
+    feeds = load_input_iterations(options.inputs) if options.inputs else None
+    out = Path(options.output)
     if options.backend == "triton":
         from stn_deploy.triton.client import parse_target, triton_runner
 
@@ -327,21 +417,38 @@ def run(options: RunOptions) -> RunResult:
         kind = detect_kind(options.model)
         backend = options.backend or DEFAULT_BACKEND[kind]
         runner = open_runner(options.model, backend)
+    results, times = [], []
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
-        if feed is None:
+        if feeds is None:
             recorded = sample_shape(options.model, kind)
-            feed = random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded)
-        check_inputs(feed, meta)
-        outputs = runner.infer(feed, check_inputs=False)
-        ms = 1000.0 * (runner.last_inference_time() or 0.0)
-    out = Path(options.output)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
-            np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()})
+            feeds = [random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded)]
+        for feed in feeds:
+            check_inputs(feed, meta)
+        for feed in feeds:
+            outputs = runner.infer(feed, check_inputs=False)
+            # Runners may reuse their output buffers between calls.
+            results.append({k: np.array(v, copy=True) for k, v in outputs.items()})
+            times.append(runner.last_inference_time() or 0.0)
+    if out.suffix.lower() == ".json":
+        save_run_results(out, runner.name, results, times)
+        fmt = "polygraphy-run-results"
+    else:
+        arrays = results[0] if len(results) == 1 else {
+            f"{i}/{k}": v for i, it in enumerate(results) for k, v in it.items()}
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a path
+                np.savez(f, **arrays)
+        fmt = "npz"
     return RunResult(
         kind=kind, backend=backend, output=str(out),
-        inputs={k: list(v.shape) for k, v in feed.items()},
-        outputs={k: list(np.asarray(v).shape) for k, v in outputs.items()},
-        inference_ms=ms,
+        inputs={k: list(v.shape) for k, v in feeds[0].items()},
+        outputs={k: list(v.shape) for k, v in results[0].items()},
+        inference_ms=1000.0 * float(np.median(times)), iterations=len(results), format=fmt,
     )
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

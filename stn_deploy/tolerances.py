@@ -7,6 +7,13 @@ models (logits after many layers, engines with other kernel orders).
 
 A value passes when ``|actual - expected| <= atol + rtol * |expected|`` (numpy's allclose);
 NaN matches NaN and nothing else, inf matches an equal inf.
+
+Why not Polygraphy's ``CompareFunc.simple`` as the engine (``validate`` does use Polygraphy's
+``Comparator`` to run the models): its max/mean/median absolute errors are the same numbers
+(``tests/test_tolerances.py`` checks that), but an element passes there when it is within
+``atol`` *or* within ``rtol`` (here: within ``atol + rtol * |expected|``, what the tables were
+calibrated with), a NaN never matches a NaN, its relative error divides by 2.2e-16 where the
+expected value is 0, and it has no worst index, no per-dtype tables and no bfloat16 tensors.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,13 @@ def evaluate(model, dataset_name: str, seed: int = 0, batch_size: int = 512) -> 
     return 100.0 * wrong / len(test)
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def train(options: TrainOptions, on_epoch: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train a model on a distorted-digit set; write checkpoint and metrics if asked.
+
+    Args:
+        options: model, data, schedule and output folder (``TrainOptions``).
+        on_epoch: called with one line per finished epoch (loss, train error); the CLI
+            prints it when stdout is not a terminal, so that logs show progress.
 
     Adam with a cosine learning-rate schedule; each epoch draws fresh distortions of the
     training digits. Writes ``output_dir/model.pt`` and ``output_dir/metrics.json``
@@ -242,10 +248,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         if options.output_dir is not None:  # made now, so an unwritable folder fails before training
             stack.enter_context(io.output_folder(options.output_dir))
-        return _train(options, config)
+        return _train(options, config, on_epoch)
 
 
-def _train(options: TrainOptions, config) -> dict[str, Any]:
+def _train(options: TrainOptions, config, on_epoch: Callable[[str], None] | None) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -293,6 +299,9 @@ def _train(options: TrainOptions, config) -> dict[str, Any]:
                     bar.update(task, advance=1, description=f"{label} loss {batch_loss:.3f}")
             losses.append(total_loss / len(data))
             train_error = 100.0 * wrong / len(data)
+            if on_epoch is not None:
+                on_epoch(f"epoch {epoch + 1}/{options.epochs}: loss {losses[-1]:.4f}, "
+                         f"train error {train_error:.1f}%")
             if not math.isfinite(losses[-1]):
                 raise UserError(f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); try a lower --lr")
     seconds = time.perf_counter() - start
@@ -326,6 +335,11 @@ def _train(options: TrainOptions, config) -> dict[str, Any]:
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up over the first epoch, then cosine annealing to 0.
 
+    One LambdaLR rather than torch's schedulers: ``SequentialLR(LinearLR, CosineAnnealingLR)``
+    starts the cosine after the warm-up (another schedule than the one Table 1 was trained
+    with), and ``ChainedScheduler(LinearLR, CosineAnnealingLR)`` gives this product only to
+    rounding (1e-15 apart at most steps), which is enough to change a seeded run.
+
     Without the warm-up, Adam's first full-size steps can throw an affine localisation net to a
     transform that samples only outside the image: the sampler then returns zeros, no gradient
     reaches the localisation net and the run never learns (seen on RTS, 1 seed in 3).
@@ -345,3 +359,9 @@ def _progress(enabled: bool):
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), transient=False,
     )
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

@@ -60,10 +60,12 @@ class ValidateOptions:
 
     Attributes:
         candidate: an engine (.engine/.plan), a plugin ONNX or a standard ONNX.
-        reference: a checkpoint (PyTorch) or an ONNX model (ONNX Runtime).
+        reference: a checkpoint (PyTorch), an ONNX model (ONNX Runtime), or a Polygraphy
+            ``RunResults`` JSON of recorded outputs (then ``inputs`` are the inputs they
+            came from, and only those are compared).
         atol, rtol: tolerances for every output, by output name ("" = all outputs);
             unset entries come from ``tolerances.TOLERANCES`` for the candidate's precision.
-        inputs: extra inputs (``.npz`` / Polygraphy JSON) to compare on as well.
+        inputs: extra inputs (``.npz`` / Polygraphy JSON, every iteration) to compare on as well.
         dataset: test set to use; default: the checkpoint's training set, else by input size.
         report: where to write the JSON report (atomically); None = nowhere.
         adversarial: include the adversarial sets; default True.
@@ -90,6 +92,10 @@ class ValidateOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("candidate", "reference", "inputs", "report"):  # str paths from the Python API
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
         drop = self.max_accuracy_drop
         if drop is not None and not (math.isfinite(drop) and drop >= 0):
             raise UserError(f"--max-accuracy-drop must be a finite number >= 0, got {self.max_accuracy_drop}")
@@ -398,8 +404,10 @@ def _run_pair(candidate_runner, reference_runner, image_sets: list[np.ndarray], 
                 chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
             feeds_c.append({cand_name: np.ascontiguousarray(chunk, dtype=np.float32)})
             feeds_r.append({ref_name: np.ascontiguousarray(chunk, dtype=np.float32)})
+    from stn_deploy import verbosity
+
     severity = G_LOGGER.module_severity
-    G_LOGGER.module_severity = G_LOGGER.WARNING
+    G_LOGGER.module_severity = verbosity.polygraphy_severity()  # no [I] lines per Comparator pass
     try:
         if cand_name == ref_name:
             # By position: two runners may carry the same name (same file stem).
@@ -465,6 +473,10 @@ def _logits_name(outputs: dict, num_classes: int | None) -> str | None:
 def validate(options: ValidateOptions, progress: Callable[[str], None] | None = None) -> ValidationReport:
     """Compare a candidate with its reference; write the JSON report if asked.
 
+    Args:
+        options: candidate, reference, inputs and tolerances (``ValidateOptions``).
+        progress: called with one line per step; default silent.
+
     Returns:
         The report; ``report.passed`` is the verdict (the CLI exits 1 when False).
 
@@ -479,6 +491,8 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     check_outputs_distinct([options.report], [options.candidate, options.reference, options.inputs])
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
+    if options.reference.suffix.lower() == ".json":
+        return _validate_against_outputs(options, say, started)
     cand_kind, precision = _describe(options.candidate)
     if cand_kind == ModelKind.CHECKPOINT:
         raise UserError(f"{options.candidate.name} is a checkpoint: the candidate is an engine or an ONNX model")
@@ -523,14 +537,17 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
             if len(crafted):
                 plan.append(("adversarial-crafted", crafted, {"targets": notes}))
     if options.inputs is not None:
-        feed = run.load_inputs(options.inputs)
-        if len(feed) != 1:
-            raise UserError(f"{options.inputs}: expected one input array, found {list(feed)}")
-        extra = np.asarray(next(iter(feed.values())), dtype=np.float32)
-        if extra.ndim != images.ndim or extra.shape[1:] != images.shape[1:]:
-            raise UserError(f"{options.inputs}: input shape {list(extra.shape)} does not fit the model "
-                            f"(N x {list(images.shape[1:])})")
-        plan.append(("inputs-file", extra, {}))
+        # Every iteration of the file (polygraphy --save-inputs --iterations N), one set.
+        chunks = []
+        for feed in run.load_input_iterations(options.inputs):
+            if len(feed) != 1:
+                raise UserError(f"{options.inputs}: expected one input array, found {list(feed)}")
+            extra = np.asarray(next(iter(feed.values())), dtype=np.float32)
+            if extra.ndim != images.ndim or extra.shape[1:] != images.shape[1:]:
+                raise UserError(f"{options.inputs}: input shape {list(extra.shape)} does not fit the model "
+                                f"(N x {list(images.shape[1:])})")
+            chunks.append(extra)
+        plan.append(("inputs-file", np.concatenate(chunks), {"iterations": len(chunks)}))
 
     say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} inputs")
     outputs = _run_pair(cand_runner, ref_runner, [p[1] for p in plan], batch, fixed, cand_name, ref_name)
@@ -577,6 +594,45 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
     return report
 
 
+def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], None],
+                              started: float) -> ValidationReport:
+    """The candidate on ``--inputs`` against recorded outputs: a Polygraphy ``RunResults``
+    JSON given as ``--reference`` (``polygraphy run --save-outputs``, ``stn-deploy run -o
+    x.json``), iteration by iteration. No test set or accuracy: the outputs fix the inputs."""
+    from stn_deploy import run
+
+    if options.inputs is None:
+        raise UserError(f"--reference {options.reference} holds outputs, not a model: give the inputs they "
+                        "were computed from with --inputs (polygraphy run --save-inputs)")
+    runner_name, expected = run.load_run_results(options.reference)
+    feeds = run.load_input_iterations(options.inputs)
+    if len(feeds) != len(expected):
+        raise UserError(f"{options.inputs} holds {len(feeds)} input iterations but {options.reference} holds "
+                        f"outputs of {len(expected)}")
+    cand_kind, precision = _describe(options.candidate)
+    runner = run.open_runner(options.candidate)
+    say(f"running candidate on {len(feeds)} input iteration(s) of {options.inputs}")
+    got = []
+    with runner:
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+        for feed in feeds:
+            run.check_inputs(feed, meta)
+            got.append({k: np.array(v, copy=True) for k, v in runner.infer(feed, check_inputs=False).items()})
+    tols = {name: _tolerance(v, precision, options, name) for name, v in got[0].items()}
+    sets = [_compare_set(f"iteration-{i}", c, r, tols) for i, (c, r) in enumerate(zip(got, expected))]
+    report = ValidationReport(
+        candidate={"path": str(options.candidate), "kind": cand_kind.value, "precision": precision.dtype},
+        reference={"path": str(options.reference), "kind": "polygraphy-outputs", "runner": runner_name},
+        dataset="none (recorded outputs)",
+        tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision.dtype} for k, v in tols.items()},
+        sets=sets, accuracy={}, seconds=time.perf_counter() - started)
+    if options.report is not None:
+        from stn_deploy.io import write_json
+
+        write_json(options.report, report.to_dict())
+    return report
+
+
 def check(report: ValidationReport) -> None:
     """Raise ``ValidationFailed`` (exit 1) with a one-line summary unless the report passed."""
     from stn_deploy.errors import ValidationFailed
@@ -589,3 +645,9 @@ def check(report: ValidationReport) -> None:
 
 __all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "validate", "check",
            "parse_tolerance", "stress_images", "crafted_images", "CRAFTED_TARGETS"]
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

@@ -418,3 +418,37 @@ def test_compare_ops_reports_both_engines(tmp_path):
     assert "STNAffineGridSample" in str(ops["plugin"]["layers"]) or "PLUGIN" in str(ops["plugin"]["layers"])
     assert len(ops["native"]["layers"]) > len(ops["plugin"]["layers"])  # the base grid is built in the engine
     assert "plugin vs native engines" in result.output
+def test_rows_flag_noise_by_their_own_percentiles(cpu_report):
+    for row in cpu_report.report["results"]:
+        if row["status"] == "ok":
+            assert row["noisy"] is (row["p90_ms"] > bench.NOISY_P90_OVER_P50 * row["p50_ms"])
+    noisy = {"backend": "ort", "batch": 1, "status": "ok", "p50_ms": 1.0, "p90_ms": 4.0, "p99_ms": 5.0,
+             "throughput_sps": 1000.0, "speedup_vs_torch": None, "noisy": True}
+    report = {**cpu_report.report, "results": [noisy], "settings": {**cpu_report.report["settings"],
+                                                                     "backends": ["ort"]}}
+    texts = [t for t in bench.render_tables(report) if isinstance(t, str)]
+    assert any("ort batch 1: noisy" in t for t in texts)
+    assert "noisy: p90 4.000 ms" in bench.report.row_line(noisy)
+
+
+def test_default_output_is_a_new_run_folder(checkpoint, tmp_path, monkeypatch):
+    import datetime as dt
+
+    monkeypatch.chdir(tmp_path)
+    now = dt.datetime(2026, 12, 1, 20, 0, 0, tzinfo=dt.UTC)
+    first = bench.new_run_dir(checkpoint, now)
+    assert first == Path("runs/bench-model-20261201-200000")
+    first.mkdir(parents=True)
+    assert bench.new_run_dir(checkpoint, now) == Path("runs/bench-model-20261201-200000-2")
+    result = bench.bench(bench.BenchOptions(model=checkpoint, backends=("torch",), batches=(1,), warmup=0, iters=2,
+                                            sampler=False, device="cpu"))
+    assert result.json_path.parent.parent == Path("runs") and result.json_path.parent.name.startswith("bench-model-")
+    assert result.json_path.is_file()
+
+
+def test_cli_exits_2_when_no_backend_could_run(checkpoint, tmp_path):
+    res = _invoke(str(checkpoint), "--backend", "trt", "--batch", "1", "--no-sampler", "-o", str(tmp_path), "--json")
+    assert res.exit_code == 2
+    assert json.loads(res.stdout)["results"][0]["status"] == "skipped"  # the report is still written and shown
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: no backend could run model.pt (trt:")

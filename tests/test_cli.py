@@ -340,3 +340,52 @@ def test_build_current_compute_capability_needs_a_gpu(tmp_path):
         pytest.skip("a GPU is present: 'current' is valid here")
     result = invoke("build", matmul_graph(tmp_path / "mm.onnx"), "--compute-capability", "current")
     assert_one_line_error(result, 2, "current", "has none")
+
+
+def test_choices_are_case_insensitive_and_bad_ones_one_line(tmp_path):
+    result = invoke("models", "--dataset", "rts", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dataset"] == "RTS" and data["input_size"] == [42, 42]
+    assert {m["name"] for m in data["models"]} >= {"cnn", "fcn"}
+    assert_one_line_error(invoke("models", "--dataset", "XYZ"), 2, "unknown dataset 'XYZ'")
+
+
+def test_trtexec_shapes_without_opt_is_one_line(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"")
+    assert_one_line_error(invoke("build", tmp_path / "m.onnx", "--min-shapes", "x:1x4", "--max-shapes", "x:8x4"),
+                          2, "--opt-shapes is missing for x")
+
+
+def test_messages_name_only_options_that_exist():
+    """Every ``--option`` written in the package's messages and hints is an option of some
+    stn-deploy command, or one of the other tools' that the messages quote on purpose."""
+    import re
+
+    import stn_deploy
+    from stn_deploy.cli import main
+
+    ours: set[str] = set()
+
+    def walk(cmd):
+        for p in cmd.params:
+            ours.update(o for o in p.opts + p.secondary_opts if o.startswith("--"))
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(main)
+    others = {"--save-inputs", "--save-outputs", "--iterations",  # polygraphy run
+              "--build", "--minShapes", "--optShapes", "--maxShapes"}  # cmake --build, trtexec
+    from pathlib import Path
+
+    package = Path(stn_deploy.__file__).parent
+    named = {m for f in package.rglob("*.py") for m in re.findall(r"(?<![\w-])--[a-z][a-zA-Z-]*", f.read_text())}
+    assert named - ours - others - {"--help", "--version"} == set()
+
+
+def test_train_prints_a_line_per_epoch_when_not_on_a_terminal(trained):
+    """CliRunner's stdout is no terminal, as in CI logs: one line per epoch with the elapsed time."""
+    import re
+
+    _, res = trained
+    assert re.search(r"^train: epoch 1/1: loss \d+\.\d{4}, train error \d+\.\d% \(\d+\.\d s\)$", res.stdout, re.MULTILINE)

@@ -73,6 +73,8 @@ def test_quick_demo_steps_are_consistent(quick_run):
     steps = {s["step"]: s for s in quick_run.summary["steps"]}
     train = steps["train"]["detail"]
     assert 0.0 <= train["test_error"] <= 100.0 and train["epochs"] == 1
+    # --quick says its model is untrained for accuracy purposes.
+    assert train["undertrained"] is True and "UNDERTRAINED" in demo._headline(steps["train"])
     metrics = json.loads((quick_run.run_dir / "metrics.json").read_text())
     assert metrics["test_error"] == train["test_error"]
     assert steps["export-plugin"]["detail"]["op_counts"].get("STNAffineGridSample") == 1

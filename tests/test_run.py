@@ -128,3 +128,79 @@ def test_cli_run(models, tmp_path):
     res = CliRunner().invoke(main, ["run", str(junk), "-o", str(tmp_path / "never.npz")])
     assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
     assert not (tmp_path / "never.npz").exists()
+
+
+def _polygraphy() -> str:
+    import sys
+
+    return str(Path(sys.executable).with_name("polygraphy"))
+
+
+@pytest.fixture(scope="module")
+def polygraphy_files(models):
+    """Real ``polygraphy run`` on the standard export: 3 iterations of inputs and its outputs."""
+    import subprocess
+
+    d = models["dir"]
+    r = subprocess.run([_polygraphy(), "run", str(models["standard"]), "--onnxrt", "--iterations", "3",
+                        "--input-shapes", "input:[2,1,28,28]", "--save-inputs", str(d / "pg-in.json"),
+                        "--save-outputs", str(d / "pg-out.json")], capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return d / "pg-in.json", d / "pg-out.json"
+
+
+def test_polygraphy_inputs_every_iteration_and_run_results_out(models, polygraphy_files, tmp_path):
+    """polygraphy run --save-inputs -> stn-deploy run -o x.json -> polygraphy inspect data."""
+    import subprocess
+
+    from polygraphy.comparator import RunResults
+
+    inputs, polygraphy_outputs = polygraphy_files
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(main, ["run", str(models["standard"]), "--inputs", str(inputs), "-o", str(out),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"iterations": 3' in result.output and '"format": "polygraphy-run-results"' in result.output
+    r = subprocess.run([_polygraphy(), "inspect", "data", str(out)], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(3 iterations)" in r.stdout + r.stderr
+    ours = next(iter(RunResults.load(str(out)).values()))
+    theirs = next(iter(RunResults.load(str(polygraphy_outputs)).values()))
+    assert len(ours) == len(theirs) == 3
+    distinct = set()
+    for a, b in zip(ours, theirs):
+        assert np.array_equal(a["output"], b["output"])  # the same ONNX Runtime on the same inputs
+        distinct.add(a["output"].tobytes())
+    assert len(distinct) == 3  # every iteration ran, not the first three times
+
+
+def test_several_iterations_into_npz_are_keyed_by_iteration(models, polygraphy_files, tmp_path):
+    inputs, _ = polygraphy_files
+    res = run(RunOptions(models["standard"], tmp_path / "o.npz", inputs=inputs))
+    assert res.iterations == 3 and res.format == "npz"
+    with np.load(res.output) as data:
+        assert sorted(data.files) == ["0/output", "1/output", "2/output"]
+    with pytest.raises(UserError, match="3 input iterations"):
+        load_inputs(inputs)
+
+
+def test_outputs_file_given_as_inputs_is_named(models, polygraphy_files, tmp_path):
+    _, outputs = polygraphy_files
+    with pytest.raises(UserError, match=r"holds outputs \(Polygraphy RunResults\), not inputs"):
+        run(RunOptions(models["standard"], tmp_path / "o.npz", inputs=outputs))
+
+
+@pytest.mark.parametrize("target", ["inputs", "model"])
+def test_run_never_writes_over_its_input(models, polygraphy_files, target):
+    inputs, _ = polygraphy_files
+    out = inputs if target == "inputs" else models["standard"]
+    with pytest.raises(UserError, match=f"is the {'inputs file' if target == 'inputs' else 'model'}"):
+        run(RunOptions(models["standard"], out, inputs=inputs))
+
+
+def test_json_given_as_model_is_one_line_exit_2(polygraphy_files, tmp_path):
+    inputs, _ = polygraphy_files
+    result = CliRunner().invoke(main, ["run", str(inputs), "-o", str(tmp_path / "o.npz")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "is a JSON file, not a model" in result.output

@@ -61,3 +61,26 @@ def test_tolerance_for_precision_names_dtypes_and_overrides():
     assert tolerance_for("float32", atol=0.5) == Tolerance(0.5, TOLERANCES["float32"].rtol)
     with pytest.raises(UserError, match="no tolerance for dtype 'int7'"):
         tolerance_for("int7")
+
+
+def test_statistics_agree_with_polygraphy_where_both_define_them():
+    """Finite values, no zero expected: Polygraphy's CompareFunc.simple reports the same
+    max/mean/median absolute and relative errors; its pass rule differs (documented)."""
+    from polygraphy.comparator import CompareFunc, IterationResult
+    from polygraphy.logger import G_LOGGER
+
+    rng = np.random.default_rng(5)
+    expected = rng.uniform(0.5, 2.0, (4, 10)).astype(np.float32)
+    actual = expected + rng.normal(0, 1e-3, expected.shape).astype(np.float32)
+    ours = compare(actual, expected, Tolerance(atol=1e-3, rtol=1e-3))
+    severity = G_LOGGER.module_severity
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    try:
+        result = CompareFunc.simple(atol=1e-3, rtol=1e-3)(
+            IterationResult({"y": actual}, runner_name="a"), IterationResult({"y": expected}, runner_name="b"))["y"]
+    finally:
+        G_LOGGER.module_severity = severity
+    for mine, theirs in ((ours.max_abs, result.max_absdiff), (ours.mean_abs, result.mean_absdiff),
+                         (ours.median_abs, result.median_absdiff), (ours.max_rel, result.max_reldiff),
+                         (ours.mean_rel, result.mean_reldiff), (ours.median_rel, result.median_reldiff)):
+        assert mine == pytest.approx(theirs, rel=1e-5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -239,3 +240,56 @@ def test_crafted_images_skip_models_without_transformer():
 
     crafted, notes = crafted_images(build_model(ModelConfig("cnn")), np.zeros((4, 1, 28, 28), np.float32))
     assert crafted.shape[0] == 0 and notes == []
+
+
+def test_validate_inputs_file_runs_every_iteration(models, tmp_path):
+    from polygraphy.json import save_json
+
+    rng = np.random.default_rng(2)
+    iterations = [{"input": rng.uniform(-2, 2, (n, 1, 28, 28)).astype(np.float32)} for n in (2, 3, 4)]
+    save_json(iterations, str(tmp_path / "in.json"))
+    report = validate(ValidateOptions(models["standard"], models["checkpoint"], inputs=tmp_path / "in.json",
+                                      adversarial=False, max_images=32))
+    assert report.sets[1].name == "inputs-file" and report.sets[1].count == 2 + 3 + 4
+    assert report.sets[1].notes == {"iterations": 3} and report.passed
+
+
+def test_validate_against_polygraphy_outputs(models, tmp_path):
+    """--reference outputs.json (Polygraphy RunResults) compares on its inputs, per iteration."""
+    from polygraphy.json import save_json
+
+    from stn_deploy.run import RunOptions, load_run_results, run, save_run_results
+
+    rng = np.random.default_rng(3)
+    save_json([{"input": rng.standard_normal((2, 1, 28, 28)).astype(np.float32)} for _ in range(2)],
+              str(tmp_path / "in.json"))
+    run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    report = validate(ValidateOptions(models["standard"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    assert report.passed, report.failures()
+    assert [s.name for s in report.sets] == ["iteration-0", "iteration-1"]
+    assert report.reference["kind"] == "polygraphy-outputs" and report.accuracy == {}
+    # A reference that disagrees fails, naming the iteration.
+    name, outs = load_run_results(tmp_path / "ref.json")
+    outs[1]["output"] = outs[1]["output"] + 0.5
+    save_run_results(tmp_path / "bad.json", name, outs)
+    bad = validate(ValidateOptions(models["standard"], tmp_path / "bad.json", inputs=tmp_path / "in.json"))
+    assert not bad.passed and bad.failures()[0].startswith("iteration-1 output output")
+    with pytest.raises(UserError, match="give the inputs"):
+        validate(ValidateOptions(models["standard"], tmp_path / "ref.json"))
+
+
+def test_validate_cli_json_and_progress_lines(models, tmp_path):
+    from helpers_cli import invoke
+    from polygraphy.json import save_json
+
+    from stn_deploy.run import RunOptions, run
+
+    save_json([{"input": np.ones((1, 1, 28, 28), np.float32)}], str(tmp_path / "in.json"))
+    run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    result = invoke("validate", models["standard"], "--reference", tmp_path / "ref.json",
+                    "--inputs", tmp_path / "in.json", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # stdout is the JSON alone
+    assert data["passed"] is True and data["reference"]["kind"] == "polygraphy-outputs"
+    # Progress went to stderr, one line per step with the elapsed time.
+    assert re.search(r"^validate: running candidate .* \(\d+\.\d s\)$", result.stderr, re.MULTILINE)

@@ -36,14 +36,15 @@ Report (``<name>.json``; ``format`` = "stn-deploy-bench", ``version`` = 1):
     ``settings``  backends, batches, warmup, iters, torch_device, cpu_threads, timer
     ``results``   one row per backend and batch: backend, batch, status (ok | skipped |
                   failed), reason, device, input_shape, note, p50_ms, p90_ms, p99_ms,
-                  mean_ms, min_ms, iters, throughput_sps, speedup_vs_torch, compile_s
+                  mean_ms, min_ms, iters, throughput_sps, speedup_vs_torch, compile_s,
+                  noisy (p90 > 3 x p50: re-measure before quoting)
     ``sampler``   status, transform, out_size, mode, padding_mode, align_corners, copy,
                   results: impl (torch | plugin), batch, bytes {input_read, params, output,
                   total}, p50_ms..., gbps, copy_p50_ms, copy_gbps, fraction_of_copy
     ``outputs``   json, png
 """
 
-from stn_deploy.bench.core import bench
+from stn_deploy.bench.core import bench, new_run_dir
 from stn_deploy.bench.options import (
                                       BACKENDS,
                                       DEFAULT_BACKENDS,
@@ -51,6 +52,7 @@ from stn_deploy.bench.options import (
                                       DEFAULT_ITERS,
                                       DEFAULT_OUTPUT_DIR,
                                       DEFAULT_WARMUP,
+                                      NOISY_P90_OVER_P50,
                                       ORT_PLUGIN_NOTE,
                                       REPORT_FORMAT,
                                       REPORT_VERSION,
@@ -72,8 +74,15 @@ from stn_deploy.bench.timing import (
 )
 
 __all__ = [
-    "BACKENDS", "DEFAULT_BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP", "ORT_PLUGIN_NOTE",
-    "REPORT_FORMAT", "REPORT_VERSION", "TAPS", "BenchOptions", "BenchResult", "bench", "copy_baseline", "copy_fn",
-    "copy_stats", "environment", "latency_stats", "parse_backends", "parse_batches", "percentile", "plot_latency",
-    "render_tables", "sampler_bytes", "time_callable", "time_interleaved",
+    "BACKENDS", "DEFAULT_BACKENDS", "DEFAULT_BATCHES", "DEFAULT_ITERS", "DEFAULT_OUTPUT_DIR", "DEFAULT_WARMUP",
+    "NOISY_P90_OVER_P50", "ORT_PLUGIN_NOTE", "REPORT_FORMAT", "REPORT_VERSION", "TAPS", "BenchOptions", "BenchResult",
+    "bench", "copy_baseline", "copy_fn", "copy_stats", "environment", "latency_stats", "new_run_dir", "parse_backends",
+    "parse_batches", "percentile", "plot_latency", "render_tables", "sampler_bytes", "time_callable",
+    "time_interleaved",
 ]
+
+
+# Last: the job must be defined when the module becomes callable.
+from stn_deploy import _callable_module
+
+_callable_module(__name__)

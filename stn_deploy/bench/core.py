@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 from stn_deploy.bench.backends import Skip, Sources, open_backend, short_reason
-from stn_deploy.bench.options import REPORT_FORMAT, REPORT_VERSION, BenchOptions, BenchResult
+from stn_deploy.bench.options import (
+    DEFAULT_OUTPUT_DIR,
+    NOISY_P90_OVER_P50,
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    BenchOptions,
+    BenchResult,
+)
 from stn_deploy.bench.report import add_ratios, environment, plot_latency, row_line
 from stn_deploy.bench.sampler import sampler_section
 from stn_deploy.bench.timing import latency_stats, time_callable
@@ -21,7 +29,7 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
     """Benchmark ``options.model`` and write ``<name>.json`` and ``<name>.png``.
 
     Args:
-        options: what to measure and where to write.
+        options: what to measure and where to write (``output_dir`` None: a new run folder).
         progress: called with one line per step (the CLI prints them); default silent.
 
     Returns:
@@ -34,6 +42,8 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
 
     say = progress or (lambda _msg: None)
     name = options.name or f"bench-{options.model.stem}"
+    if options.output_dir is None:
+        options = dataclasses.replace(options, output_dir=new_run_dir(options.model))
     if options.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda given but no CUDA GPU is available")
     device = "cuda" if options.device == "auto" and torch.cuda.is_available() else ("cpu" if options.device == "auto" else options.device)
@@ -51,14 +61,28 @@ def _output_paths(options: BenchOptions, name: str) -> tuple[Path, Path]:
     return options.output_dir / f"{name}.json", options.output_dir / f"{name}.png"
 
 
+def new_run_dir(model: Path, now: _dt.datetime | None = None) -> Path:
+    """``runs/bench-<model stem>-<UTC YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... when that
+    folder exists already: a default run never writes into another run's folder."""
+    now = now or _dt.datetime.now(_dt.UTC)
+    base = DEFAULT_OUTPUT_DIR / f"bench-{Path(model).stem}-{now:%Y%m%d-%H%M%S}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], None]) -> BenchResult:
     import torch
 
+    output_dir = options.output_dir
+    assert output_dir is not None  # bench() fills it in
     check_outputs_distinct(_output_paths(options, name), [options.model, options.onnx, options.engine])
     with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
         sources = Sources(options, Path(tmp))
         dims, dtype = sources.input_shape()
-        ensure_writable_dir(options.output_dir)  # after the input checks: bad input creates nothing
+        ensure_writable_dir(output_dir)  # after the input checks: bad input creates nothing
         report: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
@@ -168,7 +192,8 @@ def _bench_backend(name: str, sources: Sources, options: BenchOptions, device: s
                 row.update(status="failed", reason=short_reason(exc))
             else:
                 stats = latency_stats(samples)
-                row.update(status="ok", **stats, throughput_sps=batch / (stats["p50_ms"] * 1e-3))
+                row.update(status="ok", **stats, throughput_sps=batch / (stats["p50_ms"] * 1e-3),
+                           noisy=stats["p90_ms"] > NOISY_P90_OVER_P50 * stats["p50_ms"])
                 if backend.compile_s is not None:
                     row["compile_s"] = round(backend.compile_s, 3)
             say(row_line(row))

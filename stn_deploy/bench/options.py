@@ -15,7 +15,10 @@ DEFAULT_CONCURRENCY: tuple[int, ...] = (1, 4, 16)
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 64)
 DEFAULT_WARMUP = 10
 DEFAULT_ITERS = 100
-DEFAULT_OUTPUT_DIR = Path("benchmarks/results")
+#: Parent of the new run folder ``bench-<model>-<UTC time>`` made when no output folder is given.
+DEFAULT_OUTPUT_DIR = Path("runs")
+#: A row is flagged noisy when its p90 exceeds this many times its p50.
+NOISY_P90_OVER_P50 = 3.0
 REPORT_FORMAT = "stn-deploy-bench"
 REPORT_VERSION = 1
 
@@ -32,7 +35,8 @@ class BenchOptions:
         batches: batch sizes; default (1, 8, 64).
         warmup: untimed iterations before each measurement; default 10.
         iters: timed iterations per backend and batch; default 100.
-        output_dir: folder of the JSON and PNG; default ``benchmarks/results``.
+        output_dir: folder of the JSON and PNG; default None = a new folder
+            ``runs/bench-<model stem>-<UTC YYYYmmdd-HHMMSS>`` (never another run's).
         name: file stem of the outputs; default ``bench-<model stem>``.
         onnx: ONNX for the ``ort`` backend when ``model`` is a checkpoint; default: export a
             standard ONNX into a temporary folder.
@@ -55,7 +59,7 @@ class BenchOptions:
     batches: tuple[int, ...] = DEFAULT_BATCHES
     warmup: int = DEFAULT_WARMUP
     iters: int = DEFAULT_ITERS
-    output_dir: Path = DEFAULT_OUTPUT_DIR
+    output_dir: Path | None = None
     name: str | None = None
     onnx: Path | None = None
     engine: Path | None = None
@@ -70,7 +74,8 @@ class BenchOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))
-        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        if self.output_dir is not None:
+            object.__setattr__(self, "output_dir", Path(self.output_dir))
         object.__setattr__(self, "backends", tuple(self.backends))
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
         for backend in self.backends:
@@ -105,6 +110,18 @@ class BenchResult:
     report: dict[str, Any]
     json_path: Path
     png_path: Path
+
+    @property
+    def ran(self) -> bool:
+        """Whether any backend produced a timing, a served model included (the CLI exits 2
+        when none could run)."""
+        served = (self.report.get("serving") or {}).get("rows", [])
+        return any(r["status"] == "ok" for r in self.report["results"]) or any(r.get("succeeded") for r in served)
+
+    @property
+    def noisy(self) -> list[dict[str, Any]]:
+        """Rows whose p90 exceeds ``NOISY_P90_OVER_P50`` x p50: numbers to re-measure."""
+        return [r for r in self.report["results"] if r.get("noisy")]
 
 
 def parse_backends(text: str) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from stn_deploy.bench.options import NOISY_P90_OVER_P50
 from stn_deploy.io import save_figure
 
 
@@ -68,7 +69,8 @@ def _nvidia_driver() -> str | None:
 
 def row_line(row: dict[str, Any]) -> str:
     if row["status"] == "ok":
-        return f"{row['backend']} batch {row['batch']}: p50 {row['p50_ms']:.3f} ms"
+        noisy = f" (noisy: p90 {row['p90_ms']:.3f} ms)" if row.get("noisy") else ""
+        return f"{row['backend']} batch {row['batch']}: p50 {row['p50_ms']:.3f} ms{noisy}"
     return f"{row['backend']} batch {row['batch']}: {row['status']}: {row.get('reason', '')}"
 
 
@@ -142,8 +144,12 @@ def render_tables(report: dict[str, Any]) -> list[Any]:
         for r in rows:
             if r["status"] == "ok":
                 ratio = f"{r['speedup_vs_torch']:.2f}x" if r.get("speedup_vs_torch") else "-"
-                table.add_row(backend, str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}",
+                p90 = f"{r['p90_ms']:.3f}" + (" !" if r.get("noisy") else "")
+                table.add_row(backend, str(r["batch"]), f"{r['p50_ms']:.3f}", p90,
                               f"{r['p99_ms']:.3f}", f"{r['throughput_sps']:,.0f}", ratio)
+                if r.get("noisy"):
+                    notes.append(f"{backend} batch {r['batch']}: noisy (p90 > {NOISY_P90_OVER_P50:g}x p50; a busy machine?): "
+                                 "re-measure before quoting")
                 if r.get("compile_s") is not None:
                     compiled.append(f"{r['compile_s']:.1f} s (batch {r['batch']})")
             else:

@@ -223,7 +223,9 @@ def run_job(job: BuildJob) -> dict:
         config.set_timing_cache(cache, ignore_mismatch=False)
 
     ranges = _profile_shapes(job, network)
-    if any(r["min"] != r["max"] for r in ranges):
+    # Any dynamic input needs a profile, also one pinned to min = opt = max by --shapes NAME:SHAPE.
+    dynamic = any(d < 0 for i in range(network.num_inputs) for d in network.get_input(i).shape)
+    if dynamic or any(r["min"] != r["max"] for r in ranges):
         profile = builder.create_optimization_profile()
         for r in ranges:
             profile.set_shape(r["name"], r["min"], r["opt"], r["max"])

@@ -218,8 +218,11 @@ def _library_version(path: str) -> str | None:
     """``stn_library_version()`` of our plugin library (None for another library)."""
     import ctypes
 
+    from stn_deploy.kernels import no_tensorrt_load
+
     try:
-        fn = ctypes.CDLL(path).stn_library_version
+        with no_tensorrt_load():
+            fn = ctypes.CDLL(path).stn_library_version
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_char_p
@@ -312,7 +315,15 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
 def build(options: BuildOptions, progress: ProgressCallback | None = None) -> BuildResult:
     """Build one engine and its sidecar JSON (``<engine>.json``), both written atomically.
 
-    Runs ``doctor.doctor`` first unless ``options.doctor`` is False.
+    Runs ``doctor.doctor`` first unless ``options.doctor`` is False. The build runs in a child
+    process: a TensorRT abort or Ctrl-C leaves no partial engine.
+
+    Args:
+        options: the ONNX, the engine path and the build settings (``BuildOptions``).
+        progress: called with each build event (phases, TensorRT log lines); default none.
+
+    Returns:
+        The ``BuildResult``: engine path, sidecar path and dict, build seconds.
 
     Raises:
         UserError: bad input (not ONNX, missing plugin library, unknown ``--shapes`` name)

@@ -99,14 +99,19 @@ def get_flavour(choice: str = "auto") -> Flavour:
     return Flavour(choice, module, str(getattr(module, "__version__", "unknown")))
 
 
-def make_logger(flavour: Flavour, sink=None, min_severity: str = "WARNING"):
+def make_logger(flavour: Flavour, sink=None, min_severity: str | None = None):
     """A logger that forwards messages at ``min_severity`` or worse to ``sink(sev, msg)``.
+
+    ``min_severity`` defaults to the ``stn-deploy --verbose/--quiet`` level
+    (``verbosity.tensorrt_severity``: WARNING unless changed).
 
     Every message is also kept in ``logger.messages`` so that failures can quote the
     builder's and the plugin creator's own words.
     """
+    from stn_deploy import verbosity
+
     trt = flavour.trt
-    threshold = getattr(trt.ILogger.Severity, min_severity)
+    threshold = getattr(trt.ILogger.Severity, min_severity or verbosity.tensorrt_severity())
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:

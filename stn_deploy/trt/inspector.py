@@ -13,6 +13,7 @@ from pathlib import Path
 from stn_deploy.io import file_sha256
 from stn_deploy.trt.flavour import (
     dtype_name,
+    engine_version_from_header,
     gpu_available,
 )
 from stn_deploy.trt.engine_file import check_engine_file, deserialize, read_sidecar
@@ -69,9 +70,12 @@ def inspect(path: Path | str, flavour: str = "auto") -> dict:
     kind, be = check_engine_file(path, flavour)
     sidecar = read_sidecar(path)
     digest = file_sha256(path)
+    with open(path, "rb") as f:
+        built_by = engine_version_from_header(f.read(64))
     report: dict = {
         "engine": {"path": str(path), "bytes": path.stat().st_size, "sha256": digest,
-                   "backend": {"name": kind, "version": be.version}},
+                   "backend": {"name": kind, "version": be.version},
+                   "header_version": ".".join(map(str, built_by)) if built_by else None},
         "sidecar": sidecar,
         "sidecar_matches": None if sidecar is None else sidecar.get("engine", {}).get("sha256") == digest,
         "needs_gpu": None,
@@ -109,7 +113,15 @@ def format_report(report: dict) -> list[str]:
         if report.get("sidecar_matches") is False:
             lines.append("warning  the sidecar describes another engine file (sha256 differs)")
     else:
-        lines.append("sidecar  none (not built by stn-deploy build?)")
+        built = f"; header says built by {eng['header_version']}" if eng.get("header_version") else ""
+        lines.append(f"sidecar  none (built by another tool, e.g. polygraphy convert or trtexec{built})")
+    if report.get("layers_source") is None:
+        # Nothing but the header is readable: say so instead of an empty I/O list and "0 layers".
+        lines.append("io       unknown: without a sidecar only a deserialised engine tells its inputs, "
+                     "outputs, profiles and layers, and that needs a GPU")
+        if report.get("needs_gpu"):
+            lines.append(f"note     {report['needs_gpu']}")
+        return lines
     for kind in ("inputs", "outputs"):
         for t in report.get(kind, []):
             lines.append(f"{kind[:-1]:<8} {t['name']}: {t['dtype']} {t['shape']}")

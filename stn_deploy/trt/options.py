@@ -59,34 +59,89 @@ class ShapeRange:
             lo <= s <= hi for s, lo, hi in zip(shape, self.min, self.max))
 
 
-_SHAPE_RE = re.compile(r"^(?P<name>.+):(?P<min>[0-9x]+),(?P<opt>[0-9x]+),(?P<max>[0-9x]+)$")
+#: One shape: ours/trtexec's ``1x1x28x28`` or Polygraphy's ``[1,1,28,28]``.
+_ONE_SHAPE = r"(?:\[\s*\d+(?:\s*,\s*\d+)*\s*\]|\d+(?:x\d+)*)"
+_SPEC_RE = re.compile(rf"^(?P<name>.+?):(?P<shapes>{_ONE_SHAPE}(?:\s*,\s*{_ONE_SHAPE})*)$")
+_SHAPES_HELP = ("expected NAME:MIN,OPT,MAX or NAME:SHAPE with shapes like 1x1x28x28 or [1,1,28,28], "
+                "e.g. input:1x1x28x28,8x1x28x28,64x1x28x28")
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    text = text.strip()
+    parts = text[1:-1].split(",") if text.startswith("[") else text.split("x")
+    return tuple(int(p) for p in parts)
+
+
+def _split_specs(text: str) -> list[str]:
+    """``a:1x2,b:[1,2]`` -> ``["a:1x2", "b:[1,2]"]``: commas outside brackets that start a new NAME:."""
+    items, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += ch
+    items.append(current)
+    # Re-join "name:1x2,3x4,5x6" (a range of one name) split above: a piece without ":" continues.
+    specs: list[str] = []
+    for item in items:
+        if specs and ":" not in item:
+            specs[-1] += "," + item
+        else:
+            specs.append(item)
+    return [s.strip() for s in specs if s.strip()]
 
 
 def parse_shape_spec(spec: str) -> ShapeRange:
-    """Parse ``NAME:MIN,OPT,MAX`` where each shape is dims joined by ``x``.
+    """Parse ``NAME:MIN,OPT,MAX`` or ``NAME:SHAPE`` (min = opt = max).
 
-    Example: ``input:1x1x28x28,8x1x28x28,64x1x28x28``. A single shape (``NAME:SHAPE``)
-    means min = opt = max.
+    Shapes are dims joined by ``x`` (``1x1x28x28``, as trtexec writes them) or Polygraphy's
+    bracketed lists (``[1,1,28,28]``). Example: ``input:1x1x28x28,8x1x28x28,64x1x28x28``.
 
     Raises:
         UserError: the text is malformed.
     """
-    text = spec.strip()
-    single = re.match(r"^(.+):([0-9x]+)$", text)
-    if single:
-        text = f"{single.group(1)}:{single.group(2)},{single.group(2)},{single.group(2)}"
-    m = _SHAPE_RE.match(text)
+    m = _SPEC_RE.match(spec.strip())
     if not m:
-        raise UserError(f"malformed --shapes {spec!r}: expected NAME:MIN,OPT,MAX with shapes "
-                        "like 1x1x28x28, e.g. input:1x1x28x28,8x1x28x28,64x1x28x28")
+        raise UserError(f"malformed --shapes {spec!r}: {_SHAPES_HELP}")
+    shapes = [_dims(t) for t in re.findall(_ONE_SHAPE, m.group("shapes"))]
+    if len(shapes) == 1:
+        shapes *= 3
+    if len(shapes) != 3:
+        raise UserError(f"malformed --shapes {spec!r}: {len(shapes)} shapes; give one (fixed) or three "
+                        "(min, opt, max)")
+    return ShapeRange(m.group("name"), *shapes)
 
-    def dims(part: str) -> tuple[int, ...]:
-        items = part.split("x")
-        if any(not item.isdigit() for item in items):
-            raise UserError(f"malformed --shapes {spec!r}: shape {part!r} must be integers joined by 'x'")
-        return tuple(int(item) for item in items)
 
-    return ShapeRange(m.group("name"), dims(m.group("min")), dims(m.group("opt")), dims(m.group("max")))
+def shapes_from_ranges(min_specs=(), opt_specs=(), max_specs=()) -> tuple[ShapeRange, ...]:
+    """trtexec's ``--minShapes/--optShapes/--maxShapes`` (here ``--min-shapes`` ...): each a
+    comma-separated ``NAME:SHAPE`` list, repeatable. As in trtexec, a name given only an opt
+    shape gets min = max = opt; min and max without opt is an error.
+
+    Raises:
+        UserError: a malformed spec, a name given twice for one bound, or a name without opt.
+    """
+    bounds: dict[str, dict[str, tuple[int, ...]]] = {}
+    for bound, specs in (("min", min_specs), ("opt", opt_specs), ("max", max_specs)):
+        for text in specs or ():
+            for item in _split_specs(text):
+                m = _SPEC_RE.match(item)
+                found = re.findall(_ONE_SHAPE, m.group("shapes")) if m else []
+                if m is None or len(found) != 1:
+                    raise UserError(f"malformed --{bound}-shapes {item!r}: expected NAME:SHAPE "
+                                    "(1x1x28x28 or [1,1,28,28]), comma-separated for several inputs")
+                entry = bounds.setdefault(m.group("name"), {})
+                if bound in entry:
+                    raise UserError(f"--{bound}-shapes names {m.group('name')} twice")
+                entry[bound] = _dims(found[0])
+    out = []
+    for name, b in bounds.items():
+        if "opt" not in b:
+            raise UserError(f"--opt-shapes is missing for {name} (given: "
+                            f"{', '.join(f'--{k}-shapes' for k in b)})")
+        out.append(ShapeRange(name, b.get("min", b["opt"]), b["opt"], b.get("max", b["opt"])))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from helpers_trt import HAS_RTX, affine_grid_graph, dynamic_hw_graph, grid_sample_graph, matmul_graph
 
-from stn_deploy.trt.options import BuildOptions, parse_shape_spec
+from stn_deploy.trt.options import BuildOptions, parse_shape_spec, shapes_from_ranges
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,12 @@ def standard_builds(tmp_path_factory):
         "dynamic-hw-shapes": BuildOptions(d / "dyn.onnx", d / "dyn2.engine",
                                           shapes=(parse_shape_spec("x:1x1x8x8,2x1x16x16,4x1x32x32"),)),
         "sm75-fp32-gemm": BuildOptions(mm, d / "sm75.engine", compute_capabilities=("sm75",)),
+        # The three shape syntaxes: NAME:SHAPE (min = opt = max), Polygraphy's, trtexec's.
+        "shapes-fixed": BuildOptions(d / "dyn.onnx", d / "fixed.engine", shapes=(parse_shape_spec("x:2x1x8x8"),)),
+        "shapes-polygraphy": BuildOptions(d / "dyn.onnx", d / "pg.engine",
+                                          shapes=(parse_shape_spec("x:[1,1,8,8],[2,1,16,16],[4,1,32,32]"),)),
+        "shapes-trtexec": BuildOptions(d / "dyn.onnx", d / "trtexec.engine", shapes=shapes_from_ranges(
+            ["x:1x1x8x8"], ["x:2x1x16x16"], ["x:4x1x32x32"])),
     }
     events: list[dict] = []
     outcomes = build_many(list(cases.values()), progress=events.append)

@@ -298,3 +298,15 @@ def test_zoo_plugin_engines_build(tmp_path):
         layers = o.result.sidecar["network"]["layers"]
         has_st = name.startswith(("st-", "tutorial"))
         assert any(layer["type"] == "PLUGIN_V3" for layer in layers) == has_st, name
+
+
+@needs_rtx
+@pytest.mark.parametrize("case, expected", [
+    ("shapes-fixed", {"min": [2, 1, 8, 8], "opt": [2, 1, 8, 8], "max": [2, 1, 8, 8]}),
+    ("shapes-polygraphy", {"min": [1, 1, 8, 8], "opt": [2, 1, 16, 16], "max": [4, 1, 32, 32]}),
+    ("shapes-trtexec", {"min": [1, 1, 8, 8], "opt": [2, 1, 16, 16], "max": [4, 1, 32, 32]}),
+])
+def test_each_shape_syntax_builds(standard_builds, case, expected):
+    outcome = standard_builds[case]
+    assert outcome.ok, outcome.error
+    assert outcome.result.sidecar["profiles"] == [[{"name": "x", **expected}]]

@@ -52,3 +52,20 @@ def test_inspect_notices_stale_sidecar(standard_builds, tmp_path):
     shutil.copy(standard_builds["fp16"].options.engine, tmp_path / "e.engine")
     shutil.copy(src.with_name(src.name + ".json"), tmp_path / "e.engine.json")
     assert inspect(tmp_path / "e.engine")["sidecar_matches"] is False
+
+
+@needs_rtx
+def test_inspect_engine_built_by_another_tool(standard_builds, tmp_path):
+    """No sidecar (polygraphy convert, trtexec): the report says what is unknown, not '0 layers'."""
+    from stn_deploy.trt import format_report, gpu_available, inspect
+
+    engine = tmp_path / "foreign.engine"
+    shutil.copyfile(standard_builds["fp32"].options.engine, engine)
+    report = inspect(engine)
+    if gpu_available():  # the engine itself answers
+        assert [t["name"] for t in report["inputs"]] == ["x"] and report["profiles"]
+        return
+    lines = format_report(report)
+    assert report["sidecar"] is None and report["engine"]["header_version"].startswith("1.7")
+    assert any(line.startswith("io       unknown") for line in lines)
+    assert not any(line.startswith("layers") for line in lines)

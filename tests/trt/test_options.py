@@ -66,3 +66,30 @@ def test_build_job_round_trips_through_json(tmp_path):
     assert BuildJob.from_json(job.to_json()) == job
     with pytest.raises(ValueError, match="unknown keys: colour"):
         BuildJob.from_json(job.to_json()[:-1] + ', "colour": 1}')
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("x:1x4", ((1, 4), (1, 4), (1, 4))),
+    ("x:[1,3,224,224]", ((1, 3, 224, 224),) * 3),
+    ("x:[1, 4],[2, 4],[8, 4]", ((1, 4), (2, 4), (8, 4))),
+    ("in:put:1x4,2x4,8x4", ((1, 4), (2, 4), (8, 4))),
+])
+def test_shape_syntaxes(spec, expected):
+    from stn_deploy.trt.options import parse_shape_spec
+
+    r = parse_shape_spec(spec)
+    assert (r.min, r.opt, r.max) == expected
+
+
+def test_trtexec_ranges_combine_per_input():
+    from stn_deploy.trt.options import shapes_from_ranges
+
+    both = shapes_from_ranges(["x:1x4,y:[1,2]"], ["x:2x4", "y:[2,2]"], ["x:8x4,y:3x2"])
+    assert [(r.name, r.min, r.opt, r.max) for r in both] == [
+        ("x", (1, 4), (2, 4), (8, 4)), ("y", (1, 2), (2, 2), (3, 2))]
+    (only_opt,) = shapes_from_ranges((), ["x:2x4"], ())
+    assert only_opt.min == only_opt.max == (2, 4)
+    with pytest.raises(UserError, match="--opt-shapes is missing for x"):
+        shapes_from_ranges(["x:1x4"], (), ["x:8x4"])
+    with pytest.raises(UserError, match="names x twice"):
+        shapes_from_ranges((), ["x:2x4,x:3x4"], ())
