@@ -375,7 +375,11 @@ def test_messages_name_only_options_that_exist():
 
     walk(main)
     others = {"--save-inputs", "--save-outputs", "--iterations",  # polygraphy run
-              "--build", "--minShapes", "--optShapes", "--maxShapes"}  # cmake --build, trtexec
+              "--build", "--minShapes", "--optShapes", "--maxShapes",  # cmake --build, trtexec
+              # tritonserver's own flags, which stn-deploy serve and the repository notes pass on
+              "--backend-config", "--model-repository", "--model-store", "--grpc-address", "--http-address",
+              "--metrics-address", "--backend-directory", "--model-control-mode", "--exit-timeout-secs",
+              "--load-model", "--allow-gpu-metrics", "--cache-directory"}
     from pathlib import Path
 
     package = Path(stn_deploy.__file__).parent
