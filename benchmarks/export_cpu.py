@@ -164,9 +164,9 @@ def bench_python_op(warmup: int, iters: int) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from stn_deploy.io import save_figure
-
     import matplotlib
+
+    from stn_deploy.io import save_figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -803,7 +803,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="no CUDA: plan, synthetic numbers, every file")
     parser.add_argument("--only", default=None, help=f"comma-separated steps from {', '.join(STEPS)}")
     parser.add_argument("--skip", default=None, help="comma-separated steps to leave out")
-    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help=f"wall seconds for all steps together (default {DEFAULT_BUDGET_S:g})")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help=f"wall seconds for all steps together (default {DEFAULT_BUDGET_S:g})")
     parser.add_argument("--wheels", default=str(REPO / ".whl"), help="the carried folder (scripts/gpu-wheels.sh; default <repo>/.whl)")
     parser.add_argument("--site", default="/tmp/site", help="where the carried wheels are installed (default /tmp/site)")
     parser.add_argument("--build-dir", default="/tmp/stn-build-sm90", help="CMake build folder of the sm_90 library (default /tmp/stn-build-sm90)")

@@ -113,8 +113,8 @@ def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tup
 
 def flavours(work: Path, trained: Path | None, repeats: int) -> list[dict]:
     from stn_deploy import trt
-    from stn_deploy.models import ModelConfig, build_model
     from stn_deploy.bench.ops import compare_ops
+    from stn_deploy.models import ModelConfig, build_model
     from stn_deploy.train import save_checkpoint
 
     rows = []
@@ -198,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-repeats", type=int, default=3)
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    import os
+
     import onnxruntime
     import torch
-
-    import os
 
     started, load_before = time.perf_counter(), os.getloadavg()
     try:
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "what": "native GridSample vs plugin engines; INT8 (sampler in float) vs float",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                     "tensorrt_rtx": get_flavour("rtx").version, "ort_threads": args.threads,

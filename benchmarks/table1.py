@@ -109,7 +109,7 @@ def main(epochs, seeds, models, datasets, output, resume, table_only):
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "paper": PAPER,
         "results": {},
     }

@@ -248,7 +248,8 @@ def _plot(report: dict):
     ax_l.set_title("latency")
     ax_l.legend(fontsize=7)
     s = report["summary"]
-    fig.suptitle(f"{report['setup']['model'].split()[0]} {'x'.join(map(str, report['setup']['input']))} on Triton {report['versions']['tritonserver']} (python backend, CPU, "
+    model = f"{report['setup']['model'].split()[0]} {'x'.join(map(str, report['setup']['input']))}"
+    fig.suptitle(f"{model} on Triton {report['versions']['tritonserver']} (python backend, CPU, "
                  f"{report['device']['cores']} cores): batching {s['batching_throughput_ratio_c16']:.1f}x at 16, "
                  f"{s['failed_c16']} failed", fontsize=10)
     fig.tight_layout()

@@ -22,8 +22,8 @@ from stn_deploy.data import DATASETS
 from stn_deploy.doctor import RULES as DOCTOR_RULES
 from stn_deploy.doctor import TARGETS as DOCTOR_TARGETS
 from stn_deploy.errors import UserError, ValidationFailed
-from stn_deploy.io import require_file
 from stn_deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, OPS_CHOICES
+from stn_deploy.io import require_file
 from stn_deploy.models import MODEL_NAMES
 from stn_deploy.run import BACKENDS as RUN_BACKENDS
 from stn_deploy.schema import INTERPOLATION_NAMES, PADDING_NAMES, PRECISION_NAMES
@@ -460,7 +460,7 @@ def _build_progress():
             return
         if verbosity.level() <= verbosity.QUIET:
             return
-        level = depth.get(event.get("parent"), -1) + 1
+        level = depth.get(str(event.get("parent")), -1) + 1
         depth[event["phase"]] = level
         if status is not None:
             status.update(f"building: {event['phase']}")

@@ -83,7 +83,6 @@ def _digits() -> tuple[Tensor, Tensor]:
     """All 1797 sklearn digits as float32 [N, 1, 28, 28] in [0, 1], and their labels."""
     import torch
     import torch.nn.functional as F
-
     from sklearn.datasets import load_digits
 
     raw = load_digits()

@@ -26,13 +26,15 @@ training, a small validation set and few bench iterations: for checks and tests.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stn_deploy.errors import UserError, ValidationFailed
 from stn_deploy.io import output_folder, write_json
@@ -173,7 +175,7 @@ class _Skip(Exception):
 
 def default_run_dir(now: _dt.datetime | None = None) -> Path:
     """``runs/demo-YYYYmmdd-HHMMSS`` (UTC)."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     return DEFAULT_RUNS_DIR / f"demo-{now:%Y%m%d-%H%M%S}"
 
 
@@ -349,10 +351,12 @@ def _validate(options: DemoOptions, r: _Runner):
         else:
             step.detail["engine"] = "skipped: needs a GPU" if not torch.cuda.is_available() else "skipped: no engine"
         for key, _backend in targets:
-            rep = validate.validate(validate.ValidateOptions(
+            settings = validate.ValidateOptions(
                 candidate=r.path(key), reference=r.path("checkpoint"), max_images=options.validate_images,
-                seed=options.seed, **({"crafted_steps": options.crafted_steps} if options.crafted_steps else {}),
-            ))
+                seed=options.seed)
+            if options.crafted_steps:
+                settings = dataclasses.replace(settings, crafted_steps=options.crafted_steps)
+            rep = validate.validate(settings)
             reports[ARTEFACTS[key]] = rep.to_dict()
             step.detail[ARTEFACTS[key]] = "passed" if rep.passed else "FAILED: " + "; ".join(rep.failures()[:2])
             if not rep.passed:
@@ -425,7 +429,7 @@ def demo(options: DemoOptions, progress: Callable[[str], None] | None = None) ->
 
 def _demo(options: DemoOptions, run_dir: Path, say: Callable[[str], None]) -> DemoResult:
     started = time.perf_counter()
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     r = _Runner(run_dir, say)
     say(f"run folder [bold]{run_dir}[/bold]")
 

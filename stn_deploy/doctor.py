@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stn_deploy import schema
+from stn_deploy import _callable_module, schema
 from stn_deploy.errors import UserError
 from stn_deploy.graph import (
     ONNX_MODE_NAMES,
@@ -120,7 +120,7 @@ def _is_onnx_domain(node) -> bool:
     return node.domain in ("", "ai.onnx")
 
 
-def decomposed_grid_nodes(model: "onnx.ModelProto") -> list:
+def decomposed_grid_nodes(model: onnx.ModelProto) -> list:
     """GridSample nodes whose grid is the dynamo exporter's decomposed affine grid.
 
     The pattern: grid <- (Reshape/Transpose/...)* <- ReduceSum <- Mul(constant base grid, theta).
@@ -319,6 +319,4 @@ def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
 
 
 # Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
 _callable_module(__name__)

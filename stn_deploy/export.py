@@ -20,11 +20,12 @@ import io
 import json
 import types
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from stn_deploy import __version__, schema
+from stn_deploy import __version__, _callable_module, schema
 from stn_deploy.errors import UserError
 from stn_deploy.io import check_outputs_distinct, file_sha256
 from stn_deploy.model_files import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelKind, load_model, require_kind
@@ -91,7 +92,7 @@ class ExportResult:
 def _plugin_attrs(fields: dict[str, int]) -> dict:
     from stn_deploy.graph import PLUGIN_VERSION_ATTR
 
-    attrs = {f"{k}_i": int(v) for k, v in fields.items()}
+    attrs: dict[str, int | str] = {f"{k}_i": int(v) for k, v in fields.items()}
     attrs[f"{PLUGIN_VERSION_ATTR}_s"] = schema.PLUGIN_VERSION
     return attrs
 
@@ -165,7 +166,7 @@ def _is_transformer(module) -> bool:
     return all(hasattr(module, a) for a in ("generator", "settings", "out_size", "warp", "localisation"))
 
 
-def transformers(model: "nn.Module") -> list[tuple[str, "nn.Module"]]:
+def transformers(model: nn.Module) -> list[tuple[str, Any]]:
     """(qualified name, module) of every spatial transformer inside ``model``."""
     return [(name or "<root>", m) for name, m in model.named_modules() if _is_transformer(m)]
 
@@ -176,7 +177,7 @@ def transform_kind(theta) -> schema.Transform:
 
 
 @contextlib.contextmanager
-def plugin_warps(model: "nn.Module") -> Iterator[None]:
+def plugin_warps(model: nn.Module) -> Iterator[None]:
     """Within the block, every spatial transformer's ``warp`` emits our plugin ops on export."""
     gs_fn, ags_fn = _grid_sample_fn(), _affine_grid_sample_fn()
 
@@ -193,7 +194,7 @@ def plugin_warps(model: "nn.Module") -> Iterator[None]:
 
     patched = [m for _, m in transformers(model)]
     for m in patched:
-        m.warp = types.MethodType(warp, m)  # instance attribute shadows the class method
+        m.warp = types.MethodType(warp, m)  # an instance attribute shadows the class method
     try:
         yield
     finally:
@@ -204,7 +205,7 @@ def plugin_warps(model: "nn.Module") -> Iterator[None]:
 # --------------------------------------------------------------------------- export
 
 
-def _hw_allowed(model: "nn.Module", input_shape: Sequence[int]) -> bool:
+def _hw_allowed(model: nn.Module, input_shape: Sequence[int]) -> bool:
     """Whether the model accepts another H/W (a localisation net with FC layers does not)."""
     import torch
 
@@ -218,7 +219,7 @@ def _hw_allowed(model: "nn.Module", input_shape: Sequence[int]) -> bool:
     return True
 
 
-def _samplers_meta(model: "nn.Module") -> list[dict]:
+def _samplers_meta(model: nn.Module) -> list[dict]:
     out = []
     for name, m in transformers(model):
         s = m.settings
@@ -234,7 +235,7 @@ def _samplers_meta(model: "nn.Module") -> list[dict]:
 
 
 def to_onnx(
-    model: "nn.Module",
+    model: nn.Module,
     input_shape: Sequence[int],
     *,
     ops: str = "standard",
@@ -242,7 +243,7 @@ def to_onnx(
     dynamic_batch: bool = True,
     dynamic_hw: bool = False,
     metadata: dict[str, str] | None = None,
-) -> "onnx.ModelProto":
+) -> onnx.ModelProto:
     """Export ``model`` for inputs [N, *input_shape]; returns a checked model.
 
     The model is put in eval mode on the CPU (in place).
@@ -283,7 +284,7 @@ def to_onnx(
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice: chosen on purpose
         try:
             torch.onnx.export(
-                model, (example,), buf, dynamo=False, opset_version=opset,
+                model, (example,), buf, dynamo=False, opset_version=opset,  # type: ignore[arg-type]  # BytesIO works
                 input_names=[INPUT_NAME], output_names=output_names, dynamic_axes=axes,
                 custom_opsets={schema.PLUGIN_DOMAIN: PLUGIN_OPSET} if ops == "plugin" and transformers(model) else None,
                 do_constant_folding=True,
@@ -304,7 +305,7 @@ def to_onnx(
     return proto
 
 
-def fold_constant_affine_grids(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def fold_constant_affine_grids(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace ``AffineGrid`` nodes whose inputs are all constants by an initializer.
 
     The thin-plate spline builds its base points with ``F.affine_grid`` of a constant
@@ -332,7 +333,7 @@ def fold_constant_affine_grids(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return model
 
 
-def _check_flavour(model: "onnx.ModelProto", ops: str, n_samplers: int) -> None:
+def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
     counts: dict[str, int] = {}
     for n in model.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
@@ -384,7 +385,7 @@ def export(options: ExportOptions) -> ExportResult:
 
 
 def export_module(
-    model: "nn.Module",
+    model: nn.Module,
     input_shape: Sequence[int],
     output: Path,
     *,
@@ -434,6 +435,4 @@ def export_module(
 
 
 # Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
 _callable_module(__name__)

@@ -47,7 +47,7 @@ _SCHEMA_LOCK = threading.Lock()
 # --------------------------------------------------------------------------- schemas
 
 
-def _spatial_out_type(ctx, spatial: list) -> "onnx.TypeProto":
+def _spatial_out_type(ctx, spatial: list) -> onnx.TypeProto:
     import onnx
 
     x_type = ctx.get_input_type(0)
@@ -122,7 +122,7 @@ def register_onnx_schemas() -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelProto":
+def load_onnx(path: Path | str | bytes, *, check: bool = True) -> onnx.ModelProto:
     """Load an ONNX model; any unreadable, non-ONNX or truncated file is a one-line UserError.
 
     Args:
@@ -154,7 +154,7 @@ def load_onnx(path: "Path | str | bytes", *, check: bool = True) -> "onnx.ModelP
     return model
 
 
-def _fill_missing_shapes(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def _fill_missing_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Give graph inputs/outputs typed without a ``shape`` field (onnx-graphsurgeon writes
     them; ONNX Runtime and TensorRT run them, the checker refuses them) the shape that shape
     inference finds. An empty shape would mean rank 0, so what inference cannot find stays
@@ -178,7 +178,7 @@ def _fill_missing_shapes(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return model
 
 
-def opset_version(model: "onnx.ModelProto", domain: str = "") -> int:
+def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
     """The model's opset for ``domain`` ("" = the default ONNX domain); 0 when not imported."""
     for imp in model.opset_import:
         if imp.domain in (domain, "ai.onnx" if domain == "" else domain):
@@ -186,7 +186,7 @@ def opset_version(model: "onnx.ModelProto", domain: str = "") -> int:
     return 0
 
 
-def check_model(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """``onnx.checker`` (full) + strict shape inference; returns the shape-inferred model.
 
     Raises:
@@ -216,13 +216,13 @@ def attr_value(node, name: str, default: Any = None) -> Any:
     return default
 
 
-def plugin_nodes(model: "onnx.ModelProto") -> list:
+def plugin_nodes(model: onnx.ModelProto) -> list:
     """Our plugin nodes (op type ours, in our domain), in the graph and its local functions."""
     nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
     return [n for n in nodes if n.domain == schema.PLUGIN_DOMAIN and n.op_type in schema.OP_FIELD_SPECS]
 
 
-def plugin_node_problems(model: "onnx.ModelProto") -> list[tuple[str, str]]:
+def plugin_node_problems(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(node name, problem) for every attribute of our plugin nodes that its creator would
     reject (``schema.plugin_attribute_problems``)."""
     found = []
@@ -233,7 +233,7 @@ def plugin_node_problems(model: "onnx.ModelProto") -> list[tuple[str, str]]:
     return found
 
 
-def require_valid_plugin_nodes(model: "onnx.ModelProto", where: str) -> None:
+def require_valid_plugin_nodes(model: onnx.ModelProto, where: str) -> None:
     """UserError naming the first bad plugin node and attribute (and how many more)."""
     problems = plugin_node_problems(model)
     if problems:
@@ -291,7 +291,7 @@ class RewriteReport:
         return out
 
 
-def tensor_table(model: "onnx.ModelProto") -> tuple[dict, dict]:
+def tensor_table(model: onnx.ModelProto) -> tuple[dict, dict]:
     """name -> dims (int or None) and name -> elem_type for every typed tensor after inference."""
     import onnx
 
@@ -359,8 +359,9 @@ def _is_slice(node, start: int, end: int, axes: tuple[int, ...]) -> bool:
     """``node`` is a Slice of [start:end] along one of ``axes`` with step 1 (constant inputs)."""
     if node is None or node.op != "Slice" or len(node.inputs) < 3:
         return False
-    vals = [_const_values(t) for t in node.inputs[1:]]
-    if any(v is None for v in vals):
+    maybe = [_const_values(t) for t in node.inputs[1:]]
+    vals = [v for v in maybe if v is not None]
+    if len(vals) != len(maybe):
         return False
     starts, ends = vals[0], vals[1]
     ax = vals[2] if len(vals) > 2 else [0]
@@ -462,7 +463,7 @@ def _match_decomposed(grid, dims: dict):
         return None
     unsq = _producer(other, "Unsqueeze")
     tr = _producer(unsq.inputs[0], "Transpose") if unsq is not None else None
-    if tr is None or list(tr.attrs.get("perm", [])) != [0, 2, 1]:
+    if unsq is None or tr is None or rs is None or list(tr.attrs.get("perm", [])) != [0, 2, 1]:
         return None
     # [N, r+1, r] -> [N, 1, r+1, r] times base [P, r+1, 1], summed over the r+1 axis.
     unsq_axes = _const_values(unsq.inputs[1]) if len(unsq.inputs) > 1 else list(unsq.attrs.get("axes", []))
@@ -511,7 +512,7 @@ def rewrite(options: RewriteOptions) -> RewriteReport:
     return report
 
 
-def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None, *, fuse: bool = True) -> "onnx.ModelProto":
+def rewrite_model(model: onnx.ModelProto, report: RewriteReport | None = None, *, fuse: bool = True) -> onnx.ModelProto:
     """In-memory ``rewrite``: returns a new model; fills ``report`` when given."""
     import onnx
     import onnx_graphsurgeon as gs
@@ -545,7 +546,8 @@ def rewrite_model(model: "onnx.ModelProto", report: RewriteReport | None = None,
                 reason=f"input dtype {onnx.TensorProto.DataType.Name(dtype).lower()}: the plugin takes float32/float16"))
             continue
 
-        new_op, new_inputs, attrs, note = schema.GRID_SAMPLE_OP, [x, grid], dict(fields), ""
+        attrs: dict[str, int | str] = dict(fields)
+        new_op, new_inputs, note = schema.GRID_SAMPLE_OP, [x, grid], ""
         ag = _producer(grid, "AffineGrid")
         proj = None if ag is not None else _match_projective(grid, outputs)
         gen = ag if ag is not None else (proj[1] if proj else None)

@@ -20,10 +20,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-_WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_WORDS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 _cleanups: dict[int, Callable[[], None]] = {}
 _keys = itertools.count()

@@ -23,9 +23,10 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from enum import IntEnum
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -399,7 +400,7 @@ class _Array:
             raise UserError(f"{self.name} has dtype {self.dtype}; supported: float32, float16, bfloat16") from None
 
 
-def _enum(value: str | int, enum: type, from_name, what: str) -> int:
+def _enum(value: str | int, enum: type[IntEnum], from_name, what: str) -> int:
     """A mode given by name (``"bilinear"``) or by its plugin integer (``0``, as in ONNX attributes)."""
     if isinstance(value, str):
         return int(from_name(value))
@@ -437,6 +438,7 @@ def _run(fused: bool, x: _Array, coords: _Array, desc: _Desc, num_threads: int |
     if lib.stn_validate_desc(ctypes.byref(desc), int(fused)) != 0:
         raise UserError(lib.stn_last_error().decode(errors="replace"))
     out_shape = (desc.n, desc.c) + ((desc.out_d,) if desc.rank == 5 else ()) + (desc.out_h, desc.out_w)
+    out: Any
     if x.is_torch:
         import torch
 

@@ -205,7 +205,7 @@ def _same_at(node, target: int) -> bool:
     return False
 
 
-def _opset_change(model: "onnx.ModelProto", opset: int, target: int) -> str | None:
+def _opset_change(model: onnx.ModelProto, opset: int, target: int) -> str | None:
     """None when every default-domain node means the same at ``target`` as at ``opset``
     (GridSample aside, whose names change), else the first op that does not."""
     import onnx.defs as defs
@@ -223,7 +223,7 @@ def _opset_change(model: "onnx.ModelProto", opset: int, target: int) -> str | No
     return None
 
 
-def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "onnx.ModelProto":
+def to_native(model: onnx.ModelProto, report: NativeReport | None = None) -> onnx.ModelProto:
     """Return a copy of ``model`` in the native flavour (see the module docstring).
 
     Raises:
@@ -277,7 +277,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
         elif domain == schema.PLUGIN_DOMAIN and node.op_type in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP):
             mode = schema.INTERPOLATION_NAMES[int(_attr(node, schema.FIELD_INTERPOLATION_MODE, 0))]
             padding = schema.PADDING_NAMES[int(_attr(node, schema.FIELD_PADDING_MODE, 0))]
-            ac = int(_attr(node, schema.FIELD_ALIGN_CORNERS, 0))
+            align = bool(_attr(node, schema.FIELD_ALIGN_CORNERS, 0))
             x = node.input[0]
             if node.op_type == schema.AFFINE_GRID_SAMPLE_OP:
                 import numpy as np
@@ -290,7 +290,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
                 nc = e.op("Slice", [e.op("Shape", [x]), e.const([0], np.int64), e.const([2], np.int64), e.const([0], np.int64)])
                 size = e.op("Concat", [nc, e.const(spatial, np.int64)], axis=0)
                 grid = e.name("grid")
-                emit_affine_grid(e, node.input[1], size, 2 + len(spatial), bool(ac), grid, projective=projective)
+                emit_affine_grid(e, node.input[1], size, 2 + len(spatial), align, grid, projective=projective)
                 rank = 2 + len(spatial)
                 what = "Range base grid, MatMul" + (", Div" if projective else "") + ", GridSample"
             else:
@@ -298,7 +298,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
                 rank = ranks.get(x, 4)
                 what = "GridSample"
             five_d |= rank == 5
-            e.op("GridSample", [x, grid], [node.output[0]], mode=mode, padding_mode=padding, align_corners=ac)
+            e.op("GridSample", [x, grid], [node.output[0]], mode=mode, padding_mode=padding, align_corners=int(align))
             report.replaced.append(NativeChange(label, node.op_type, what))
         else:
             if node.op_type == "GridSample" and domain in ("", "ai.onnx"):
@@ -359,7 +359,7 @@ def to_native(model: "onnx.ModelProto", report: NativeReport | None = None) -> "
     return check_model(model)
 
 
-def _projective_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, str, set[str]]]:
+def _projective_grids(model: onnx.ModelProto) -> dict[str, tuple[str, str, set[str]]]:
     """The projective grids ``models.ProjectiveGenerator`` exports (two AffineGrid + Div,
     matched by ``graph``'s rewrite): {xy AffineGrid output: (theta, grid (the Div's output),
     outputs of the nodes the fused grid replaces)}."""
@@ -383,7 +383,7 @@ def _projective_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, str, set
     return found
 
 
-def _decomposed_grids(model: "onnx.ModelProto") -> dict[str, tuple[str, list[int], bool]]:
+def _decomposed_grids(model: onnx.ModelProto) -> dict[str, tuple[str, list[int], bool]]:
     """The dynamo exporter's Mul+ReduceSum affine grids feeding a GridSample (matched by
     ``graph``'s rewrite): {grid: (theta, spatial sizes, align_corners)}."""
     import onnx_graphsurgeon as gs
@@ -412,7 +412,7 @@ def _live(nodes: list, graph_outputs: set[str]) -> list:
     return keep[::-1]
 
 
-def native_problems(model: "onnx.ModelProto") -> list[str]:
+def native_problems(model: onnx.ModelProto) -> list[str]:
     """What keeps ``model`` from being native: AffineGrid, plugin ops, opset-20 names on 4-D."""
     from stn_deploy.graph import opset_version, tensor_table
 

@@ -19,8 +19,9 @@ raise: they record the error and ``ort_session``'s session raises it as a ``User
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -176,7 +177,7 @@ _ATTRS: dict[str, dict] = {
 }
 
 
-def _complete_attributes(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def _complete_attributes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Check our nodes' op types and attributes; fill optional attributes that are missing."""
     import onnx
 
@@ -199,17 +200,17 @@ def _complete_attributes(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return copy if copy is not None else model
 
 
-def has_plugin_ops(model: "onnx.ModelProto") -> bool:
+def has_plugin_ops(model: onnx.ModelProto) -> bool:
     """Whether any node of ``model`` is one of our plugin ops."""
     return any(n.domain == schema.PLUGIN_DOMAIN for n in model.graph.node)
 
 
 def ort_session(
-    model: "Path | str | bytes | onnx.ModelProto",
+    model: Path | str | bytes | onnx.ModelProto,
     *,
     threads: int | None = None,
     providers: Sequence[str] = ("CPUExecutionProvider",),
-) -> "onnxruntime.InferenceSession":
+) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session for a standard or plugin-op graph.
 
     Args:

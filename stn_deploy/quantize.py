@@ -100,7 +100,7 @@ def _is_sampler(node) -> bool:
         node.domain == schema.PLUGIN_DOMAIN and node.op_type in (schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP))
 
 
-def _grid_cone(model: "onnx.ModelProto") -> set[str]:
+def _grid_cone(model: onnx.ModelProto) -> set[str]:
     """Names of the nodes that a sampler's grid/theta input depends on (localisation net and
     grid generator)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -118,7 +118,7 @@ def _grid_cone(model: "onnx.ModelProto") -> set[str]:
     return cone
 
 
-def select_nodes(model: "onnx.ModelProto", quantize_regression: bool = False) -> tuple[list[str], dict[str, str]]:
+def select_nodes(model: onnx.ModelProto, quantize_regression: bool = False) -> tuple[list[str], dict[str, str]]:
     """(names to quantise, {name: why kept in float}) of the quantisable nodes of ``model``.
 
     Every node must have a name (``_name_nodes``)."""
@@ -138,7 +138,7 @@ def select_nodes(model: "onnx.ModelProto", quantize_regression: bool = False) ->
     return chosen, kept
 
 
-def _name_nodes(model: "onnx.ModelProto") -> None:
+def _name_nodes(model: onnx.ModelProto) -> None:
     used = {n.name for n in model.graph.node if n.name}
     for i, n in enumerate(model.graph.node):
         if not n.name:
@@ -149,7 +149,7 @@ def _name_nodes(model: "onnx.ModelProto") -> None:
             used.add(name)
 
 
-def _check_input(model: "onnx.ModelProto", label: str) -> None:
+def _check_input(model: onnx.ModelProto, label: str) -> None:
     from onnx import TensorProto
 
     ops = {n.op_type for n in model.graph.node}
@@ -166,7 +166,7 @@ def _check_input(model: "onnx.ModelProto", label: str) -> None:
 # --------------------------------------------------------------------------- calibration
 
 
-def calibration_images(source: str, input_dims: list, samples: int, seed: int = 1) -> tuple["np.ndarray", str]:
+def calibration_images(source: str, input_dims: list, samples: int, seed: int = 1) -> tuple[np.ndarray, str]:
     """(images [N, C, H, W] float32, description) for calibration.
 
     Args:
@@ -209,7 +209,7 @@ def calibration_images(source: str, input_dims: list, samples: int, seed: int = 
     return np.ascontiguousarray(images), what
 
 
-def _reader(input_name: str, images: "np.ndarray", batch: int = 64):
+def _reader(input_name: str, images: np.ndarray, batch: int = 64):
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -226,7 +226,7 @@ def _reader(input_name: str, images: "np.ndarray", batch: int = 64):
 # --------------------------------------------------------------------------- quantise
 
 
-def _float_sampler_inputs(model: "onnx.ModelProto") -> None:
+def _float_sampler_inputs(model: onnx.ModelProto) -> None:
     """Feed samplers the float tensors, not a DequantizeLinear of them (ONNX Runtime shares
     one Q/DQ pair among all consumers of a tensor it quantised for a Conv)."""
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -242,7 +242,7 @@ def _float_sampler_inputs(model: "onnx.ModelProto") -> None:
                 n.input[i] = q.input[0]
 
 
-def _restore_plugin_nodes(quantised: "onnx.ModelProto", original: "onnx.ModelProto") -> None:
+def _restore_plugin_nodes(quantised: onnx.ModelProto, original: onnx.ModelProto) -> None:
     """Replace each native sampler subgraph (nodes named ``<plugin node>/native/...``) by the
     plugin node it came from."""
     plugin = {n.name: n for n in original.graph.node if n.domain == schema.PLUGIN_DOMAIN}
@@ -268,7 +268,7 @@ def _restore_plugin_nodes(quantised: "onnx.ModelProto", original: "onnx.ModelPro
             quantised.opset_import.append(imp)
 
 
-def _toposort(nodes: list, model: "onnx.ModelProto") -> list:
+def _toposort(nodes: list, model: onnx.ModelProto) -> list:
     ready = {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer} | {""}
     pending, out = list(nodes), []
     while pending:
@@ -285,8 +285,8 @@ def _toposort(nodes: list, model: "onnx.ModelProto") -> list:
     return out
 
 
-def quantize_model(model: "onnx.ModelProto", images: "np.ndarray", *, quantize_regression: bool = False,
-                   label: str = "the model") -> tuple["onnx.ModelProto", QuantizeReport]:
+def quantize_model(model: onnx.ModelProto, images: np.ndarray, *, quantize_regression: bool = False,
+                   label: str = "the model") -> tuple[onnx.ModelProto, QuantizeReport]:
     """In-memory ``quantize`` on calibration ``images``; returns (INT8 model, report)."""
     import tempfile
 
@@ -344,7 +344,7 @@ def quantize_model(model: "onnx.ModelProto", images: "np.ndarray", *, quantize_r
     return out, report
 
 
-def _drop_dead(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def _drop_dead(model: onnx.ModelProto) -> onnx.ModelProto:
     """Remove nodes whose outputs nobody reads (a Q/DQ pair bypassed for a sampler)."""
     needed = {o.name for o in model.graph.output}
     keep = []
@@ -357,7 +357,7 @@ def _drop_dead(model: "onnx.ModelProto") -> "onnx.ModelProto":
     return model
 
 
-def _has_qdq_weight(model: "onnx.ModelProto", node_name: str) -> bool:
+def _has_qdq_weight(model: onnx.ModelProto, node_name: str) -> bool:
     producer = {o: n for n in model.graph.node for o in n.output}
     node = next((n for n in model.graph.node if n.name == node_name), None)
     return node is not None and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
@@ -401,11 +401,11 @@ def quantize(options: QuantizeOptions) -> QuantizeReport:
 # --------------------------------------------------------------------------- measurements
 
 
-def is_quantised(model: "onnx.ModelProto") -> bool:
+def is_quantised(model: onnx.ModelProto) -> bool:
     return any(n.op_type in QUANTISED_OPS for n in model.graph.node)
 
 
-def task_error(model: "onnx.ModelProto | Path", dataset: str, seed: int = 0, limit: int | None = None,
+def task_error(model: onnx.ModelProto | Path, dataset: str, seed: int = 0, limit: int | None = None,
                batch: int = 256) -> float:
     """Test error (%) of an ONNX classifier in ONNX Runtime (plugin ops via ``ort_ops``)."""
     import numpy as np
@@ -423,7 +423,7 @@ def task_error(model: "onnx.ModelProto | Path", dataset: str, seed: int = 0, lim
     return float((logits.argmax(1) != labels).mean() * 100)
 
 
-def _with_outputs(model: "onnx.ModelProto", names: list[str]) -> "onnx.ModelProto":
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     import onnx
 
     m = onnx.ModelProto.FromString(model.SerializeToString())
@@ -434,7 +434,7 @@ def _with_outputs(model: "onnx.ModelProto", names: list[str]) -> "onnx.ModelProt
     return m
 
 
-def warp_shift(model: "onnx.ModelProto", images: "np.ndarray", calibration: "np.ndarray") -> dict:
+def warp_shift(model: onnx.ModelProto, images: np.ndarray, calibration: np.ndarray) -> dict:
     """How far the sampling grid moves, in input pixels, when the localisation net's FC and
     regression layers are quantised too, against keeping them float (the default).
 

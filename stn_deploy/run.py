@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stn_deploy import _callable_module
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_path, check_outputs_distinct, require_file
 from stn_deploy.model_files import (
@@ -89,12 +90,12 @@ def _torch_runner_class():
     return TorchRunner
 
 
-def torch_runner(checkpoint: Path | str, device: str = "cpu") -> "BaseRunner":
+def torch_runner(checkpoint: Path | str, device: str = "cpu") -> BaseRunner:
     """A Polygraphy runner for a checkpoint in PyTorch (CPU by default)."""
     return _torch_runner_class()(checkpoint, device=device)
 
 
-def ort_runner(onnx_path: Path | str, threads: int | None = None) -> "BaseRunner":
+def ort_runner(onnx_path: Path | str, threads: int | None = None) -> BaseRunner:
     """A Polygraphy ``OnnxrtRunner`` for a standard or plugin-op ONNX model on the CPU."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
@@ -104,7 +105,7 @@ def ort_runner(onnx_path: Path | str, threads: int | None = None) -> "BaseRunner
     return OnnxrtRunner(session, name=f"stn-ort-runner-{Path(onnx_path).stem}")
 
 
-def engine_runner(engine_path: Path | str) -> "BaseRunner":
+def engine_runner(engine_path: Path | str) -> BaseRunner:
     """A TensorRT engine runner (``stn_deploy.trt.EngineRunner``); needs a CUDA GPU."""
     try:
         import torch
@@ -120,7 +121,7 @@ def engine_runner(engine_path: Path | str) -> "BaseRunner":
     return EngineRunner(engine_path)
 
 
-def open_runner(model_path: Path | str, backend: str | None = None) -> "BaseRunner":
+def open_runner(model_path: Path | str, backend: str | None = None) -> BaseRunner:
     """A Polygraphy runner for any model of the pipeline.
 
     Args:
@@ -288,7 +289,7 @@ def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None
                         f"this machine has {free / 2**30:,.1f} GiB free: use a smaller batch")
 
 
-def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
+def random_inputs(metadata: TensorMetadata, batch: int = 1, seed: int = 0,
                   sample_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
     """Seeded standard-normal inputs for every input in ``metadata`` (dynamic batch -> ``batch``).
 
@@ -310,7 +311,7 @@ def random_inputs(metadata: "TensorMetadata", batch: int = 1, seed: int = 0,
     return feed
 
 
-def check_inputs(feed: Mapping[str, np.ndarray], metadata: "TensorMetadata") -> None:
+def check_inputs(feed: Mapping[str, np.ndarray], metadata: TensorMetadata) -> None:
     """Raise UserError (one line) for unknown/missing names, wrong dtypes or shapes."""
     expected = list(metadata.keys())
     unknown = [k for k in feed if k not in metadata]
@@ -408,7 +409,7 @@ def run(options: RunOptions) -> RunResult:
                            else [options.model, options.inputs])
     feeds = load_input_iterations(options.inputs) if options.inputs else None
     out = Path(options.output)
-    if options.backend == "triton":
+    if options.url is not None:  # --backend triton (checked above)
         from stn_deploy.triton.client import parse_target, triton_runner
 
         kind, backend = ModelKind.SERVED, "triton"
@@ -449,6 +450,4 @@ def run(options: RunOptions) -> RunResult:
 
 
 # Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
 _callable_module(__name__)

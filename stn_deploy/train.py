@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stn_deploy import io
+from stn_deploy import _callable_module, io
 from stn_deploy.errors import UserError
 from stn_deploy.schema import SamplerSettings
 
@@ -353,7 +353,14 @@ def _progress(enabled: bool):
     if not enabled:
         return contextlib.nullcontext(None)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -362,6 +369,4 @@ def _progress(enabled: bool):
 
 
 # Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
 _callable_module(__name__)

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from stn_deploy import _callable_module
 from stn_deploy.errors import UserError
 from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata
 from stn_deploy.schema import PRECISION_NAMES, Precision
@@ -225,7 +226,7 @@ def _onnx_precision(path: Path) -> Precision:
     for init in model.graph.initializer:
         if init.data_type in counts:
             counts[init.data_type] += 1
-    top = max(counts, key=counts.get)
+    top = max(counts, key=lambda t: counts[t])
     if not counts[top]:
         return Precision.FP32
     return {TensorProto.FLOAT16: Precision.FP16, TensorProto.BFLOAT16: Precision.BF16}.get(top, Precision.FP32)
@@ -648,6 +649,4 @@ __all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "va
 
 
 # Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
 _callable_module(__name__)

@@ -97,14 +97,14 @@ def visualize(options: VisualizeOptions) -> Path:
         st = transformers[t]
         gx, gy = to_pixels(grid, config.in_size, st.settings.align_corners)
         # Evenly spaced grid lines, the output's border rows and columns included.
-        rows = sorted({round(k * (grid.shape[1] - 1) / (_GRID_LINES - 1)) for k in range(_GRID_LINES)})
-        cols = sorted({round(k * (grid.shape[2] - 1) / (_GRID_LINES - 1)) for k in range(_GRID_LINES)})
+        line_rows = sorted({round(k * (grid.shape[1] - 1) / (_GRID_LINES - 1)) for k in range(_GRID_LINES)})
+        line_cols = sorted({round(k * (grid.shape[2] - 1) / (_GRID_LINES - 1)) for k in range(_GRID_LINES)})
         for i in range(n):
             ax_in, ax_out = axes[2 * t, i], axes[2 * t + 1, i]
             ax_in.imshow(images[i, 0], cmap="gray", vmin=0, vmax=1)
-            for r in rows:
+            for r in line_rows:
                 ax_in.plot(gx[i, r], gy[i, r], color="tab:orange", lw=0.6)
-            for c in cols:
+            for c in line_cols:
                 ax_in.plot(gx[i, :, c], gy[i, :, c], color="tab:orange", lw=0.6)
             ax_in.set_xlim(-0.5, config.in_size[1] - 0.5)
             ax_in.set_ylim(config.in_size[0] - 0.5, -0.5)

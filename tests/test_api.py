@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from helpers_cli import invoke
 
 import stn_deploy
+from helpers_cli import invoke
 
 
 class _Called(Exception):

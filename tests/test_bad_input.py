@@ -158,6 +158,8 @@ MODEL_COMMANDS = {
     "validate-reference": ["validate", "{ws}/std.onnx", "--reference", "{m}", "--report", "{out}/r.json"],
     "bench": ["bench", "{m}", "-o", "{out}", "--name", "b", "--iters", "1", "--warmup", "0", "--batch", "1",
               "--backends", "torch,ort"],
+    "quantize": ["quantize", "{m}", "-o", "{out}/o.onnx", "--samples", "8"],
+    "triton": ["triton", "{m}", "-o", "{out}/repo"],
 }
 BAD_MODEL_CASES = list(itertools.product(MODEL_COMMANDS, BAD_FILES))
 

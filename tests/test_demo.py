@@ -119,7 +119,7 @@ def test_summary_renders(quick_run):
 def test_default_run_dir_is_timestamped():
     import datetime as dt
 
-    path = demo.default_run_dir(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+    path = demo.default_run_dir(dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
     assert path == Path("runs/demo-20260102-030405")
 
 

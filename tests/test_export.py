@@ -10,8 +10,8 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
+from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 from stn_deploy import __version__, schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
 from onnx import TensorProto, helper
 
+from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
 from stn_deploy import schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError

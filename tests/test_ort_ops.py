@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_export import PLUGIN_TOL, assert_close, kernels_available
 from onnx import TensorProto, helper
 
+from helpers_export import PLUGIN_TOL, assert_close, kernels_available
 from stn_deploy import schema
 from stn_deploy.errors import UserError
 from stn_deploy.graph import PLUGIN_VERSION_ATTR

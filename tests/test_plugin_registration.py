@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers_trt import needs_rtx, plugin_graph
 
+from helpers_trt import needs_rtx, plugin_graph
 from stn_deploy import schema
 
 pytestmark = [needs_rtx, pytest.mark.plugin]

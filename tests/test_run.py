@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 
+from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
 from stn_deploy.export import export_module

@@ -7,12 +7,12 @@ killed mid-load and restarted, ``stn-deploy serve`` stopped by SIGTERM, no stray
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import json
 import threading
 import time
 from pathlib import Path
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from helpers_cli import assert_one_line_error, invoke
 from helpers_export import kernels_available, perturbed_checkpoint
-
 from stn_deploy.errors import UserError
 from stn_deploy.tolerances import compare, tolerance_for
 

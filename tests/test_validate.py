@@ -13,8 +13,8 @@ import re
 
 import numpy as np
 import pytest
-from helpers_export import perturbed_checkpoint
 
+from helpers_export import perturbed_checkpoint
 from stn_deploy.errors import UserError, ValidationFailed
 from stn_deploy.validate import (
     CRAFTED_TARGETS,
@@ -279,9 +279,9 @@ def test_validate_against_polygraphy_outputs(models, tmp_path):
 
 
 def test_validate_cli_json_and_progress_lines(models, tmp_path):
-    from helpers_cli import invoke
     from polygraphy.json import save_json
 
+    from helpers_cli import invoke
     from stn_deploy.run import RunOptions, run
 
     save_json([{"input": np.ones((1, 1, 28, 28), np.float32)}], str(tmp_path / "in.json"))

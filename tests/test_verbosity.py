@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers_cli import assert_one_line_error, invoke
 from helpers_trt import matmul_graph, needs_rtx
-
 from stn_deploy import verbosity
 
 

@@ -20,7 +20,8 @@ CASES = [
     ("affine-projective", "STNAffineGridSample", "FLOAT", [1, 3, 8, 8], [1, 3, 3], {"transform": 1, "out_h": 5, "out_w": 6}, None),
     ("affine-3d", "STNAffineGridSample", "FLOAT16", [1, 2, 4, 6, 8], [1, 3, 4], {"out_d": 3, "out_h": 4, "out_w": 5}, None),
     ("bad-mode-7", "STNGridSample", "FLOAT", [1, 3, 8, 8], [1, 5, 6, 2], {"interpolation_mode": 7}, "field 'interpolation_mode' = 7"),
-    ("bad-padding-affine", "STNAffineGridSample", "FLOAT", [1, 3, 8, 8], [1, 2, 3], {"padding_mode": 9, "out_h": 5, "out_w": 6}, "field 'padding_mode' = 9"),
+    ("bad-padding-affine", "STNAffineGridSample", "FLOAT", [1, 3, 8, 8], [1, 2, 3], {"padding_mode": 9, "out_h": 5, "out_w": 6},
+     "field 'padding_mode' = 9"),
     ("bad-int8-input", "STNGridSample", "INT8", [1, 3, 8, 8], [1, 5, 6, 2], {}, "input 'X' has dtype INT8"),
     ("bad-rank-3", "STNGridSample", "FLOAT", [3, 8, 8], [1, 5, 6, 2], {}, "input 'X' must have rank 4"),
 ]

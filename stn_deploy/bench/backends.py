@@ -8,8 +8,9 @@ the timing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from stn_deploy.bench.options import ORT_PLUGIN_NOTE, BenchOptions
 from stn_deploy.errors import UserError

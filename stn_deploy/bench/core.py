@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stn_deploy.bench.backends import Skip, Sources, open_backend, short_reason
 from stn_deploy.bench.options import (
@@ -58,7 +59,9 @@ def bench(options: BenchOptions, progress: Callable[[str], None] | None = None) 
 
 
 def _output_paths(options: BenchOptions, name: str) -> tuple[Path, Path]:
-    return options.output_dir / f"{name}.json", options.output_dir / f"{name}.png"
+    folder = options.output_dir
+    assert folder is not None  # bench() fills it in
+    return folder / f"{name}.json", folder / f"{name}.png"
 
 
 def new_run_dir(model: Path, now: _dt.datetime | None = None) -> Path:
@@ -86,7 +89,7 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
         report: dict[str, Any] = {
             "format": REPORT_FORMAT,
             "version": REPORT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "model": {
                 "path": str(options.model),
                 "kind": sources.kind.family,
@@ -138,6 +141,7 @@ def _serving_section(sources: Sources, options: BenchOptions) -> dict[str, Any]:
     """The served model under load (``triton.bench``), beside the same ONNX in-process."""
     from stn_deploy.triton.bench import TritonBenchOptions, bench_triton
 
+    assert options.url is not None  # BenchOptions: --backends triton comes with --url
     try:
         onnx = sources.onnx()
     except Skip:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from stn_deploy.bench.backends import Skip, short_reason
 from stn_deploy.bench.timing import copy_fn, copy_stats, latency_stats, time_interleaved

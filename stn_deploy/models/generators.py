@@ -21,7 +21,7 @@ Common interface:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -152,6 +152,9 @@ class TPSGenerator(GridGenerator):
     Args:
         grid_size: control points (rows, columns); default (4, 4) as in the paper.
     """
+
+    control_points: Tensor  # buffers (register_buffer), typed for the checker
+    l_inv: Tensor
 
     kind = "tps"
 

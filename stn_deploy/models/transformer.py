@@ -6,7 +6,7 @@ generator (parameters -> sampling grid) -> sampler (``F.grid_sample``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

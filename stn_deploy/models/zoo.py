@@ -7,15 +7,16 @@ ours use 5x5 convs of 8 and 16 filters. Every model returns logits [N, num_class
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from stn_deploy.errors import UserError
-from stn_deploy.models.generators import make_generator
-from stn_deploy.models.generators import GridGenerator
+from stn_deploy.models.generators import GridGenerator, make_generator
+from stn_deploy.models.names import MODEL_DESCRIPTIONS, MODEL_NAMES
 from stn_deploy.models.transformer import (
     ConvLocalisation,
     FCLocalisation,
@@ -23,9 +24,7 @@ from stn_deploy.models.transformer import (
     SpatialTransformer,
     _flat_features,
 )
-from stn_deploy.models.names import MODEL_DESCRIPTIONS, MODEL_NAMES
 from stn_deploy.schema import SamplerSettings
-
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Rebuild a config; raises UserError for a malformed or unknown one."""
         if not isinstance(d, dict) or "name" not in d:
             raise UserError("model config is not a dict with a 'name'")

@@ -17,12 +17,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from stn_deploy.errors import UserError
 from stn_deploy.trt.flavour import Flavour, dtype_name, get_flavour, load_plugin_library, make_logger
 from stn_deploy.trt.options import BuildJob
 
-_events = None
+_events: TextIO = sys.stdout  # main() points it at the real stdout before any job runs
 
 
 def emit(event: str, **fields) -> None:
@@ -245,9 +246,11 @@ def run_job(job: BuildJob) -> dict:
     if serialized is None:
         raise UserError(f"{flavour.label} could not build {onnx_path.name}: "
                         + _fail(logger, *_native_errors(job)))
+    if job.out is None:
+        raise UserError("build job without an output path")  # the parent always sets one
     with open(job.out, "wb") as f:
         f.write(serialized)
-    if cache is not None:
+    if cache is not None and job.timing_cache is not None:
         from stn_deploy.io import write_bytes
 
         write_bytes(job.timing_cache, bytes(config.get_timing_cache().serialize()))

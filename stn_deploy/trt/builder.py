@@ -18,15 +18,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from stn_deploy import __version__, interrupts, schema
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_paths, check_outputs_distinct, file_sha256, require_file
-from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
 from stn_deploy.trt.engine_file import SIDECAR_FORMAT
+from stn_deploy.trt.flavour import available_flavours, default_plugin_library, gpu_available
 from stn_deploy.trt.options import DEFAULT_BATCH_RANGE, BuildJob, BuildOptions, BuildResult
 
 #: ``progress(event)`` receives the worker's events: dicts with "event" = "progress"
@@ -145,7 +145,10 @@ class _Worker:
             [sys.executable, "-m", "stn_deploy.trt.build_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, bufsize=1, env=env)
-        self.stderr = collections.deque(maxlen=200)
+        # All three are pipes (subprocess.PIPE), never None.
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self._to_child, self._from_child, self._child_stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        self.stderr: collections.deque[str] = collections.deque(maxlen=200)
         # Each job's native stderr (TensorRT, plugin messages) goes to this file.
         fd, name = tempfile.mkstemp(prefix="stn-deploy-build-", suffix=".log")
         os.close(fd)
@@ -154,17 +157,17 @@ class _Worker:
         self._drain.start()
 
     def _read_stderr(self) -> None:
-        for line in self.proc.stderr:
+        for line in self._child_stderr:
             self.stderr.append(line.rstrip())
 
     def run(self, job: BuildJob, progress: ProgressCallback | None) -> dict:
         """Send one job; return its result event. A dead child raises BuildError."""
         try:
-            self.proc.stdin.write(job.to_json() + "\n")
-            self.proc.stdin.flush()
+            self._to_child.write(job.to_json() + "\n")
+            self._to_child.flush()
         except BrokenPipeError:
             pass
-        for line in self.proc.stdout:
+        for line in self._from_child:
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
@@ -195,7 +198,7 @@ class _Worker:
         self._remove_log()
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                self._to_child.close()
             except OSError:
                 pass
             try:
@@ -235,7 +238,7 @@ def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path)
         "format": SIDECAR_FORMAT,
         "version": 1,
         "stn_deploy": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "engine": {"file": options.engine.name, "bytes": engine_tmp.stat().st_size,
                    "sha256": file_sha256(engine_tmp)},
         "backend": info["backend"],
@@ -330,17 +333,17 @@ def build(options: BuildOptions, progress: ProgressCallback | None = None) -> Bu
             or a build that TensorRT rejected (``BuildError``, one line naming the reason).
     """
     (outcome,) = build_many([options], progress)
-    if outcome.error is not None:
-        raise BuildError(outcome.error)
+    if outcome.result is None:
+        raise BuildError(outcome.error or "the build failed")
     return outcome.result
 
 
 def build_all(options_list: Iterable[BuildOptions], progress: ProgressCallback | None = None,
               ) -> list[BuildResult]:
     """``build`` for several engines in one child process; raises on the first failure."""
-    results = []
+    results: list[BuildResult] = []
     for outcome in build_many(list(options_list), progress):
-        if outcome.error is not None:
-            raise BuildError(outcome.error)
+        if outcome.result is None:
+            raise BuildError(outcome.error or "the build failed")
         results.append(outcome.result)
     return results

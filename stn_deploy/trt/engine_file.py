@@ -20,7 +20,6 @@ from stn_deploy.trt.flavour import (
 )
 from stn_deploy.trt.options import sidecar_path
 
-
 #: Engine files are never this small (the smallest RTX engine of one MatMul is tens of KB):
 #: a shorter file with an engine's magic bytes is a truncated copy.
 MIN_ENGINE_BYTES = 256

@@ -74,7 +74,7 @@ def available_flavours() -> list[str]:
     return [name for name, mod in MODULES.items() if importlib.util.find_spec(mod) is not None]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_flavour(choice: str = "auto") -> Flavour:
     """Import and return a flavour.
 
@@ -113,7 +113,7 @@ def make_logger(flavour: Flavour, sink=None, min_severity: str | None = None):
     trt = flavour.trt
     threshold = getattr(trt.ILogger.Severity, min_severity or verbosity.tensorrt_severity())
 
-    class _Logger(trt.ILogger):
+    class _Logger(trt.ILogger):  # type: ignore[name-defined]  # the flavour's module, known at run time
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.messages: list[tuple[str, str]] = []

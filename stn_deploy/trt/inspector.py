@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 from stn_deploy.io import file_sha256
+from stn_deploy.trt.engine_file import check_engine_file, deserialize, read_sidecar
 from stn_deploy.trt.flavour import (
     dtype_name,
     engine_version_from_header,
     gpu_available,
 )
-from stn_deploy.trt.engine_file import check_engine_file, deserialize, read_sidecar
 
 NEEDS_GPU = ("reading the engine itself (fused layers, tactics, device memory) needs a GPU: TensorRT "
              "deserialises engines only on a CUDA device; shown here is the network as parsed at build "
@@ -28,7 +28,7 @@ def _from_engine(path: Path, flavour, sidecar: dict | None) -> dict:
     engine, _runtime = deserialize(path, flavour, sidecar)
     trt = flavour.trt
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    io = {"inputs": [], "outputs": []}
+    io: dict[str, list[dict]] = {"inputs": [], "outputs": []}
     for name in names:
         mode = engine.get_tensor_mode(name)
         entry = {"name": name, "dtype": dtype_name(engine.get_tensor_dtype(name)),
@@ -135,8 +135,8 @@ def format_report(report: dict) -> list[str]:
             name = layer.get("name") or layer.get("Name")
             kind = layer.get("type") or layer.get("LayerType", "")
             plugin = layer.get("plugin")
-            named = isinstance(plugin, dict) and plugin.get("name")
-            extra = f"  plugin {plugin['name']} v{plugin.get('version')}" if named else ""
+            extra = (f"  plugin {plugin['name']} v{plugin.get('version')}"
+                     if isinstance(plugin, dict) and plugin.get("name") else "")
             lines.append(f"  {kind:<18} {name}{extra}")
         else:
             lines.append(f"  {layer}")

@@ -4,8 +4,8 @@ parent process of a build use these without loading TensorRT.
 
 from __future__ import annotations
 
-import re
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 

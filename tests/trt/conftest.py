@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers_trt import HAS_RTX, affine_grid_graph, dynamic_hw_graph, grid_sample_graph, matmul_graph
 
+from helpers_trt import HAS_RTX, affine_grid_graph, dynamic_hw_graph, grid_sample_graph, matmul_graph
 from stn_deploy.trt.options import BuildOptions, parse_shape_spec, shapes_from_ranges
 
 

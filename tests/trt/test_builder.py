@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from helpers_trt import (
     HAS_RTX,
     affine_grid_graph,
@@ -19,7 +20,6 @@ from helpers_trt import (
     no_temp_files,
     plugin_graph,
 )
-
 from stn_deploy import schema
 from stn_deploy.errors import UserError
 from stn_deploy.trt import options as trt_options

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+
 from helpers_trt import (
     needs_rtx,
 )
-
 from stn_deploy.errors import UserError
 
 

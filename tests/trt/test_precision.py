@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from helpers_trt import (
     matmul_graph,
 )
-from onnx import TensorProto, helper, numpy_helper
-
 from stn_deploy.trt import precision
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers_trt import (
     needs_rtx,
 )
-
 from stn_deploy.errors import UserError
 
 
