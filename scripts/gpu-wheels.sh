@@ -45,20 +45,7 @@ done
 TRT_INC=$ROOT/third_party/tensorrt/include
 if [ ! -f "$TRT_INC/NvInferRuntime.h" ]; then
   log "fetching TensorRT headers (kernel-lens==2.0.1)"
-  tmp=$(mktemp -d)
-  "$PY" -m pip download -q --no-deps kernel-lens==2.0.1 -d "$tmp"
-  "$PY" - "$tmp" "$TRT_INC" <<'PYEOF'
-import pathlib, sys, zipfile
-src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-prefix = "kernel_lens/include/tensorrt/"
-with zipfile.ZipFile(next(src.glob("kernel_lens-*.whl"))) as zf:
-    for name in zf.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            out = dst / name[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(zf.read(name))
-PYEOF
-  rm -rf "$tmp"
+  "$PY" "$ROOT/scripts/fetch_wheel_files.py" kernel-lens==2.0.1 "$TRT_INC" "kernel_lens/include/tensorrt/="
 fi
 cp -r "$TRT_INC" "$WHL/tensorrt-include"
 

@@ -42,21 +42,7 @@ fi
 TRT_INC=$ROOT/third_party/tensorrt/include
 if [ ! -f "$TRT_INC/NvInferRuntime.h" ]; then
   log "fetching TensorRT headers (kernel-lens==2.0.1)"
-  tmp=$(mktemp -d)
-  "$VPY" -m pip download -q --no-deps kernel-lens==2.0.1 -d "$tmp"
-  "$VPY" - "$tmp" "$TRT_INC" <<'PYEOF'
-import pathlib, sys, zipfile
-src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = next(src.glob("kernel_lens-*.whl"))
-prefix = "kernel_lens/include/tensorrt/"
-with zipfile.ZipFile(wheel) as zf:
-    for name in zf.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            out = dst / name[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(zf.read(name))
-PYEOF
-  rm -rf "$tmp"
+  "$VPY" scripts/fetch_wheel_files.py kernel-lens==2.0.1 "$TRT_INC" "kernel_lens/include/tensorrt/="
 fi
 
 # Triton Inference Server 2.51 (CPU-capable, python backend) from the nvidia-pytriton wheel:
@@ -64,22 +50,7 @@ fi
 TRITON=$ROOT/third_party/triton
 if [ ! -x "$TRITON/pytriton/tritonserver/bin/tritonserver" ]; then
   log "fetching Triton Inference Server (nvidia-pytriton==0.7.0, server only)"
-  tmp=$(mktemp -d)
-  "$VPY" -m pip download -q --no-deps nvidia-pytriton==0.7.0 -d "$tmp"
-  "$VPY" - "$tmp" "$TRITON" <<'PYEOF'
-import pathlib, sys, zipfile
-src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheel = next(src.glob("nvidia_pytriton-*.whl"))
-keep = ("pytriton/tritonserver/", "nvidia_pytriton.libs/")
-with zipfile.ZipFile(wheel) as zf:
-    for info in zf.infolist():
-        if info.filename.startswith(keep) and not info.is_dir():
-            out = dst / info.filename
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(zf.read(info))
-            out.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
-PYEOF
-  rm -rf "$tmp"
+  "$VPY" scripts/fetch_wheel_files.py nvidia-pytriton==0.7.0 "$TRITON" pytriton/tritonserver/ nvidia_pytriton.libs/
 fi
 # The python backend runs model.py in the first python3 on its PATH: a small environment of
 # its own with numpy<2 (numpy 2 there silently corrupts tensors) and ONNX Runtime.

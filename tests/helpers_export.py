@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import numpy as np
+import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stn_deploy.tolerances import Tolerance, compare, tolerance_for
 
@@ -63,3 +68,52 @@ def perturbed_checkpoint(path, model_name: str, seed: int, dataset: str = "R"):
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     return save_checkpoint(path, model, config, {"dataset": dataset})
+
+
+class UserSTN(torch.nn.Module):
+    """An STN as a user writes it (the PyTorch tutorial's pattern), not built by our zoo."""
+
+    def __init__(self, projective: bool = False):
+        super().__init__()
+        self.projective = projective
+        self.loc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten())
+        self.fc = torch.nn.Linear(4 * 10 * 10, 9 if projective else 6)
+        torch.nn.init.normal_(self.fc.weight, std=0.01)
+        with torch.no_grad():
+            self.fc.bias.copy_(torch.eye(3).flatten()[: self.fc.out_features] + 0.05 * torch.randn(self.fc.out_features))
+            if projective:
+                self.fc.bias[8] = 1.0
+
+    def forward(self, x):
+        t = self.fc(self.loc(x))
+        if self.projective:
+            theta = t.view(-1, 3, 3)
+            size = [x.shape[0], x.shape[1], 20, 20]
+            xy = F.affine_grid(theta[:, :2, :], size, align_corners=False)
+            w = F.affine_grid(torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1), size, align_corners=False)
+            grid = xy / w[..., :1]
+        else:
+            grid = F.affine_grid(t.view(-1, 2, 3), x.size(), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+def user_export(model: torch.nn.Module) -> onnx.ModelProto:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), buf, dynamo=False, opset_version=20,
+                          input_names=["img"], output_names=["warped"],
+                          dynamic_axes={"img": {0: "n"}, "warped": {0: "n"}})
+    return onnx.load_from_string(buf.getvalue())
+
+
+def dynamo_export(path, seed: int = 1) -> tuple[UserSTN, object]:
+    """(model, path) of ``torch.onnx.export``'s default (dynamo) export of a ``UserSTN``,
+    which decomposes ``F.affine_grid`` into Mul+ReduceSum."""
+    torch.manual_seed(seed)
+    model = UserSTN().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), str(path), input_names=["img"], verbose=False)
+    return model, path
+

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from helpers_export import PLUGIN_TOL, assert_close, kernels_available, perturb_transformers
+from helpers_export import PLUGIN_TOL, UserSTN, assert_close, dynamo_export, kernels_available, perturb_transformers, user_export
 from stn_deploy import schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
@@ -221,49 +219,12 @@ def test_lone_affine_grid_is_left_with_reason():
     assert not report.replaced and report.left[0].op == "AffineGrid"
 
 
-class _UserSTN(torch.nn.Module):
-    """An STN as a user writes it (the PyTorch tutorial's pattern), not built by our zoo."""
-
-    def __init__(self, projective: bool = False):
-        super().__init__()
-        self.projective = projective
-        self.loc = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 5), torch.nn.MaxPool2d(2), torch.nn.ReLU(), torch.nn.Flatten())
-        self.fc = torch.nn.Linear(4 * 10 * 10, 9 if projective else 6)
-        torch.nn.init.normal_(self.fc.weight, std=0.01)
-        with torch.no_grad():
-            self.fc.bias.copy_(torch.eye(3).flatten()[: self.fc.out_features] + 0.05 * torch.randn(self.fc.out_features))
-            if projective:
-                self.fc.bias[8] = 1.0
-
-    def forward(self, x):
-        t = self.fc(self.loc(x))
-        if self.projective:
-            theta = t.view(-1, 3, 3)
-            size = [x.shape[0], x.shape[1], 20, 20]
-            xy = F.affine_grid(theta[:, :2, :], size, align_corners=False)
-            w = F.affine_grid(torch.cat([theta[:, 2:3, :], theta[:, 2:3, :]], dim=1), size, align_corners=False)
-            grid = xy / w[..., :1]
-        else:
-            grid = F.affine_grid(t.view(-1, 2, 3), x.size(), align_corners=False)
-        return F.grid_sample(x, grid, align_corners=False)
-
-
-def _user_export(model: torch.nn.Module) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), buf, dynamo=False, opset_version=20,
-                          input_names=["img"], output_names=["warped"],
-                          dynamic_axes={"img": {0: "n"}, "warped": {0: "n"}})
-    return onnx.load_from_string(buf.getvalue())
-
-
 @pytest.mark.parametrize("projective", [False, True], ids=["affine", "projective"])
 def test_user_exported_stn_is_fused_and_matches_pytorch(projective, tmp_path):
     torch.manual_seed(0)
-    model = _UserSTN(projective).eval()
+    model = UserSTN(projective).eval()
     src = tmp_path / "user.onnx"
-    onnx.save(_user_export(model), src)
+    onnx.save(user_export(model), src)
     report = rewrite(RewriteOptions(src, tmp_path / "plugin.onnx"))
     assert [e.replaced_by for e in report.replaced] == [schema.AFFINE_GRID_SAMPLE_OP]
     assert not report.left
@@ -303,12 +264,7 @@ def test_load_onnx_rejects_non_onnx(tmp_path):
 def test_user_dynamo_export_decomposed_grid_is_fused(tmp_path):
     """``torch.onnx.export``'s default (dynamo) decomposes F.affine_grid into Mul+ReduceSum;
     rewrite recognises it (align_corners read back from the base grid) and fuses it."""
-    torch.manual_seed(1)
-    model = _UserSTN().eval()
-    src = tmp_path / "dynamo.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), str(src), input_names=["img"], verbose=False)
+    model, src = dynamo_export(tmp_path / "dynamo.onnx")
     from stn_deploy.doctor import decomposed_grid_nodes
 
     assert decomposed_grid_nodes(onnx.load(src)), "the dynamo export no longer decomposes affine_grid"
@@ -362,7 +318,7 @@ def test_grid_sample_left_with_reason(case):
     assert [n.op_type for n in new.graph.node] == ["GridSample"]
 
 
-class _NotProjectiveSTN(_UserSTN):
+class _NotProjectiveSTN(UserSTN):
     """Looks like the projective pattern but samples xy from rows 1:3: must not be fused."""
 
     def __init__(self):
@@ -378,7 +334,7 @@ class _NotProjectiveSTN(_UserSTN):
 
 def test_projective_lookalike_is_not_fused(tmp_path):
     src = tmp_path / "lookalike.onnx"
-    onnx.save(_user_export(_NotProjectiveSTN().eval()), src)
+    onnx.save(user_export(_NotProjectiveSTN().eval()), src)
     report = rewrite(RewriteOptions(src, tmp_path / "out.onnx"))
     assert [e.replaced_by for e in report.replaced] == [schema.GRID_SAMPLE_OP]
     assert [e.op for e in report.left] == ["AffineGrid", "AffineGrid"]

@@ -266,11 +266,11 @@ def test_rewrite_to_native_plugin_graph(tmp_path, one_torch_thread):
 def test_rewrite_to_native_user_exported_stn(tmp_path, projective):
     """A user's own legacy torch.onnx.export of an STN (test_graph's fixture), batch 3 where
     the export traced 2."""
-    from test_graph import _user_export, _UserSTN
+    from helpers_export import UserSTN, user_export
 
     torch.manual_seed(0)
-    model = _UserSTN(projective).eval()
-    original = _user_export(model)
+    model = UserSTN(projective).eval()
+    original = user_export(model)
     native = to_native(original)
     _assert_native(native)
     x = {"img": torch.randn(3, 1, 24, 24).numpy()}
@@ -286,14 +286,9 @@ def test_rewrite_to_native_user_exported_stn(tmp_path, projective):
 @pytest.mark.slow
 def test_rewrite_to_native_dynamo_decomposed_grid(tmp_path):
     """The dynamo exporter's Mul+ReduceSum grid (200x slower in ORT) becomes the MatMul grid."""
-    from test_graph import _UserSTN
+    from helpers_export import dynamo_export
 
-    torch.manual_seed(1)
-    model = _UserSTN().eval()
-    src = tmp_path / "dynamo.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(2, 1, 24, 24),), str(src), input_names=["img"], verbose=False)
+    model, src = dynamo_export(tmp_path / "dynamo.onnx")
     from stn_deploy.doctor import decomposed_grid_nodes
     from stn_deploy.native import rewrite_native
 
