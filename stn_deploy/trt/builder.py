@@ -273,43 +273,46 @@ def build_many(options_list: Sequence[BuildOptions], progress: ProgressCallback 
     """
     outcomes: list[BuildOutcome] = []
     worker: _Worker | None = None
-    try:
-        for options in options_list:
-            try:
-                job = _prepare(options)
-            except UserError as exc:
-                outcomes.append(BuildOutcome(options, None, str(exc)))
-                continue
-            if worker is None or worker.proc.poll() is not None:
-                if worker is not None:  # it crashed on the previous build: start afresh
-                    worker.kill()
-                worker = _Worker()
-            try:
-                # The engine and its sidecar are one unit: both renamed, or neither.
-                with atomic_paths(options.engine, options.sidecar) as (tmp, tmp_json):
-                    try:
-                        # Stopped by a signal: the worker goes first (newest clean-up), then the temps.
-                        with interrupts.on_abort(worker.kill):
-                            event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file),
-                                               progress)
-                    except BaseException:
-                        # Stop the worker before atomic_paths deletes the temporary engine, or
-                        # a worker still building could write it again.
+    # Stopped by a signal between builds too: no worker process or build log outlives us.
+    with interrupts.on_abort(lambda: worker.kill() if worker is not None else None):
+        try:
+            for options in options_list:
+                try:
+                    job = _prepare(options)
+                except UserError as exc:
+                    outcomes.append(BuildOutcome(options, None, str(exc)))
+                    continue
+                if worker is None or worker.proc.poll() is not None:
+                    if worker is not None:  # it crashed on the previous build: start afresh
                         worker.kill()
-                        raise
-                    if not event["ok"]:
-                        raise BuildError(event["error"])
-                    sidecar = _sidecar(options, job, event["info"], tmp)
-                    tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-            except UserError as exc:
-                outcomes.append(BuildOutcome(options, None, str(exc)))
-                continue
-            outcomes.append(BuildOutcome(options, BuildResult(
-                options.engine, options.sidecar, sidecar["build_seconds"], sidecar), None))
-    except BaseException:
-        if worker is not None:
-            worker.kill()
-        raise
+                    with interrupts.deferred():  # the worker and its log exist only once recorded
+                        worker = _Worker()
+                try:
+                    # The engine and its sidecar are one unit: both renamed, or neither.
+                    with atomic_paths(options.engine, options.sidecar) as (tmp, tmp_json):
+                        try:
+                            # Stopped by a signal: the worker goes first (newest clean-up), then the temps.
+                            with interrupts.on_abort(worker.kill):
+                                event = worker.run(dataclasses.replace(job, out=tmp, stderr=worker.stderr_file),
+                                                   progress)
+                        except BaseException:
+                            # Stop the worker before atomic_paths deletes the temporary engine, or
+                            # a worker still building could write it again.
+                            worker.kill()
+                            raise
+                        if not event["ok"]:
+                            raise BuildError(event["error"])
+                        sidecar = _sidecar(options, job, event["info"], tmp)
+                        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
+                except UserError as exc:
+                    outcomes.append(BuildOutcome(options, None, str(exc)))
+                    continue
+                outcomes.append(BuildOutcome(options, BuildResult(
+                    options.engine, options.sidecar, sidecar["build_seconds"], sidecar), None))
+        except BaseException:
+            if worker is not None:
+                worker.kill()
+            raise
     if worker is not None:
         worker.close()
     return outcomes
