@@ -100,8 +100,15 @@ def _demangle(names: list[str]) -> dict[str, str]:
 
 def short_name(demangled: str) -> str:
     """``gridSampleKernel<__half, 4, 2>`` from the full demangled signature."""
-    m = re.search(r"(\w+Kernel)<([^>]*)>", demangled)
-    return f"{m.group(1)}<{m.group(2)}>" if m else demangled.split("(")[0]
+    m = re.search(r"(\w+Kernel)<", demangled)
+    if not m:
+        return demangled.split("(")[0]
+    depth, i = 0, m.end() - 1  # the template arguments, nested ones included: balance the brackets
+    for i in range(m.end() - 1, len(demangled)):
+        depth += {"<": 1, ">": -1}.get(demangled[i], 0)
+        if depth == 0:
+            break
+    return re.sub(r">\s+>", ">>", demangled[m.start():i + 1])  # c++filt writes '> >'
 
 
 def resource_usage(cuobjdump: str, library: Path) -> list[dict]:
@@ -272,7 +279,12 @@ def roofline(loops_by_kernel: dict[str, dict]) -> list[dict]:
         for op, kname in (("fused", "affineGridSampleKernel"), ("grid", "gridSampleKernel")):
             for dtype, targ, elem, p in (("fp32", "float, 4, 1", 4, 1), ("fp16", "__half, 4, 2", 2, 2),
                                          ("bf16", "__nv_bfloat16, 4, 2", 2, 2)):
-                kernel = f"{kname}<{targ}>"
+                # The kernel the launcher picks for bilinear + zeros padding: its compile-time
+                # specialisation where one is built, else the generic kernel (older libraries).
+                fixed = "stn_deploy::math::FixedOptions<stn_deploy::math::Bilinear, stn_deploy::math::Zeros>"
+                candidates = [f"{kname}<{targ}, {fixed}>", f"{kname}<{targ}, stn_deploy::math::SampleOptions>",
+                              f"{kname}<{targ}>"]
+                kernel = next((k for k in candidates if k in loops_by_kernel), candidates[-1])
                 info = loops_by_kernel.get(kernel)
                 if info is None:
                     continue

@@ -28,10 +28,10 @@ __device__ __forceinline__ void loadTheta(cuda::CoordReader const& theta, int64_
 
 //! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16):
 //! base-grid points and their transforms in registers, then the shared sampler.
-template <typename T, int kRank, int P>
+template <typename T, int kRank, int P, typename Options>
 __global__ void __launch_bounds__(cuda::kTHREADS)
     affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out, StnSampleDesc d,
-        math::SampleOptions o, bool vectorStore)
+        Options o, bool vectorStore)
 {
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
         }
         T const* in = x + n * d.c * inPlane;
         T* o_ = out + n * d.c * outPlane;
-        cuda::sampleItem<T, kRank, P>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P, Options>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -81,8 +81,12 @@ struct Sampler
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, cuda::LaunchConfig<T>::P>)(
-            c.x, c.coord, c.out, c.d, c.o, c.vectorStore);
+        constexpr int P = cuda::LaunchConfig<T>::P;
+        cuda::withOptions<kRank>(c.o, [&](auto const o) {
+            using Options = std::remove_const_t<decltype(o)>;
+            STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options>)(
+                c.x, c.coord, c.out, c.d, o, c.vectorStore);
+        });
     }
 };
 

@@ -86,6 +86,45 @@ struct SampleOptions
     Semantics semantics;
 };
 
+// Mode and padding fixed at compile time: tag types, so that the kernels' specialisations are
+// told apart by name in the SASS (enum values would demangle as bare numbers).
+struct Bilinear
+{
+    static constexpr Interpolation kVALUE = Interpolation::kBILINEAR;
+};
+struct Nearest
+{
+    static constexpr Interpolation kVALUE = Interpolation::kNEAREST;
+};
+struct Bicubic
+{
+    static constexpr Interpolation kVALUE = Interpolation::kBICUBIC;
+};
+struct Zeros
+{
+    static constexpr Padding kVALUE = Padding::kZEROS;
+};
+struct Border
+{
+    static constexpr Padding kVALUE = Padding::kBORDER;
+};
+struct Reflection
+{
+    static constexpr Padding kVALUE = Padding::kREFLECTION;
+};
+
+//! SampleOptions whose mode and padding are constants: every function below that takes an
+//! `Options const&` folds its switches on them away (one instantiation of the same maths, no
+//! copy of it); alignCorners and semantics stay run-time values.
+template <typename Mode, typename Pad>
+struct FixedOptions
+{
+    static constexpr Interpolation interpolation = Mode::kVALUE;
+    static constexpr Padding padding = Pad::kVALUE;
+    bool alignCorners;
+    Semantics semantics;
+};
+
 // ---- float helpers that compile on both sides -------------------------------------------------
 #if defined(__CUDA_ARCH__)
 STN_HD float fFloor(float x) { return floorf(x); }
@@ -163,7 +202,8 @@ STN_HD float applyPadding(float x, int64_t size, Padding padding, bool alignCorn
 }
 
 //! Unnormalise + pad: the source coordinate of bilinear and nearest sampling.
-STN_HD float sourceCoordinate(float coord, int64_t size, SampleOptions const& o)
+template <typename Options>
+STN_HD float sourceCoordinate(float coord, int64_t size, Options const& o)
 {
     return applyPadding(unnormalize(coord, size, o.alignCorners, o.semantics), size, o.padding, o.alignCorners,
         o.semantics);
@@ -243,7 +283,8 @@ struct CubicAxis
 };
 
 //! u: unnormalised coordinate (no padding); returns false when it is non-finite.
-STN_HD bool makeCubicAxis(float u, int64_t size, SampleOptions const& o, CubicAxis& a)
+template <typename Options>
+STN_HD bool makeCubicAxis(float u, int64_t size, Options const& o, CubicAxis& a)
 {
     float const f = fFloor(u);
     cubicCoefficients(u - f, a.c);
@@ -425,9 +466,9 @@ STN_UNROLL
     }
 }
 
-template <int P, typename T, typename Writer>
+template <int P, typename T, typename Options, typename Writer>
 STN_HD void sample2d(T const* in, int64_t C, int64_t H, int64_t W, float const (&gx)[P], float const (&gy)[P],
-    SampleOptions const& o, Writer const& write)
+    Options const& o, Writer const& write)
 {
     int64_t const plane = H * W;
     switch (o.interpolation)
@@ -515,9 +556,9 @@ STN_UNROLL
     }
 }
 
-template <int P, typename T, typename Writer>
+template <int P, typename T, typename Options, typename Writer>
 STN_HD void sample3d(T const* in, int64_t C, int64_t D, int64_t H, int64_t W, float const (&gx)[P],
-    float const (&gy)[P], float const (&gz)[P], SampleOptions const& o, Writer const& write)
+    float const (&gy)[P], float const (&gz)[P], Options const& o, Writer const& write)
 {
     int64_t const plane = D * H * W;
     int64_t const slice = H * W;

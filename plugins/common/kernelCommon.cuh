@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include <string>
+#include <type_traits>
 
 //! `STN_LAUNCH(blocks, threads, sharedBytes, stream, kernel<T...>)(args...)`: every kernel launch
 //! goes through this one macro, so the same source compiles for nvcc (a <<<...>>> launch) and for
@@ -143,8 +144,8 @@ struct PositionsPerThread<float>
 //! Samples the P positions (pos, pos + 1) of one batch item (`in`: its input, `o_`: its output)
 //! at the coordinates (gx, gy[, gz]) for every channel and stores them: element stores for P = 1,
 //! PairWriter for P = 2. The tail of both kernels, inlined into each.
-template <typename T, int kRank, int P>
-__device__ __forceinline__ void sampleItem(T const* in, T* o_, StnSampleDesc const& d, math::SampleOptions const& o,
+template <typename T, int kRank, int P, typename Options>
+__device__ __forceinline__ void sampleItem(T const* in, T* o_, StnSampleDesc const& d, Options const& o,
     int64_t outPlane, int64_t pos, bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P],
     float const (&gz)[P])
 {
@@ -254,6 +255,28 @@ struct LaunchConfig
     {
     }
 };
+
+//! Calls launch(options) with mode and padding fixed at compile time where a specialisation is
+//! built - 4-D bilinear with zeros or border padding, what STNs use - else with the run-time
+//! options (every other combination: one generic kernel).
+template <int kRank, typename Launch>
+void withOptions(math::SampleOptions const& o, Launch const& launch)
+{
+    using math::Interpolation;
+    using math::Padding;
+    if constexpr (kRank == 4)
+    {
+        if (o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
+        {
+            return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics});
+        }
+        if (o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
+        {
+            return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics});
+        }
+    }
+    launch(o);
+}
 
 //! Launches Sampler::template launch<T, kRank>(LaunchConfig<T> const&, cudaStream_t) for the
 //! descriptor's X dtype and rank (4 or 5).

@@ -65,10 +65,19 @@ def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
+def _headers_digest() -> str:
+    """Digest of every header in the folders the sources include from (plugins/*/ and the shim)."""
+    h = hashlib.sha256()
+    for header in sorted(p for pattern in ("*/*.h", "*/*.cuh") for p in PLUGINS.glob(pattern)):
+        h.update(str(header.relative_to(PLUGINS)).encode() + b"\0" + header.read_bytes())
+    return h.hexdigest()
+
+
 def _compile(cxx: str, src: Path, obj_dir: Path, flags: list[str], text: str | None) -> Path:
     """Compile one source (``text`` replaces the file's contents, e.g. a mutant) unless cached."""
     body = text if text is not None else src.read_text()
-    key = hashlib.sha256((body + "\0" + " ".join(flags) + "\0" + cxx).encode()).hexdigest()[:16]
+    # The headers the source may include count too: a change to one must not reuse an object.
+    key = hashlib.sha256((body + "\0" + " ".join(flags) + "\0" + cxx + "\0" + _headers_digest()).encode()).hexdigest()[:16]
     obj = obj_dir / f"{src.stem}-{key}.o"
     if obj.exists():
         return obj

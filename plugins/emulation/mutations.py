@@ -48,6 +48,10 @@ class Mutation:
 
 
 MUTATIONS = (
+    Mutation("specialisation-wrong-padding", "common/kernelCommon.cuh",
+             "return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics});",
+             "return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics});",
+             "the compile-time specialisation of border padding launched with zeros padding"),
     Mutation("swapped-vector-halves", "common/kernelCommon.cuh",
              "__floats2half2_rn(a, b)", "__floats2half2_rn(b, a)",
              "the two fp16 positions of a thread stored in each other's place"),

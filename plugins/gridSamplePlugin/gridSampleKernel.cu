@@ -26,10 +26,10 @@ using cuda::CoordReader;
 //! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16).
 //! vectorStore: even plane and aligned output -> one vector store per channel and thread.
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
-template <typename T, int kRank, int P>
+template <typename T, int kRank, int P, typename Options>
 __global__ void __launch_bounds__(cuda::kTHREADS)
     gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, StnSampleDesc d,
-        math::SampleOptions o, bool vectorStore, bool vectorGrid)
+        Options o, bool vectorStore, bool vectorGrid)
 {
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
                 gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
             }
         }
-        cuda::sampleItem<T, kRank, P>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P, Options>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -87,8 +87,11 @@ struct Sampler
         constexpr int P = cuda::LaunchConfig<T>::P;
         bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.evenPlane
             && cuda::aligned(c.coord.p, 8 * P);
-        STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P>)(
-            c.x, c.coord, c.out, c.d, c.o, c.vectorStore, vectorGrid);
+        cuda::withOptions<kRank>(c.o, [&](auto const o) {
+            using Options = std::remove_const_t<decltype(o)>;
+            STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options>)(
+                c.x, c.coord, c.out, c.d, o, c.vectorStore, vectorGrid);
+        });
     }
 };
 
