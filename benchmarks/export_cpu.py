@@ -67,14 +67,9 @@ def _versions() -> dict:
 def _device() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from stn_deploy.bench.report import cpu_name
+
+    cpu = cpu_name()
     return {"kind": "cpu", "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_1min": os.getloadavg()[0]}
 

@@ -37,14 +37,9 @@ MIN_REQUESTS = 10_000
 
 
 def _device() -> dict:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from stn_deploy.bench.report import cpu_name
+
+    cpu = cpu_name()
     return {"kind": "cpu", "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}
 
 

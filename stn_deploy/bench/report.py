@@ -26,7 +26,7 @@ def environment() -> dict[str, Any]:
     from stn_deploy import __version__
 
     device: dict[str, Any] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
     }
@@ -50,7 +50,8 @@ def environment() -> dict[str, Any]:
     return {"device": device, "versions": versions}
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
