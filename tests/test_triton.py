@@ -6,6 +6,7 @@ killed mid-load and restarted, ``stn-deploy serve`` stopped by SIGTERM, no stray
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -342,6 +343,17 @@ def test_kill_mid_load_then_restart(repo, tmp_path):
     assert wait_gone(str(own)) == []
 
 
+@contextlib.contextmanager
+def _reaped(proc: subprocess.Popen):
+    """The process, killed on the way out if a failed assertion left it running."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @needs_server
 @pytest.mark.slow
 def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path):
@@ -351,8 +363,7 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
                                                                        os.environ.get("PYTHONPATH")]))}
     argv = [sys.executable, "-m", "stn_deploy.cli", "serve", str(repo), "--http-port", str(h),
             "--grpc-port", str(g), "--metrics-port", str(m), "--model", "stn-python"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with _reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)) as proc:
         lines = []
         for line in proc.stdout:
             lines.append(line)
@@ -363,27 +374,18 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
                         {"input": np.zeros((1, 1, 28, 28), np.float32)})["output"].shape == (1, 10)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0, err
     assert "stopped" in out
     assert wait_gone(str(repo)) == []
 
     # SIGTERM while the server is still starting: it is stopped too, exit 130.
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
+    with _reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)) as proc:
         deadline = time.monotonic() + 30
         while not any("tritonserver" in p for p in processes_mentioning(str(repo))):
             assert time.monotonic() < deadline and proc.poll() is None, "the server did not start"
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130 and "ready" not in out, (out, err)
     assert wait_gone(str(repo)) == []
 

@@ -58,27 +58,6 @@ size_t elementBytes(int32_t dtype)
     return dtype == STN_DTYPE_FLOAT32 ? 4 : 2;
 }
 
-//! Element i of a buffer of `dtype` as float (for messages and NaN checks).
-float loadFloat(void const* p, int32_t dtype, size_t i)
-{
-    if (dtype == STN_DTYPE_FLOAT32)
-    {
-        float v;
-        std::memcpy(&v, static_cast<char const*>(p) + 4 * i, 4);
-        return v;
-    }
-    uint16_t b;
-    std::memcpy(&b, static_cast<char const*>(p) + 2 * i, 2);
-    if (dtype == STN_DTYPE_FLOAT16)
-    {
-        return __half2float(__ushort_as_half(b));
-    }
-    uint32_t const u = uint32_t{b} << 16;
-    float v;
-    std::memcpy(&v, &u, 4);
-    return v;
-}
-
 uint32_t loadBits(void const* p, int32_t dtype, size_t i)
 {
     if (dtype == STN_DTYPE_FLOAT32)
@@ -90,6 +69,20 @@ uint32_t loadBits(void const* p, int32_t dtype, size_t i)
     uint16_t b;
     std::memcpy(&b, static_cast<char const*>(p) + 2 * i, 2);
     return b;
+}
+
+//! Element i of a buffer of `dtype` as float (for messages and NaN checks).
+float loadFloat(void const* p, int32_t dtype, size_t i)
+{
+    uint32_t const bits = loadBits(p, dtype, i);
+    if (dtype == STN_DTYPE_FLOAT16)
+    {
+        return __half2float(__ushort_as_half(static_cast<uint16_t>(bits)));
+    }
+    uint32_t const u = dtype == STN_DTYPE_FLOAT32 ? bits : bits << 16; // bf16: the high half of a float
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
 }
 
 void storeFloat(void* p, int32_t dtype, size_t i, float v)
