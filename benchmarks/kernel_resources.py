@@ -280,10 +280,11 @@ def roofline(loops_by_kernel: dict[str, dict]) -> list[dict]:
             for dtype, targ, elem, p in (("fp32", "float, 4, 1", 4, 1), ("fp16", "__half, 4, 2", 2, 2),
                                          ("bf16", "__nv_bfloat16, 4, 2", 2, 2)):
                 # The kernel the launcher picks for bilinear + zeros padding: its compile-time
-                # specialisation where one is built, else the generic kernel (older libraries).
+                # specialisation on 32-bit indices where one is built, else (older libraries) the
+                # specialisation on 64-bit indices or the generic kernel.
                 fixed = "stn_deploy::math::FixedOptions<stn_deploy::math::Bilinear, stn_deploy::math::Zeros>"
-                candidates = [f"{kname}<{targ}, {fixed}>", f"{kname}<{targ}, stn_deploy::math::SampleOptions>",
-                              f"{kname}<{targ}>"]
+                candidates = [f"{kname}<{targ}, {fixed}, int>", f"{kname}<{targ}, {fixed}>",
+                              f"{kname}<{targ}, stn_deploy::math::SampleOptions>", f"{kname}<{targ}>"]
                 kernel = next((k for k in candidates if k in loops_by_kernel), candidates[-1])
                 info = loops_by_kernel.get(kernel)
                 if info is None:

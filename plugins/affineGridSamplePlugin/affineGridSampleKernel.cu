@@ -14,64 +14,47 @@ namespace stn_deploy
 {
 namespace
 {
-using cuda::globalThread;
-using cuda::gridStride;
-
-__device__ __forceinline__ void loadTheta(cuda::CoordReader const& theta, int64_t n, int32_t count, float (&t)[12])
-{
-    STN_UNROLL
-    for (int32_t k = 0; k < 12; ++k)
-    {
-        t[k] = k < count ? theta[n * count + k] : 0.0f;
-    }
-}
-
 //! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16):
-//! base-grid points and their transforms in registers, then the shared sampler.
-template <typename T, int kRank, int P, typename Options>
-__global__ void __launch_bounds__(cuda::kTHREADS)
-    affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out, StnSampleDesc d,
-        Options o, bool vectorStore)
+//! base-grid points (the host-made axes: no division) and their transforms in registers, then the
+//! shared sampler. I: the index type (int32_t on the specialised path, int64_t on the generic one).
+template <typename T, int kRank, int P, typename Options, typename I>
+__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters<Options>::value)
+    affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
+        cuda::Geometry<I> geo, Options o, bool vectorStore)
 {
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    int64_t const inPlane = d.in_d * d.in_h * d.in_w;
-    int64_t const perItem = (outPlane + P - 1) / P;
-    int64_t const work = d.n * perItem;
-    bool const small = d.n * outPlane < (int64_t{1} << 31);
-    bool const ac = o.alignCorners;
-    int32_t const count = kRank == 5 ? 12 : (d.transform == 1 ? 9 : 6);
-    for (int64_t j = globalThread(); j < work; j += gridStride())
+    using Flat = typename cuda::Geometry<I>::Flat;
+    int32_t const count = kRank == 5 ? 12 : (geo.transform == 1 ? 9 : 6);
+    for (Flat j = cuda::globalThread<Flat>(); j < geo.work; j += cuda::gridStride<Flat>())
     {
-        int64_t n, k;
-        cuda::divMod(j, perItem, small, n, k);
-        int64_t const pos = k * P;
-        bool const second = P == 2 && pos + 1 < outPlane;
+        I n, k;
+        geo.split.item(j, n, k);
+        I const pos = k * P;
+        bool const second = P == 2 && pos + 1 < geo.outPlane;
         float t[12];
-        loadTheta(theta, n, count, t);
+        theta.row(n * count, count, t);
         float gx[P], gy[P], gz[P];
         STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t const q = (p == 0 || second) ? pos + p : pos; // past the plane's end: repeat the first
-            int64_t zh, w;
-            cuda::divMod(q, d.out_w, small, zh, w);
-            float const bx = math::baseCoordinate(w, d.out_w, ac);
+            I const q = (p == 0 || second) ? pos + p : pos; // past the plane's end: repeat the first
+            I zh, w;
+            geo.split.row(q, zh, w);
+            float const bx = geo.baseX.at(w);
             if (kRank == 4)
             {
-                math::transformPoint2d(t, d.transform == 1, bx, math::baseCoordinate(zh, d.out_h, ac), gx[p], gy[p]);
+                math::transformPoint2d(t, geo.transform == 1, bx, geo.baseY.at(zh), gx[p], gy[p]);
                 gz[p] = 0.0f;
             }
             else
             {
-                int64_t z, h;
-                cuda::divMod(zh, d.out_h, small, z, h);
-                math::transformPoint3d(t, bx, math::baseCoordinate(h, d.out_h, ac), math::baseCoordinate(z, d.out_d, ac),
-                    gx[p], gy[p], gz[p]);
+                I z, h;
+                geo.split.slice(zh, z, h);
+                math::transformPoint3d(t, bx, geo.baseY.at(h), geo.baseZ.at(z), gx[p], gy[p], gz[p]);
             }
         }
-        T const* in = x + n * d.c * inPlane;
-        T* o_ = out + n * d.c * outPlane;
-        cuda::sampleItem<T, kRank, P, Options>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
+        T const* in = x + static_cast<int64_t>(n) * geo.itemIn;
+        T* o_ = out + static_cast<int64_t>(n) * geo.itemOut;
+        cuda::sampleItem<T, kRank, P>(in, o_, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -81,11 +64,12 @@ struct Sampler
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        constexpr int P = cuda::LaunchConfig<T>::P;
-        cuda::withOptions<kRank>(c.o, [&](auto const o) {
+        cuda::withKernel<kRank>(c.o, c.index32, [&](auto const o, auto const index) {
             using Options = std::remove_const_t<decltype(o)>;
-            STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options>)(
-                c.x, c.coord, c.out, c.d, o, c.vectorStore);
+            using I = std::remove_const_t<decltype(index)>;
+            constexpr int P = cuda::PositionsPerThread<T, Options>::value;
+            STN_LAUNCH(c.template blocks<P>(), cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options, I>)(
+                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P), o, c.template vectorStore<P>());
         });
     }
 };

@@ -91,6 +91,9 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
     int32_t const nt = thetaSize(d);
     bool const ac = d.align_corners != 0;
     bool const projective = d.transform == 1;
+    auto const baseX = math::BaseAxis<int64_t>::make(d.out_w, ac);
+    auto const baseY = math::BaseAxis<int64_t>::make(d.out_h, ac);
+    auto const baseZ = math::BaseAxis<int64_t>::make(d.out_d, ac);
     parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
         int64_t cachedN = -1;
         float t[12] = {};
@@ -110,8 +113,8 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
             math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
             int64_t const w = pos % d.out_w;
             int64_t const h = (pos / d.out_w) % d.out_h;
-            float const bx = math::baseCoordinate(w, d.out_w, ac);
-            float const by = math::baseCoordinate(h, d.out_h, ac);
+            float const bx = baseX.at(w);
+            float const by = baseY.at(h);
             if (d.rank == 4)
             {
                 float gx[1], gy[1];
@@ -121,7 +124,7 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
             else
             {
                 int64_t const z = pos / (d.out_w * d.out_h);
-                float const bz = math::baseCoordinate(z, d.out_d, ac);
+                float const bz = baseZ.at(z);
                 float gx[1], gy[1], gz[1];
                 math::transformPoint3d(t, bx, by, bz, gx[0], gy[0], gz[0]);
                 math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);

@@ -45,8 +45,10 @@
 #endif
 #if defined(__CUDA_ARCH__)
 #define STN_UNROLL _Pragma("unroll")
+#define STN_NO_UNROLL _Pragma("unroll 1")
 #else
 #define STN_UNROLL
+#define STN_NO_UNROLL
 #endif
 
 namespace stn_deploy
@@ -132,23 +134,30 @@ STN_HD float fNearbyint(float x) { return nearbyintf(x); }
 STN_HD float fAbs(float x) { return fabsf(x); }
 STN_HD float fMod(float x, float y) { return fmodf(x, y); }
 STN_HD bool fIsFinite(float x) { return isfinite(x); }
+STN_HD float fFma(float a, float b, float c) { return fmaf(a, b, c); }
 #else
 STN_HD float fFloor(float x) { return std::floor(x); }
 STN_HD float fNearbyint(float x) { return std::nearbyint(x); }
 STN_HD float fAbs(float x) { return std::fabs(x); }
 STN_HD float fMod(float x, float y) { return std::fmod(x, y); }
 STN_HD bool fIsFinite(float x) { return std::isfinite(x); }
+STN_HD float fFma(float a, float b, float c) { return std::fma(a, b, c); }
 #endif
 STN_HD bool fIsNan(float x) { return x != x; }
 
 //! An index that is never inside a tensor (PyTorch uses -100 for the same purpose).
-constexpr int64_t kOUTSIDE = -100;
+constexpr int32_t kOUTSIDE = -100;
+
+//! Index arithmetic: I = int64_t (the CPU reference and the kernels' 64-bit path) or int32_t (the
+//! kernels' 32-bit path, chosen on the host when every offset fits). Both give the same results
+//! wherever the 32-bit path is taken.
 
 //! A floored/rounded float coordinate as an index; kOUTSIDE for NaN, inf or |x| >= 2^31
-//! (never undefined behaviour).
-STN_HD int64_t toIndex(float x)
+//! (never undefined behaviour, for either index type).
+template <typename I>
+STN_HD I toIndex(float x)
 {
-    return (x > -2147483648.0f && x < 2147483648.0f) ? static_cast<int64_t>(x) : kOUTSIDE;
+    return (x > -2147483648.0f && x < 2147483648.0f) ? static_cast<I>(x) : I{kOUTSIDE};
 }
 
 STN_HD float unnormalize(float coord, int64_t size, bool alignCorners, Semantics sem)
@@ -209,9 +218,16 @@ STN_HD float sourceCoordinate(float coord, int64_t size, Options const& o)
         o.semantics);
 }
 
-STN_HD bool inside(int64_t i, int64_t size)
+template <typename I>
+STN_HD bool inside(I i, I size)
 {
     return i >= 0 && i < size;
+}
+
+//! A mask that keeps every bit (the tap is read) or none (the tap reads 0).
+STN_HD uint32_t keepMask(bool valid)
+{
+    return valid ? 0xFFFFFFFFu : 0u;
 }
 
 // ---- bicubic (Keys, A = -0.75, as PyTorch) --------------------------------------------------------
@@ -238,53 +254,55 @@ STN_HD void cubicCoefficients(float t, float c[4])
 // ---- taps: where to read and with which weights, computed once per output position and reused
 // ---- for every channel. Indices are kOUTSIDE (or any out-of-range value) for taps that read 0.
 
-//! Linear (bilinear / trilinear) taps along one axis.
+//! Linear (bilinear / trilinear) taps along one axis, branch-free: both indices are clamped into
+//! the axis (a tap outside reads index 0, which exists whenever anything is sampled), and a mask
+//! per tap keeps or zeroes the value read. Adding a zeroed tap is exact: weights are finite and
+//! >= 0 and the accumulator starts at +0 (it is never -0), so acc + 0 * w = acc, where skipping
+//! the tap (PyTorch) leaves acc; a zero weight on an unmasked value would not be (0 * inf = NaN).
+template <typename I>
 struct LinearAxis
 {
-    int64_t i0, i1; // lower and upper index; validity checked against the size
+    I i0, i1;       // lower and upper index, clamped: always readable
+    uint32_t m0, m1; // keepMask of i0 and i1
     float w0, w1;   // weights of i0 and i1
 };
 
-//! Returns false when the coordinate is non-finite (after padding).
-STN_HD bool makeLinearAxis(float u, int64_t size, LinearAxis& a)
+//! Returns false when the coordinate is non-finite (after padding): no tap is read then.
+template <typename I>
+STN_HD bool makeLinearAxis(float u, I size, LinearAxis<I>& a)
 {
-    if (!fIsFinite(u))
-    {
-        a.i0 = a.i1 = kOUTSIDE;
-        a.w0 = a.w1 = 0.0f;
-        return false;
-    }
+    bool const finite = fIsFinite(u);
     float const f = fFloor(u);
-    int64_t const i = toIndex(f);
-    if (i == kOUTSIDE)
-    {
-        a.i0 = a.i1 = kOUTSIDE;
-        a.w0 = a.w1 = 0.0f;
-        return true;
-    }
-    a.i0 = inside(i, size) ? i : kOUTSIDE;
-    a.i1 = inside(i + 1, size) ? i + 1 : kOUTSIDE;
-    a.w0 = (f + 1.0f) - u; // (x_se - x), PyTorch's form
-    a.w1 = u - f;
-    return true;
+    I const i = finite ? toIndex<I>(f) : I{kOUTSIDE}; // kOUTSIDE (or 2^31 away) is outside any axis
+    bool const valid0 = inside(i, size);
+    bool const valid1 = i >= -1 && i < size - 1; // inside(i + 1, size), without the overflow of i + 1
+    a.i0 = valid0 ? i : I{0};
+    a.i1 = valid1 ? i + 1 : I{0};
+    a.m0 = keepMask(valid0);
+    a.m1 = keepMask(valid1);
+    a.w0 = finite ? (f + 1.0f) - u : 0.0f; // (x_se - x), PyTorch's form
+    a.w1 = finite ? u - f : 0.0f;
+    return finite;
 }
 
-STN_HD int64_t nearestIndex(float u, int64_t size)
+template <typename I>
+STN_HD I nearestIndex(float u, I size)
 {
-    int64_t const i = toIndex(fNearbyint(u));
-    return inside(i, size) ? i : kOUTSIDE;
+    I const i = toIndex<I>(fNearbyint(u));
+    return inside(i, size) ? i : I{kOUTSIDE};
 }
 
 //! Bicubic taps along one axis: four indices (padding applied per tap) and four weights.
+template <typename I>
 struct CubicAxis
 {
-    int64_t i[4];
+    I i[4];
     float c[4];
 };
 
 //! u: unnormalised coordinate (no padding); returns false when it is non-finite.
-template <typename Options>
-STN_HD bool makeCubicAxis(float u, int64_t size, Options const& o, CubicAxis& a)
+template <typename I, typename Options>
+STN_HD bool makeCubicAxis(float u, I size, Options const& o, CubicAxis<I>& a)
 {
     float const f = fFloor(u);
     cubicCoefficients(u - f, a.c);
@@ -292,8 +310,8 @@ STN_UNROLL
     for (int k = 0; k < 4; ++k)
     {
         float const tap = applyPadding(f - 1.0f + static_cast<float>(k), size, o.padding, o.alignCorners, o.semantics);
-        int64_t const idx = toIndex(tap);
-        a.i[k] = inside(idx, size) ? idx : kOUTSIDE;
+        I const idx = toIndex<I>(tap);
+        a.i[k] = inside(idx, size) ? idx : I{kOUTSIDE};
     }
     return fIsFinite(u);
 }
@@ -427,19 +445,43 @@ STN_HD __nv_bfloat16 fromFloat<__nv_bfloat16>(float v)
 }
 #endif
 
+//! v with its bits ANDed with a keepMask: v itself, or +0 (the branch-free read of a linear tap).
+STN_HD float keep(float v, uint32_t m)
+{
+    return bitsFloat(floatBits(v) & m);
+}
+STN_HD Half keep(Half v, uint32_t m)
+{
+    return Half{static_cast<uint16_t>(v.bits & m)};
+}
+STN_HD BFloat16 keep(BFloat16 v, uint32_t m)
+{
+    return BFloat16{static_cast<uint16_t>(v.bits & m)};
+}
+#if defined(__CUDACC__) || defined(STN_CUDA_HOST_EMULATION)
+STN_HD __half keep(__half v, uint32_t m)
+{
+    return __ushort_as_half(static_cast<unsigned short>(__half_as_ushort(v) & m));
+}
+STN_HD __nv_bfloat16 keep(__nv_bfloat16 v, uint32_t m)
+{
+    return __ushort_as_bfloat16(static_cast<unsigned short>(__bfloat16_as_ushort(v) & m));
+}
+#endif
+
 // ---- per-position samplers: taps once per position, then every channel -------------------------
 //
 // P output positions are sampled together (P = 1, or 2 for the vectorised 16-bit CUDA path);
 // `write(c, v)` receives the P values of channel c. in: [C, (D,) H, W] of one batch item.
 
 //! Writes P consecutive positions (pos, pos + 1, ...) of each channel plane, one element at a time.
-template <typename TOut, int P>
+template <typename TOut, int P, typename I = int64_t>
 struct PlaneWriter
 {
     TOut* out;
-    int64_t outPlane;
-    int64_t pos;
-    STN_HD void operator()(int64_t c, float const (&v)[P]) const
+    I outPlane;
+    I pos;
+    STN_HD void operator()(I c, float const (&v)[P]) const
     {
 STN_UNROLL
         for (int p = 0; p < P; ++p)
@@ -450,10 +492,10 @@ STN_UNROLL
 };
 
 //! Nearest: for every channel, the input at each position's offset in the plane (-1: outside, 0).
-template <int P, typename T, typename Writer>
-STN_HD void gatherNearest(T const* in, int64_t C, int64_t plane, int64_t const (&off)[P], Writer const& write)
+template <int P, typename I, typename T, typename Writer>
+STN_HD void gatherNearest(T const* in, I C, I plane, I const (&off)[P], Writer const& write)
 {
-    for (int64_t c = 0; c < C; ++c)
+    for (I c = 0; c < C; ++c)
     {
         T const* q = in + c * plane;
         float v[P];
@@ -466,75 +508,107 @@ STN_UNROLL
     }
 }
 
-template <int P, typename T, typename Options, typename Writer>
-STN_HD void sample2d(T const* in, int64_t C, int64_t H, int64_t W, float const (&gx)[P], float const (&gy)[P],
-    Options const& o, Writer const& write)
+template <int P, typename I, typename T, typename Options, typename Writer>
+STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float const (&gy)[P], Options const& o,
+    Writer const& write)
 {
-    int64_t const plane = H * W;
+    I const plane = H * W;
     switch (o.interpolation)
     {
     case Interpolation::kBILINEAR:
     {
-        LinearAxis ax[P], ay[P];
-        bool nanOut[P];
+        // Per position, once: the four taps' clamped offsets, masks and weights, and the start of
+        // the sum (+0, or NaN where the semantics give NaN for a non-finite coordinate: NaN + 0
+        // stays NaN). The channel loop is then straight-line code: load, mask, convert, FMA.
+        I off[P][4];
+        uint32_t mask[P][4];
+        float weight[P][4];
+        float start[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, ax[p])
-                & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, ay[p]);
-            nanOut[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D;
+            LinearAxis<I> a, b;
+            bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a)
+                & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
+            start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
+            off[p][0] = b.i0 * W + a.i0;
+            off[p][1] = b.i0 * W + a.i1;
+            off[p][2] = b.i1 * W + a.i0;
+            off[p][3] = b.i1 * W + a.i1;
+            mask[p][0] = b.m0 & a.m0;
+            mask[p][1] = b.m0 & a.m1;
+            mask[p][2] = b.m1 & a.m0;
+            mask[p][3] = b.m1 & a.m1;
+            weight[p][0] = a.w0 * b.w0;
+            weight[p][1] = a.w1 * b.w0;
+            weight[p][2] = a.w0 * b.w1;
+            weight[p][3] = a.w1 * b.w1;
         }
-        for (int64_t c = 0; c < C; ++c)
-        {
-            T const* q = in + c * plane;
+        auto const channel = [&](I c, T const* q) {
             float v[P];
 STN_UNROLL
             for (int p = 0; p < P; ++p)
             {
-                LinearAxis const& a = ax[p];
-                LinearAxis const& b = ay[p];
-                float acc = 0.0f;
-                if (b.i0 >= 0 && a.i0 >= 0) acc += toFloat(q[b.i0 * W + a.i0]) * (a.w0 * b.w0);
-                if (b.i0 >= 0 && a.i1 >= 0) acc += toFloat(q[b.i0 * W + a.i1]) * (a.w1 * b.w0);
-                if (b.i1 >= 0 && a.i0 >= 0) acc += toFloat(q[b.i1 * W + a.i0]) * (a.w0 * b.w1);
-                if (b.i1 >= 0 && a.i1 >= 0) acc += toFloat(q[b.i1 * W + a.i1]) * (a.w1 * b.w1);
-                v[p] = nanOut[p] ? quietNan() : acc;
+                float acc = start[p];
+STN_UNROLL
+                for (int k = 0; k < 4; ++k)
+                {
+                    acc += toFloat(keep(q[off[p][k]], mask[p][k])) * weight[p][k];
+                }
+                v[p] = acc;
             }
             write(c, v);
+        };
+        T const* q = in;
+        if constexpr (P == 1)
+        {
+            for (I c = 0; c < C; ++c, q += plane) // unrolled by the compiler
+            {
+                channel(c, q);
+            }
+        }
+        else
+        {
+            // Not unrolled: a second channel in flight would hold every tap's address twice.
+STN_NO_UNROLL
+            for (I c = 0; c < C; ++c, q += plane)
+            {
+                channel(c, q);
+            }
         }
         return;
     }
     case Interpolation::kNEAREST:
     {
-        int64_t off[P];
+        I off[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
-            int64_t const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
-            off[p] = (ix >= 0 && iy >= 0) ? iy * W + ix : -1;
+            I const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
+            I const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
+            off[p] = (ix >= 0 && iy >= 0) ? iy * W + ix : I{-1};
         }
         gatherNearest<P>(in, C, plane, off, write);
         return;
     }
     case Interpolation::kBICUBIC:
     {
-        CubicAxis ax[P], ay[P];
+        CubicAxis<I> ax[P], ay[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
             makeCubicAxis(unnormalize(gx[p], W, o.alignCorners, o.semantics), W, o, ax[p]);
             makeCubicAxis(unnormalize(gy[p], H, o.alignCorners, o.semantics), H, o, ay[p]);
         }
-        for (int64_t c = 0; c < C; ++c)
+        for (I c = 0; c < C; ++c)
         {
             T const* q = in + c * plane;
             float v[P];
 STN_UNROLL
             for (int p = 0; p < P; ++p)
             {
-                CubicAxis const& a = ax[p];
-                CubicAxis const& b = ay[p];
+                CubicAxis<I> const& a = ax[p];
+                CubicAxis<I> const& b = ay[p];
                 float rows[4];
 STN_UNROLL
                 for (int r = 0; r < 4; ++r)
@@ -556,45 +630,47 @@ STN_UNROLL
     }
 }
 
-template <int P, typename T, typename Options, typename Writer>
-STN_HD void sample3d(T const* in, int64_t C, int64_t D, int64_t H, int64_t W, float const (&gx)[P],
-    float const (&gy)[P], float const (&gz)[P], Options const& o, Writer const& write)
+template <int P, typename I, typename T, typename Options, typename Writer>
+STN_HD void sample3d(T const* in, I C, I D, I H, I W, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P],
+    Options const& o, Writer const& write)
 {
-    int64_t const plane = D * H * W;
-    int64_t const slice = H * W;
+    I const plane = D * H * W;
+    I const slice = H * W;
     switch (o.interpolation)
     {
     case Interpolation::kBILINEAR:
     {
-        LinearAxis ax[P], ay[P], az[P];
-        bool nanOut[P];
+        LinearAxis<I> ax[P], ay[P], az[P];
+        float start[P]; // as in sample2d
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
             bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, ax[p])
                 & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, ay[p])
                 & makeLinearAxis(sourceCoordinate(gz[p], D, o), D, az[p]);
-            nanOut[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D;
+            start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
         }
-        for (int64_t c = 0; c < C; ++c)
+        T const* q = in;
+        for (I c = 0; c < C; ++c, q += plane)
         {
-            T const* q = in + c * plane;
             float v[P];
 STN_UNROLL
             for (int p = 0; p < P; ++p)
             {
-                float acc = 0.0f;
+                float acc = start[p];
 STN_UNROLL
                 for (int k = 0; k < 8; ++k)
                 {
-                    int64_t const iz = (k & 4) ? az[p].i1 : az[p].i0;
-                    int64_t const iy = (k & 2) ? ay[p].i1 : ay[p].i0;
-                    int64_t const ix = (k & 1) ? ax[p].i1 : ax[p].i0;
+                    I const iz = (k & 4) ? az[p].i1 : az[p].i0;
+                    I const iy = (k & 2) ? ay[p].i1 : ay[p].i0;
+                    I const ix = (k & 1) ? ax[p].i1 : ax[p].i0;
+                    uint32_t const m = ((k & 4) ? az[p].m1 : az[p].m0) & ((k & 2) ? ay[p].m1 : ay[p].m0)
+                        & ((k & 1) ? ax[p].m1 : ax[p].m0);
                     float const w = ((k & 1) ? ax[p].w1 : ax[p].w0) * ((k & 2) ? ay[p].w1 : ay[p].w0)
                         * ((k & 4) ? az[p].w1 : az[p].w0);
-                    if (iz >= 0 && iy >= 0 && ix >= 0) acc += toFloat(q[iz * slice + iy * W + ix]) * w;
+                    acc += toFloat(keep(q[iz * slice + iy * W + ix], m)) * w;
                 }
-                v[p] = nanOut[p] ? quietNan() : acc;
+                v[p] = acc;
             }
             write(c, v);
         }
@@ -602,14 +678,14 @@ STN_UNROLL
     }
     case Interpolation::kNEAREST:
     {
-        int64_t off[P];
+        I off[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            int64_t const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
-            int64_t const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
-            int64_t const iz = nearestIndex(sourceCoordinate(gz[p], D, o), D);
-            off[p] = (ix >= 0 && iy >= 0 && iz >= 0) ? iz * slice + iy * W + ix : -1;
+            I const ix = nearestIndex(sourceCoordinate(gx[p], W, o), W);
+            I const iy = nearestIndex(sourceCoordinate(gy[p], H, o), H);
+            I const iz = nearestIndex(sourceCoordinate(gz[p], D, o), D);
+            off[p] = (ix >= 0 && iy >= 0 && iz >= 0) ? iz * slice + iy * W + ix : I{-1};
         }
         gatherNearest<P>(in, C, plane, off, write);
         return;
@@ -617,7 +693,7 @@ STN_UNROLL
     case Interpolation::kBICUBIC:
     {
         // Rejected before any launch (PyTorch has no 3-D bicubic); write zeros, never read.
-        for (int64_t c = 0; c < C; ++c)
+        for (I c = 0; c < C; ++c)
         {
             float v[P];
 STN_UNROLL
@@ -634,21 +710,56 @@ STN_UNROLL
 
 // ---- the fused op: base grid (as torch.nn.functional.affine_grid) and the transform -------------
 
-//! Base-grid coordinate i of n along one axis, exactly as affine_grid's linspace (float).
-STN_HD float baseCoordinate(int64_t i, int64_t n, bool alignCorners)
+//! One axis of affine_grid's base grid: point i of torch.linspace(-1, 1, n) in float, times
+//! (n - 1) / n when !alignCorners. Made once per axis (on the host for the kernels), so that a
+//! point costs no division: the step 2 / (n - 1) and 1 / n are IEEE quotients computed in make();
+//! the per-point (v * (n - 1)) / n is q = a * (1 / n) plus one residual correction (Markstein:
+//! with 1 / n correctly rounded and q within an ulp, the residual a - q * n is exact in an FMA and
+//! q + residual * (1 / n) is the correctly rounded quotient), i.e. the division, bit for bit. The
+//! product alone is wrong in about a quarter of the points; the emulation's units suite checks
+//! every point of every n <= 4096 and samples beyond against the division.
+template <typename I>
+struct BaseAxis
 {
-    if (n <= 1)
+    I half;           //!< n / 2: points below count from -1, the others from +1 (as linspace)
+    I last;           //!< n - 1
+    float step;       //!< 2 / (n - 1)
+    float scale;      //!< n - 1 (the !alignCorners numerator factor)
+    float size;       //!< n
+    float reciprocal; //!< 1 / n
+    bool single;      //!< n <= 1: the one point is 0
+    bool alignCorners;
+
+    static STN_HD BaseAxis make(I n, bool alignCorners)
     {
-        return 0.0f;
+        BaseAxis a{};
+        a.single = n <= 1;
+        a.alignCorners = alignCorners;
+        a.half = n / 2;
+        a.last = n - 1;
+        a.scale = static_cast<float>(n - 1);
+        a.size = static_cast<float>(n);
+        a.step = a.single ? 0.0f : 2.0f / a.scale;
+        a.reciprocal = a.single ? 0.0f : 1.0f / a.size;
+        return a;
     }
-    float const step = 2.0f / static_cast<float>(n - 1);
-    float v = (i < n / 2) ? -1.0f + step * static_cast<float>(i) : 1.0f - step * static_cast<float>(n - 1 - i);
-    if (!alignCorners)
+
+    STN_HD float at(I i) const
     {
-        v = (v * static_cast<float>(n - 1)) / static_cast<float>(n);
+        if (single)
+        {
+            return 0.0f;
+        }
+        float v = (i < half) ? -1.0f + step * static_cast<float>(i) : 1.0f - step * static_cast<float>(last - i);
+        if (!alignCorners)
+        {
+            float const a = v * scale;
+            float const q = a * reciprocal;
+            v = fFma(fFma(-q, size, a), reciprocal, q);
+        }
+        return v;
     }
-    return v;
-}
+};
 
 //! 2-D affine ([2,3], row-major) or projective ([3,3]) transform of a base point.
 STN_HD void transformPoint2d(float const* t, bool projective, float x, float y, float& gx, float& gy)

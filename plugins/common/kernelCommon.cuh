@@ -35,6 +35,19 @@ namespace cuda
 
 constexpr int kTHREADS = 256;
 
+//! The register cap of a kernel (__maxnreg__): 64 for the specialised kernels (4 blocks of 256 per
+//! SM), 96 for the generic ones, whose bicubic paths would otherwise take 100-150.
+template <typename Options>
+struct MaxRegisters
+{
+    static constexpr int value = 64;
+};
+template <>
+struct MaxRegisters<math::SampleOptions>
+{
+    static constexpr int value = 96;
+};
+
 //! Number of blocks for a grid-stride loop over `work` items.
 inline unsigned int blocksFor(int64_t work)
 {
@@ -42,18 +55,21 @@ inline unsigned int blocksFor(int64_t work)
     return static_cast<unsigned int>(b < 1 ? 1 : (b > (int64_t{1} << 30) ? (int64_t{1} << 30) : b));
 }
 
-__device__ __forceinline__ int64_t globalThread()
+//! The flat index of this thread and the grid's stride, in the launch's thread-index type.
+template <typename Flat>
+__device__ __forceinline__ Flat globalThread()
 {
-    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    return static_cast<Flat>(blockIdx.x) * blockDim.x + threadIdx.x;
 }
 
-__device__ __forceinline__ int64_t gridStride()
+template <typename Flat>
+__device__ __forceinline__ Flat gridStride()
 {
-    return static_cast<int64_t>(gridDim.x) * blockDim.x;
+    return static_cast<Flat>(gridDim.x) * blockDim.x;
 }
 
 //! q = a / b, r = a % b for a, b >= 0; 32-bit arithmetic when `small` (everything < 2^31), which
-//! is several times cheaper than the emulated 64-bit division.
+//! is several times cheaper than the emulated 64-bit division. The 64-bit path's splitter.
 __device__ __forceinline__ void divMod(int64_t a, int64_t b, bool small, int64_t& q, int64_t& r)
 {
     if (small)
@@ -69,6 +85,123 @@ __device__ __forceinline__ void divMod(int64_t a, int64_t b, bool small, int64_t
     }
 }
 
+//! x / d and x % d for 0 <= x < 2^31, 1 <= d < 2^31, with no division instruction: a multiply-high,
+//! an add and a shift by constants made once on the host (Granlund & Montgomery, "Division by
+//! invariant integers using multiplication", 1994, the round-up method: l = ceil(log2 d),
+//! m = floor(2^32 (2^l - d) / d) + 1, x / d = (mulhi(m, x) + x) >> l; the sum cannot overflow as
+//! x < 2^31). The 32-bit path's splitter; the emulation's units suite checks it against / and %.
+struct FastDivmod
+{
+    uint32_t divisor;
+    uint32_t multiplier;
+    uint32_t shift;
+
+    static FastDivmod make(uint32_t d)
+    {
+        uint32_t l = 0;
+        while ((uint64_t{1} << l) < d)
+        {
+            ++l;
+        }
+        uint64_t const m = ((uint64_t{1} << 32) * ((uint64_t{1} << l) - d)) / d + 1;
+        return FastDivmod{d, static_cast<uint32_t>(m), l};
+    }
+    __host__ __device__ __forceinline__ uint32_t div(uint32_t x) const
+    {
+        uint32_t const t = static_cast<uint32_t>((static_cast<uint64_t>(x) * multiplier) >> 32);
+        return (t + x) >> shift;
+    }
+    template <typename I>
+    __host__ __device__ __forceinline__ void operator()(uint32_t x, I& q, I& r) const
+    {
+        uint32_t const qu = div(x);
+        q = static_cast<I>(qu);
+        r = static_cast<I>(x - qu * divisor);
+    }
+};
+
+//! Splits the flat thread index into (batch item, position group) and a position into (row,
+//! column) and a row index into (slice, row): 32-bit with FastDivmod where the host found every
+//! offset below 2^31 (I = int32_t), else 64-bit (I = int64_t, 32-bit divisions when `small`).
+template <typename I>
+struct Split;
+
+template <>
+struct Split<int32_t>
+{
+    FastDivmod perItem, outW, outH;
+    __device__ __forceinline__ void item(uint32_t j, int32_t& n, int32_t& k) const { perItem(j, n, k); }
+    __device__ __forceinline__ void row(int32_t q, int32_t& zh, int32_t& w) const { outW(static_cast<uint32_t>(q), zh, w); }
+    __device__ __forceinline__ void slice(int32_t zh, int32_t& z, int32_t& h) const
+    {
+        outH(static_cast<uint32_t>(zh), z, h);
+    }
+};
+
+template <>
+struct Split<int64_t>
+{
+    int64_t perItem, outW, outH;
+    bool small; //!< n * outPlane < 2^31: 32-bit divisions
+    __device__ __forceinline__ void item(int64_t j, int64_t& n, int64_t& k) const { divMod(j, perItem, small, n, k); }
+    __device__ __forceinline__ void row(int64_t q, int64_t& zh, int64_t& w) const { divMod(q, outW, small, zh, w); }
+    __device__ __forceinline__ void slice(int64_t zh, int64_t& z, int64_t& h) const { divMod(zh, outH, small, z, h); }
+};
+
+//! The shape of a launch in the kernels' index type I, with what every thread would otherwise
+//! derive from it made once on the host: strides, the work, the splitters, the base-grid axes.
+template <typename I>
+struct Geometry
+{
+    using Flat = std::conditional_t<std::is_same<I, int32_t>::value, uint32_t, int64_t>; //!< thread index
+    I c, inD, inH, inW;
+    I outPlane;        //!< out_d * out_h * out_w
+    I itemIn, itemOut; //!< c * in plane, c * outPlane: the batch stride of X and of the output
+    Flat work;         //!< n * position groups per item
+    int32_t transform; //!< fused: 0 affine, 1 projective
+    Split<I> split;
+    math::BaseAxis<I> baseX, baseY, baseZ; //!< fused: the output's base grid
+
+    static Geometry make(StnSampleDesc const& d, int positionsPerThread)
+    {
+        int64_t const outPlane = d.out_d * d.out_h * d.out_w;
+        int64_t const perItem = (outPlane + positionsPerThread - 1) / positionsPerThread;
+        bool const ac = d.align_corners != 0;
+        Geometry g{};
+        g.c = static_cast<I>(d.c);
+        g.inD = static_cast<I>(d.in_d);
+        g.inH = static_cast<I>(d.in_h);
+        g.inW = static_cast<I>(d.in_w);
+        g.outPlane = static_cast<I>(outPlane);
+        g.itemIn = static_cast<I>(d.c * d.in_d * d.in_h * d.in_w);
+        g.itemOut = static_cast<I>(d.c * outPlane);
+        g.work = static_cast<Flat>(d.n * perItem);
+        g.transform = d.transform;
+        if constexpr (std::is_same<I, int32_t>::value)
+        {
+            g.split = Split<I>{FastDivmod::make(static_cast<uint32_t>(perItem)),
+                FastDivmod::make(static_cast<uint32_t>(d.out_w)), FastDivmod::make(static_cast<uint32_t>(d.out_h))};
+        }
+        else
+        {
+            g.split = Split<I>{perItem, d.out_w, d.out_h, d.n * outPlane < (int64_t{1} << 31)};
+        }
+        g.baseX = math::BaseAxis<I>::make(static_cast<I>(d.out_w), ac);
+        g.baseY = math::BaseAxis<I>::make(static_cast<I>(d.out_h), ac);
+        g.baseZ = math::BaseAxis<I>::make(static_cast<I>(d.out_d), ac);
+        return g;
+    }
+};
+
+//! Whether a launch can take the 32-bit path: every element offset within an item (X, output),
+//! every grid offset and the thread count below 2^31 (batch offsets are formed in 64 bits).
+inline bool fitsIndex32(StnSampleDesc const& d)
+{
+    int64_t const limit = int64_t{1} << 31;
+    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
+    return d.c * d.in_d * d.in_h * d.in_w < limit && d.c * outPlane < limit && d.n * outPlane * (d.rank - 2) < limit;
+}
+
 //! Reads grid / theta elements of a runtime dtype (float32 or the 16-bit dtype of X) as float.
 //! A runtime switch (uniform across the grid) instead of a template parameter halves the number
 //! of kernel instantiations, i.e. the build time.
@@ -77,7 +210,8 @@ struct CoordReader
     void const* p;
     int32_t dtype; // STN_DTYPE_*
 
-    __device__ __forceinline__ float operator[](int64_t i) const
+    template <typename I>
+    __device__ __forceinline__ float operator[](I i) const
     {
         switch (dtype)
         {
@@ -87,22 +221,45 @@ struct CoordReader
         }
         return 0.0f; // unreachable: validateDesc admits only the three dtypes
     }
+
+    //! t[k] = element first + k for k < count, 0 beyond: one switch for the whole row (theta).
+    template <typename I>
+    __device__ __forceinline__ void row(I first, int32_t count, float (&t)[12]) const
+    {
+        switch (dtype)
+        {
+        case STN_DTYPE_FLOAT16: rowAs(static_cast<__half const*>(p) + first, count, t); return;
+        case STN_DTYPE_BFLOAT16: rowAs(static_cast<__nv_bfloat16 const*>(p) + first, count, t); return;
+        case STN_DTYPE_FLOAT32: rowAs(static_cast<float const*>(p) + first, count, t); return;
+        }
+    }
+    template <typename E>
+    static __device__ __forceinline__ void rowAs(E const* e, int32_t count, float (&t)[12])
+    {
+        STN_UNROLL
+        for (int32_t k = 0; k < 12; ++k)
+        {
+            t[k] = k < count ? math::toFloat(__ldg(e + k)) : 0.0f;
+        }
+    }
 };
 
 //! Stores the P = 2 outputs of one thread: one 4/8-byte vector store (float2 / __half2 /
 //! __nv_bfloat162) when the plane size is even and the output aligned, else element stores
 //! (the second one only when it exists, at the end of an odd plane).
-template <typename T>
+template <typename T, typename I>
 struct PairWriter
 {
     T* out;
-    int64_t outPlane;
-    int64_t pos;
+    I outPlane;
+    I pos;
     bool vector;
     bool second;
-    __device__ __forceinline__ void operator()(int64_t c, float const (&v)[2]) const
+    __device__ __forceinline__ void operator()(I c, float const (&v)[2]) const
     {
-        T* p = out + c * outPlane + pos;
+        // c, outPlane, pos >= 0: unsigned, so the address is one wide multiply-add (no sign extension).
+        T* p = out + static_cast<uint64_t>(static_cast<std::make_unsigned_t<I>>(c)) * static_cast<std::make_unsigned_t<I>>(outPlane)
+            + static_cast<std::make_unsigned_t<I>>(pos);
         if (vector)
         {
             storePair(p, v[0], v[1]);
@@ -128,49 +285,44 @@ struct PairWriter
     }
 };
 
-//! Positions per thread: 1 for fp32 (4-byte stores already fill a warp's 128-byte segment),
-//! 2 for fp16/bf16 (vectorised 4-byte stores). One kernel per (dtype, rank) keeps the build short.
-template <typename T>
+//! Positions per thread of the specialised kernels: 1 for fp32 (4-byte stores already fill a
+//! warp's 128-byte segment), 2 for fp16/bf16 (vectorised 4-byte stores); 1 for every generic
+//! kernel (its bicubic taps for two positions would not fit in 96 registers).
+template <typename T, typename Options>
 struct PositionsPerThread
 {
-    static constexpr int value = 2;
-};
-template <>
-struct PositionsPerThread<float>
-{
-    static constexpr int value = 1;
+    static constexpr int value = std::is_same<T, float>::value || std::is_same<Options, math::SampleOptions>::value ? 1 : 2;
 };
 
 //! Samples the P positions (pos, pos + 1) of one batch item (`in`: its input, `o_`: its output)
 //! at the coordinates (gx, gy[, gz]) for every channel and stores them: element stores for P = 1,
 //! PairWriter for P = 2. The tail of both kernels, inlined into each.
-template <typename T, int kRank, int P, typename Options>
-__device__ __forceinline__ void sampleItem(T const* in, T* o_, StnSampleDesc const& d, Options const& o,
-    int64_t outPlane, int64_t pos, bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P],
-    float const (&gz)[P])
+template <typename T, int kRank, int P, typename Options, typename I>
+__device__ __forceinline__ void sampleItem(T const* in, T* o_, Geometry<I> const& g, Options const& o, I pos,
+    bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P])
 {
     if constexpr (P == 1)
     {
-        math::PlaneWriter<T, 1> const write{o_, outPlane, pos};
+        math::PlaneWriter<T, 1, I> const write{o_, g.outPlane, pos};
         if (kRank == 4)
         {
-            math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            math::sample2d<1>(in, g.c, g.inH, g.inW, gx, gy, o, write);
         }
         else
         {
-            math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            math::sample3d<1>(in, g.c, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
         }
     }
     else
     {
-        PairWriter<T> const write{o_, outPlane, pos, vectorStore, second};
+        PairWriter<T, I> const write{o_, g.outPlane, pos, vectorStore, second};
         if (kRank == 4)
         {
-            math::sample2d<2>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+            math::sample2d<2>(in, g.c, g.inH, g.inW, gx, gy, o, write);
         }
         else
         {
-            math::sample3d<2>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+            math::sample3d<2>(in, g.c, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
         }
     }
 }
@@ -226,18 +378,16 @@ void dispatchTypes(StnSampleDesc const& d, F&& f)
     }
 }
 
-//! What a launch of one dtype T needs, computed once for both launchers: positions per thread,
-//! the maths options, the output plane size, the vector-store flag and the block count.
+//! What a launch of one dtype T needs, computed once for both launchers: the maths options, the
+//! output plane size, whether the 32-bit path may run, and per positions-per-thread P the block
+//! count and whether outputs go out in vector stores.
 template <typename T>
 struct LaunchConfig
 {
-    static constexpr int P = PositionsPerThread<T>::value;
     StnSampleDesc const& d;
     math::SampleOptions o;
     int64_t outPlane;
-    bool evenPlane;   //!< outPlane % P == 0
-    bool vectorStore; //!< P == 2, even plane and aligned output: one vector store per channel and thread
-    unsigned int blocks;
+    bool index32; //!< fitsIndex32: the specialised kernels may run
     T const* x;
     CoordReader coord; //!< grid or theta
     T* out;
@@ -246,36 +396,51 @@ struct LaunchConfig
         : d(desc)
         , o(sampleOptions(desc, /*cuda=*/true))
         , outPlane(desc.out_d * desc.out_h * desc.out_w)
-        , evenPlane(outPlane % P == 0)
-        , vectorStore(P == 2 && evenPlane && aligned(outp, P * sizeof(T)))
-        , blocks(blocksFor(desc.n * ((outPlane + P - 1) / P)))
+        , index32(fitsIndex32(desc))
         , x(static_cast<T const*>(xp))
         , coord{coordp, desc.coord_dtype}
         , out(static_cast<T*>(outp))
     {
     }
+    template <int P>
+    bool evenPlane() const
+    {
+        return outPlane % P == 0;
+    }
+    //! P == 2, even plane and aligned output: one vector store per channel and thread.
+    template <int P>
+    bool vectorStore() const
+    {
+        return P == 2 && evenPlane<P>() && aligned(out, P * sizeof(T));
+    }
+    template <int P>
+    unsigned int blocks() const
+    {
+        return blocksFor(d.n * ((outPlane + P - 1) / P));
+    }
 };
 
-//! Calls launch(options) with mode and padding fixed at compile time where a specialisation is
-//! built - 4-D bilinear with zeros or border padding, what STNs use - else with the run-time
-//! options (every other combination: one generic kernel).
+//! Calls launch(options, index) with the kernel's options and index type (`index` is a value of it):
+//! mode and padding fixed at compile time and 32-bit indices where such a specialisation is built
+//! - 4-D bilinear with zeros or border padding, what STNs use, when every offset fits 32 bits -
+//! else the run-time options and 64-bit indices (every other case: one generic kernel).
 template <int kRank, typename Launch>
-void withOptions(math::SampleOptions const& o, Launch const& launch)
+void withKernel(math::SampleOptions const& o, bool index32, Launch const& launch)
 {
     using math::Interpolation;
     using math::Padding;
     if constexpr (kRank == 4)
     {
-        if (o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
+        if (index32 && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
         {
-            return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics});
+            return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics}, int32_t{});
         }
-        if (o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
+        if (index32 && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
         {
-            return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics});
+            return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics}, int32_t{});
         }
     }
-    launch(o);
+    launch(o, int64_t{});
 }
 
 //! Launches Sampler::template launch<T, kRank>(LaunchConfig<T> const&, cudaStream_t) for the

@@ -65,32 +65,28 @@ def compiler() -> str | None:
     return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
 
-def _headers_digest() -> str:
-    """Digest of every header in the folders the sources include from (plugins/*/ and the shim)."""
+def _headers_digest(root: Path) -> str:
+    """Digest of every header in the folders the sources include from (``root/*/`` and the shim)."""
     h = hashlib.sha256()
-    for header in sorted(p for pattern in ("*/*.h", "*/*.cuh") for p in PLUGINS.glob(pattern)):
-        h.update(str(header.relative_to(PLUGINS)).encode() + b"\0" + header.read_bytes())
+    for header in sorted(p for pattern in ("*/*.h", "*/*.cuh") for p in root.glob(pattern)):
+        h.update(str(header.relative_to(root)).encode() + b"\0" + header.read_bytes())
     return h.hexdigest()
 
 
-def _compile(cxx: str, src: Path, obj_dir: Path, flags: list[str], text: str | None) -> Path:
-    """Compile one source (``text`` replaces the file's contents, e.g. a mutant) unless cached."""
-    body = text if text is not None else src.read_text()
-    # The headers the source may include count too: a change to one must not reuse an object.
-    key = hashlib.sha256((body + "\0" + " ".join(flags) + "\0" + cxx + "\0" + _headers_digest()).encode()).hexdigest()[:16]
+def _compile(cxx: str, root: Path, rel: str, obj_dir: Path, flags: list[str]) -> Path:
+    """Compile ``root/rel`` unless cached (the key: its text, the flags - which name ``root`` -, the
+    compiler and every header under ``root``, so a header change never reuses an object)."""
+    src = root / rel
+    key = hashlib.sha256((src.read_text() + "\0" + " ".join(flags) + "\0" + cxx + "\0" + _headers_digest(root))
+                         .encode()).hexdigest()[:16]
     obj = obj_dir / f"{src.stem}-{key}.o"
     if obj.exists():
         return obj
     tmp = f"{obj}.{os.getpid()}.{threading.get_ident()}.tmp"  # concurrent builds may share the cache
-    cmd = [cxx, *flags, "-c", "-o", tmp]
-    if text is not None:
-        # A mutant: compiled from stdin, with the original's folder first on the include path.
-        cmd += ["-I", str(src.parent), "-x", "c++", "-"]
-    else:
-        cmd += (["-x", "c++"] if src.suffix == ".cu" else []) + [str(src)]
-    proc = subprocess.run(cmd, input=body if text is not None else None, capture_output=True, text=True)
+    cmd = [cxx, *flags, "-c", "-o", tmp, *(["-x", "c++"] if src.suffix == ".cu" else []), str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise BuildError(f"{src.relative_to(PLUGINS)}: {proc.stderr.strip()[-4000:]}")
+        raise BuildError(f"{rel}: {proc.stderr.strip()[-4000:]}")
     os.replace(tmp, obj)
     return obj
 
@@ -102,7 +98,7 @@ def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, 
     Args:
         out_dir: build folder (object cache and the driver).
         defines: extra ``-D`` flags for every source.
-        replacements: path (relative to ``plugins/``) of a source or a ``common/`` header ->
+        replacements: path (relative to ``plugins/``) of a source or a header ->
             text to compile instead of the file (the mutation check's mutants). The driver is
             named after the hash of its objects, so each mutant gets its own.
         jobs: parallel compiler processes.
@@ -120,25 +116,39 @@ def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, 
     out_dir = Path(out_dir)
     obj_dir = out_dir / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
-    includes = [f"-I{PLUGINS / d}" for d in INCLUDE_DIRS]
-    headers = {k: v for k, v in replacements.items() if not k.endswith((".cu", ".cpp"))}
-    if headers:
-        # Mutated headers shadow the originals: their folder comes first on the include path.
-        # (Sources that sit beside a header include it by "" from their own folder: keep mutated
-        # headers to common/, which no source shares a folder with but cpuReference/sampleDesc.)
-        tag = hashlib.sha256(repr(sorted(headers.items())).encode()).hexdigest()[:12]
-        shadow = out_dir / f"headers-{tag}"
-        shadow.mkdir(parents=True, exist_ok=True)
-        for rel, text in headers.items():
-            (shadow / Path(rel).name).write_text(text)
-        includes.insert(0, f"-I{shadow}")
-    base = [*CXXFLAGS, *SANITIZERS, *defines, *includes, "-isystem", str(cuda_inc)]
-    emulated = [*base, "-DSTN_CUDA_HOST_EMULATION=1", "-include", str(EMULATION / "cudaHostShim.h")]
-    sources = {k: v for k, v in replacements.items() if k.endswith((".cu", ".cpp"))}
-    work = [(PLUGINS / s, emulated) for s in EMULATED_SOURCES] + [(PLUGINS / s, base) for s in HOST_SOURCES]
+    root = PLUGINS
+    if replacements:
+        # A mutant: a copy of the source folders with the replacements applied, compiled from there,
+        # so that every #include "..." - also one resolved beside the including file, which comes
+        # before any -I folder - sees the mutated file.
+        tag = hashlib.sha256(repr(sorted(replacements.items())).encode()).hexdigest()[:12]
+        root = out_dir / f"tree-{tag}"
+        if not root.exists():
+            tmp_root = Path(f"{root}.{os.getpid()}.{threading.get_ident()}.tmp")
+            for folder in INCLUDE_DIRS:
+                shutil.copytree(PLUGINS / folder, tmp_root / folder, dirs_exist_ok=True)
+            for rel, text in replacements.items():
+                if not (PLUGINS / rel).is_file():
+                    raise BuildError(f"replacement for {rel}: no such source")
+                (tmp_root / rel).write_text(text)
+            try:
+                os.replace(tmp_root, root)
+            except OSError:  # a concurrent build made the same tree
+                shutil.rmtree(tmp_root, ignore_errors=True)
+    headers_replaced = any(not rel.endswith((".cu", ".cpp")) for rel in replacements)
+
+    def job(rel: str, emulated: bool) -> tuple[Path, str, list[str]]:
+        # A source compiles from the mutant's tree when it is replaced or a header is, else from
+        # plugins/ (its object then cached across mutants).
+        tree = root if headers_replaced or rel in replacements else PLUGINS
+        flags = [*CXXFLAGS, *SANITIZERS, *defines, *(f"-I{tree / d}" for d in INCLUDE_DIRS), "-isystem", str(cuda_inc)]
+        if emulated:
+            flags += ["-DSTN_CUDA_HOST_EMULATION=1", "-include", str(tree / "emulation" / "cudaHostShim.h")]
+        return tree, rel, flags
+
+    work = [job(rel, True) for rel in EMULATED_SOURCES] + [job(rel, False) for rel in HOST_SOURCES]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(_compile, cxx, src, obj_dir, flags, sources.get(str(src.relative_to(PLUGINS))))
-                   for src, flags in work]
+        futures = [pool.submit(_compile, cxx, tree, rel, obj_dir, flags) for tree, rel, flags in work]
         objects = [f.result() for f in futures]
     tag = hashlib.sha256("".join(sorted(o.name for o in objects)).encode()).hexdigest()[:12]
     exe = out_dir / f"stn_emulation_test-{tag}"

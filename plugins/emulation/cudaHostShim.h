@@ -49,6 +49,9 @@ inline T __ldg(T const* p)
 }
 
 // CUDA's headers define the execution-space keywords as nothing for a host compiler, but not this one.
+// ...and __maxnreg__ as an attribute g++ does not know.
+#undef __maxnreg__
+#define __maxnreg__(...)
 #ifndef __launch_bounds__
 #define __launch_bounds__(...)
 #endif

@@ -12,6 +12,10 @@
  *           (some blocks), sampled outputs checked, the rest of the touched items left unwritten
  *   errors  the C API's CUDA error reporting (no device, old driver, sticky fault, bad geometry)
  *   shim    the emulation itself: __syncthreads phases, __shared__, warp shuffles / ballot
+ *   units   the kernels' division-free arithmetic against the divisions it replaces: the base-grid
+ *           axis (every point of every n <= 4096, sampled n up to 2^31 - 1) and the multiply-high
+ *           divisor (every divisor <= 4096 at sampled and boundary dividends, sampled divisors up to
+ *           2^31 - 1) - the CPU reference shares the axis code, so this is its only oracle
  * Every output starts as a sentinel that no sampled value can produce, so an unwritten output is
  * a mismatch. Equal means the same bits, or NaN on both sides (the payload of a NaN differs
  * between CUDA's and the reference's float -> half conversions; a GPU returns canonical NaNs).
@@ -20,6 +24,7 @@
  *       -> "<suite>: N checks, 0 failures" per suite; exit 1 on a failure (at once with --first-failure)
  */
 #include "cudaHostShim.h"
+#include "kernelCommon.cuh"
 #include "stnKernelApi.h"
 
 #include <sys/mman.h>
@@ -480,7 +485,7 @@ void wideCase(bool fused, int32_t xDtype, int32_t coordDtype, int64_t c, int64_t
     {
         return;
     }
-    int const P = xDtype == STN_DTYPE_FLOAT32 ? 1 : 2;
+    int const P = 1; // past 2^31 positions the generic (64-bit) kernel runs: one position per thread
     int64_t const perItem = (outPlane + P - 1) / P;
     int64_t const work = n * perItem;
     int64_t const threads = 256;
@@ -854,6 +859,109 @@ void suiteShim()
     }
 }
 
+// ---- units: division-free arithmetic against the divisions -----------------------------------------
+
+//! affine_grid's linspace point as the definition writes it, with its two IEEE divisions.
+float baseByDivision(int64_t i, int64_t n, bool alignCorners)
+{
+    if (n <= 1)
+    {
+        return 0.0f;
+    }
+    float const step = 2.0f / static_cast<float>(n - 1);
+    float v = (i < n / 2) ? -1.0f + step * static_cast<float>(i) : 1.0f - step * static_cast<float>(n - 1 - i);
+    return alignCorners ? v : (v * static_cast<float>(n - 1)) / static_cast<float>(n);
+}
+
+template <typename I>
+bool baseAxisAgrees(int64_t n, int64_t i, bool alignCorners)
+{
+    ++gChecks;
+    auto const axis = stn_deploy::math::BaseAxis<I>::make(static_cast<I>(n), alignCorners);
+    float const got = axis.at(static_cast<I>(i));
+    float const want = baseByDivision(i, n, alignCorners);
+    if (loadBits(&got, STN_DTYPE_FLOAT32, 0) == loadBits(&want, STN_DTYPE_FLOAT32, 0))
+    {
+        return true;
+    }
+    char buf[200];
+    std::snprintf(buf, sizeof(buf), "base axis n=%lld i=%lld align_corners=%d (index %zu bytes): %a, division %a",
+        static_cast<long long>(n), static_cast<long long>(i), alignCorners ? 1 : 0, sizeof(I), got, want);
+    fail(buf);
+    return false;
+}
+
+bool divmodAgrees(uint32_t d, uint32_t x)
+{
+    ++gChecks;
+    auto const f = stn_deploy::cuda::FastDivmod::make(d);
+    uint32_t q = 0, r = 0;
+    f(x, q, r);
+    if (q == x / d && r == x % d)
+    {
+        return true;
+    }
+    fail("fast divmod " + std::to_string(x) + " / " + std::to_string(d) + ": " + std::to_string(q) + " rem "
+        + std::to_string(r));
+    return false;
+}
+
+void suiteUnits()
+{
+    // Every point of every axis length up to 4096, both alignments, both index types (one failure
+    // stops a length: the report stays short).
+    for (int64_t n = 1; n <= 4096; ++n)
+    {
+        for (int64_t i = 0; i < n; ++i)
+        {
+            if (!baseAxisAgrees<int32_t>(n, i, false) || !baseAxisAgrees<int64_t>(n, i, false)
+                || !baseAxisAgrees<int32_t>(n, i, true))
+            {
+                break;
+            }
+        }
+    }
+    std::mt19937_64 rng(17);
+    std::uniform_int_distribution<int64_t> length(4097, (int64_t{1} << 31) - 1);
+    for (int k = 0; k < 2000; ++k)
+    {
+        int64_t const n = k < 1000 ? (int64_t{1} << (12 + k % 19)) + (k / 19) - 26 : length(rng);
+        std::uniform_int_distribution<int64_t> point(0, n - 1);
+        for (int64_t i : {int64_t{0}, n / 2 - 1, n / 2, n - 1, point(rng), point(rng), point(rng), point(rng)})
+        {
+            if (i >= 0 && i < n)
+            {
+                baseAxisAgrees<int32_t>(n, i, false);
+                baseAxisAgrees<int64_t>(n, i, true);
+            }
+        }
+    }
+    // The multiply-high divisor: small divisors at boundary and random dividends below 2^31.
+    std::uniform_int_distribution<uint32_t> dividend(0, 0x7FFFFFFFu);
+    uint32_t const top = 0x7FFFFFFFu;
+    for (uint32_t d = 1; d <= 4096; ++d)
+    {
+        for (uint32_t x : {0u, 1u, d - 1, d, d + 1, 2 * d - 1, top, top - 1, top - top % d, top - top % d - 1,
+                 dividend(rng), dividend(rng), dividend(rng), dividend(rng)})
+        {
+            if (!divmodAgrees(d, x))
+            {
+                break;
+            }
+        }
+    }
+    std::uniform_int_distribution<uint32_t> divisor(4097, top);
+    for (int k = 0; k < 20000; ++k)
+    {
+        uint32_t const d = k < 62 ? (1u << (k / 2 + 1)) - (k % 2) : divisor(rng);
+        uint32_t const m = top / d * d; // the largest multiple of d that is a valid dividend
+        for (uint32_t x : {d - 1, d, m, m - 1, top, dividend(rng), dividend(rng)})
+        {
+            divmodAgrees(d, x);
+        }
+    }
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -870,7 +978,7 @@ int main(int argc, char** argv)
     }
     if (suites.empty())
     {
-        suites = {"matrix", "stride", "wide", "errors", "shim"};
+        suites = {"matrix", "stride", "wide", "errors", "shim", "units"};
     }
     int total = 0;
     for (std::string const& s : suites)
@@ -897,9 +1005,13 @@ int main(int argc, char** argv)
         {
             suiteShim();
         }
+        else if (s == "units")
+        {
+            suiteUnits();
+        }
         else
         {
-            std::printf("unknown suite %s (matrix, stride, wide, errors, shim)\n", s.c_str());
+            std::printf("unknown suite %s (matrix, stride, wide, errors, shim, units)\n", s.c_str());
             return 2;
         }
         std::printf("%s: %d checks, %d failures\n", s.c_str(), gChecks, gFailures - before);

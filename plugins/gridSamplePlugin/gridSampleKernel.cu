@@ -19,32 +19,27 @@ namespace stn_deploy
 {
 namespace
 {
-using cuda::globalThread;
-using cuda::gridStride;
 using cuda::CoordReader;
 
 //! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16).
 //! vectorStore: even plane and aligned output -> one vector store per channel and thread.
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
-template <typename T, int kRank, int P, typename Options>
-__global__ void __launch_bounds__(cuda::kTHREADS)
-    gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, StnSampleDesc d,
+//! I: the index type (int32_t on the specialised path, int64_t on the generic one).
+template <typename T, int kRank, int P, typename Options, typename I>
+__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters<Options>::value)
+    gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, cuda::Geometry<I> geo,
         Options o, bool vectorStore, bool vectorGrid)
 {
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    int64_t const inPlane = d.in_d * d.in_h * d.in_w;
-    int64_t const perItem = (outPlane + P - 1) / P;
-    int64_t const work = d.n * perItem;
-    bool const small = d.n * outPlane < (int64_t{1} << 31);
-    for (int64_t j = globalThread(); j < work; j += gridStride())
+    using Flat = typename cuda::Geometry<I>::Flat;
+    for (Flat j = cuda::globalThread<Flat>(); j < geo.work; j += cuda::gridStride<Flat>())
     {
-        int64_t n, k;
-        cuda::divMod(j, perItem, small, n, k);
-        int64_t const pos = k * P;
-        int64_t const i = n * outPlane + pos; // global index of the first position
-        bool const second = P == 2 && pos + 1 < outPlane;
-        T const* in = x + n * d.c * inPlane;
-        T* o_ = out + n * d.c * outPlane;
+        I n, k;
+        geo.split.item(j, n, k);
+        I const pos = k * P;
+        I const i = n * geo.outPlane + pos; // global index of the first position
+        bool const second = P == 2 && pos + 1 < geo.outPlane;
+        T const* in = x + static_cast<int64_t>(n) * geo.itemIn;
+        T* o_ = out + static_cast<int64_t>(n) * geo.itemOut;
         float gx[P], gy[P], gz[P];
         if (kRank == 4 && vectorGrid)
         {
@@ -68,13 +63,13 @@ __global__ void __launch_bounds__(cuda::kTHREADS)
             STN_UNROLL
             for (int p = 0; p < P; ++p)
             {
-                int64_t const q = (p == 0 || second) ? i + p : i; // past the plane's end: repeat the first
+                I const q = (p == 0 || second) ? i + p : i; // past the plane's end: repeat the first
                 gx[p] = grid[(kRank - 2) * q];
                 gy[p] = grid[(kRank - 2) * q + 1];
                 gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
             }
         }
-        cuda::sampleItem<T, kRank, P, Options>(in, o_, d, o, outPlane, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P>(in, o_, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -84,13 +79,14 @@ struct Sampler
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        constexpr int P = cuda::LaunchConfig<T>::P;
-        bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.evenPlane
-            && cuda::aligned(c.coord.p, 8 * P);
-        cuda::withOptions<kRank>(c.o, [&](auto const o) {
+        cuda::withKernel<kRank>(c.o, c.index32, [&](auto const o, auto const index) {
             using Options = std::remove_const_t<decltype(o)>;
-            STN_LAUNCH(c.blocks, cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options>)(
-                c.x, c.coord, c.out, c.d, o, c.vectorStore, vectorGrid);
+            using I = std::remove_const_t<decltype(index)>;
+            constexpr int P = cuda::PositionsPerThread<T, Options>::value;
+            bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.template evenPlane<P>()
+                && cuda::aligned(c.coord.p, 8 * P);
+            STN_LAUNCH(c.template blocks<P>(), cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options, I>)(
+                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P), o, c.template vectorStore<P>(), vectorGrid);
         });
     }
 };
