@@ -2,10 +2,11 @@
  * SPDX-License-Identifier: Apache-2.0
  *
  * affineGridSampleKernel.cu: CUDA kernels of STNAffineGridSample. Each thread builds its base-grid
- * point (affine_grid's linspace), transforms it by theta in registers (2-D affine, projective with
- * the homogeneous divide, or 3-D affine) and samples with gridSampleMath.h: no grid tensor is
- * read or written. Taps are computed once per position and reused across channels; fp16/bf16
- * threads handle two adjacent positions with vectorised stores (see gridSampleKernel.cu).
+ * point (affine_grid's linspace, from axes made on the host: no division per point), transforms
+ * it by theta in registers (2-D affine, projective with the homogeneous divide, or 3-D affine)
+ * and samples with gridSampleMath.h: no grid tensor is read or written. Taps are computed once
+ * per position and reused across channels; the specialised fp16/bf16 threads handle two adjacent
+ * positions with vectorised stores (see gridSampleKernel.cu for the two kernels per dtype).
  */
 #include "affineGridSampleKernel.h"
 #include "kernelCommon.cuh"

@@ -91,9 +91,19 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
     int32_t const nt = thetaSize(d);
     bool const ac = d.align_corners != 0;
     bool const projective = d.transform == 1;
-    auto const baseX = math::BaseAxis<int64_t>::make(d.out_w, ac);
-    auto const baseY = math::BaseAxis<int64_t>::make(d.out_h, ac);
-    auto const baseZ = math::BaseAxis<int64_t>::make(d.out_d, ac);
+    // The base grid's axes as tables: each point once per call, not once per output position.
+    auto const axisTable = [ac](int64_t n) {
+        auto const axis = math::BaseAxis<int64_t>::make(n, ac);
+        std::vector<float> table(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i)
+        {
+            table[static_cast<size_t>(i)] = axis.at(i);
+        }
+        return table;
+    };
+    std::vector<float> const baseX = axisTable(d.out_w);
+    std::vector<float> const baseY = axisTable(d.out_h);
+    std::vector<float> const baseZ = axisTable(d.out_d);
     parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
         int64_t cachedN = -1;
         float t[12] = {};
@@ -113,8 +123,8 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
             math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
             int64_t const w = pos % d.out_w;
             int64_t const h = (pos / d.out_w) % d.out_h;
-            float const bx = baseX.at(w);
-            float const by = baseY.at(h);
+            float const bx = baseX[static_cast<size_t>(w)];
+            float const by = baseY[static_cast<size_t>(h)];
             if (d.rank == 4)
             {
                 float gx[1], gy[1];
@@ -124,7 +134,7 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
             else
             {
                 int64_t const z = pos / (d.out_w * d.out_h);
-                float const bz = baseZ.at(z);
+                float const bz = baseZ[static_cast<size_t>(z)];
                 float gx[1], gy[1], gz[1];
                 math::transformPoint3d(t, bx, by, bz, gx[0], gy[0], gz[0]);
                 math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);

@@ -9,8 +9,10 @@
  * for every channel; output stores are coalesced across the warp (consecutive threads write
  * consecutive positions of a channel plane) and, for fp16/bf16 on even planes, vectorised
  * (__half2 / __nv_bfloat162); fp32 grids are read with one float2/float4 load per thread.
- * Offsets are 64-bit, so tensors over 2^31 elements are addressed correctly; position
- * arithmetic uses 32-bit division when everything fits.
+ * Two kernels per dtype and rank (kernelCommon.cuh withKernel): 4-D bilinear with zeros/border
+ * padding on 32-bit offsets with the mode fixed at compile time, when every offset fits (positions
+ * split by host-made multiply-high divisors), and the generic kernel on 64-bit offsets for
+ * everything else (one position per thread), so tensors over 2^31 elements stay correct.
  */
 #include "gridSampleKernel.h"
 #include "kernelCommon.cuh"
