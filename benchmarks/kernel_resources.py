@@ -292,7 +292,8 @@ def roofline(loops_by_kernel: dict[str, dict]) -> list[dict]:
                 bil = [lp for lp in info["loops"] if lp["mode"] == "bilinear" and lp.get("setup") is not None]
                 if not bil:
                     continue
-                loop = min(bil, key=lambda lp: lp["instructions"] / lp["outputs"])  # the vector-store loop
+                # The vector-store loop (fewest stores per output): what an even, aligned plane runs.
+                loop = min(bil, key=lambda lp: (lp["stores"] / lp["outputs"], lp["instructions"] / lp["outputs"]))
                 per_channel = loop["instructions"] * p / loop["outputs"]  # per thread and channel
                 setup = loop["setup"]
                 warps = n * ho * wo / (32 * p)

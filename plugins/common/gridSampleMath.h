@@ -46,9 +46,11 @@
 #if defined(__CUDA_ARCH__)
 #define STN_UNROLL _Pragma("unroll")
 #define STN_NO_UNROLL _Pragma("unroll 1")
+#define STN_UNROLL_TWICE _Pragma("unroll 2")
 #else
 #define STN_UNROLL
 #define STN_NO_UNROLL
+#define STN_UNROLL_TWICE
 #endif
 
 namespace stn_deploy
@@ -86,6 +88,7 @@ struct SampleOptions
     Padding padding;
     bool alignCorners;
     Semantics semantics;
+    static constexpr bool kPairedColumns = false; //!< see FixedOptions
 };
 
 // Mode and padding fixed at compile time: tag types, so that the kernels' specialisations are
@@ -118,11 +121,14 @@ struct Reflection
 //! SampleOptions whose mode and padding are constants: every function below that takes an
 //! `Options const&` folds its switches on them away (one instantiation of the same maths, no
 //! copy of it); alignCorners and semantics stay run-time values.
+//! kPairedColumns: 4-D bilinear reads the two columns of a row from one address (PairedColumns),
+//! which needs an input at least 2 wide: the host launches these specialisations only then.
 template <typename Mode, typename Pad>
 struct FixedOptions
 {
     static constexpr Interpolation interpolation = Mode::kVALUE;
     static constexpr Padding padding = Pad::kVALUE;
+    static constexpr bool kPairedColumns = true;
     bool alignCorners;
     Semantics semantics;
 };
@@ -282,6 +288,39 @@ STN_HD bool makeLinearAxis(float u, I size, LinearAxis<I>& a)
     a.m1 = keepMask(valid1);
     a.w0 = finite ? (f + 1.0f) - u : 0.0f; // (x_se - x), PyTorch's form
     a.w1 = finite ? u - f : 0.0f;
+    return finite;
+}
+
+//! The two columns of a bilinear row as a pair of adjacent slots (x, x + 1) with x = floor(u)
+//! clamped into [0, W - 2] (so W >= 2): both slots are read from one address. Each tap that is
+//! inside lands in one slot with its weight (inside the row: tap 0 in slot 0, tap 1 in slot 1;
+//! at u in [-1, 0): tap 1 in slot 0; at u in [W - 1, W): tap 0 in slot 1); a slot no tap lands
+//! in is masked. Exact against LinearAxis: only zeroed (+0) terms change places in the sum.
+template <typename I>
+struct PairedColumns
+{
+    I x;             // the first slot's column, always readable with x + 1
+    uint32_t m0, m1; // keepMask of the slots
+    float w0, w1;    // weights of the slots (0 where masked)
+};
+
+//! Returns false when the coordinate is non-finite (after padding): no tap is read then.
+template <typename I>
+STN_HD bool makePairedColumns(float u, I W, PairedColumns<I>& s)
+{
+    bool const finite = fIsFinite(u);
+    float const f = fFloor(u);
+    I const i = finite ? toIndex<I>(f) : I{kOUTSIDE};
+    float const w0 = finite ? (f + 1.0f) - u : 0.0f; // the taps' weights, as LinearAxis
+    float const w1 = finite ? u - f : 0.0f;
+    bool const interior = i >= 0 && i <= W - 2;      // both taps inside: slot k = tap k
+    bool const lowEdge = i == -1;                    // only tap 1 (column 0) inside: slot 0
+    bool const highEdge = i == W - 1;                // only tap 0 (column W - 1) inside: slot 1
+    s.x = i < 0 ? I{0} : (i > W - 2 ? W - 2 : i);
+    s.m0 = keepMask(interior || lowEdge);
+    s.m1 = keepMask(interior || highEdge);
+    s.w0 = lowEdge ? w1 : w0;
+    s.w1 = highEdge ? w0 : w1;
     return finite;
 }
 
@@ -520,6 +559,7 @@ STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float con
         // Per position, once: the four taps' clamped offsets, masks and weights, and the start of
         // the sum (+0, or NaN where the semantics give NaN for a non-finite coordinate: NaN + 0
         // stays NaN). The channel loop is then straight-line code: load, mask, convert, FMA.
+        // Tap k = 2 * row + column reads q[off[p][k]] (paired columns: off[p][2 * row] + column).
         I off[P][4];
         uint32_t mask[P][4];
         float weight[P][4];
@@ -527,22 +567,44 @@ STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float con
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            LinearAxis<I> a, b;
-            bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a)
-                & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
+            LinearAxis<I> b;
+            bool finite = makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
+            I x[2];
+            uint32_t m[2];
+            float w[2];
+            if constexpr (Options::kPairedColumns)
+            {
+                PairedColumns<I> a;
+                finite &= makePairedColumns(sourceCoordinate(gx[p], W, o), W, a);
+                x[0] = a.x;
+                x[1] = a.x + 1;
+                m[0] = a.m0;
+                m[1] = a.m1;
+                w[0] = a.w0;
+                w[1] = a.w1;
+            }
+            else
+            {
+                LinearAxis<I> a;
+                finite &= makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a);
+                x[0] = a.i0;
+                x[1] = a.i1;
+                m[0] = a.m0;
+                m[1] = a.m1;
+                w[0] = a.w0;
+                w[1] = a.w1;
+            }
             start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
-            off[p][0] = b.i0 * W + a.i0;
-            off[p][1] = b.i0 * W + a.i1;
-            off[p][2] = b.i1 * W + a.i0;
-            off[p][3] = b.i1 * W + a.i1;
-            mask[p][0] = b.m0 & a.m0;
-            mask[p][1] = b.m0 & a.m1;
-            mask[p][2] = b.m1 & a.m0;
-            mask[p][3] = b.m1 & a.m1;
-            weight[p][0] = a.w0 * b.w0;
-            weight[p][1] = a.w1 * b.w0;
-            weight[p][2] = a.w0 * b.w1;
-            weight[p][3] = a.w1 * b.w1;
+            I const rows[2] = {b.i0 * W, b.i1 * W};
+            uint32_t const rowMasks[2] = {b.m0, b.m1};
+            float const rowWeights[2] = {b.w0, b.w1};
+STN_UNROLL
+            for (int k = 0; k < 4; ++k)
+            {
+                off[p][k] = rows[k / 2] + x[k % 2];
+                mask[p][k] = rowMasks[k / 2] & m[k % 2];
+                weight[p][k] = w[k % 2] * rowWeights[k / 2];
+            }
         }
         auto const channel = [&](I c, T const* q) {
             float v[P];
@@ -553,7 +615,9 @@ STN_UNROLL
 STN_UNROLL
                 for (int k = 0; k < 4; ++k)
                 {
-                    acc += toFloat(keep(q[off[p][k]], mask[p][k])) * weight[p][k];
+                    // Paired: both columns of a row from one address, the second at +1.
+                    T const value = Options::kPairedColumns ? (q + off[p][k & 2])[k & 1] : q[off[p][k]];
+                    acc += toFloat(keep(value, mask[p][k])) * weight[p][k];
                 }
                 v[p] = acc;
             }
@@ -567,9 +631,18 @@ STN_UNROLL
                 channel(c, q);
             }
         }
+        else if constexpr (Options::padding == Padding::kZEROS)
+        {
+            // Two channels per trip (the trip's overhead halved) fit in 64 registers here...
+STN_UNROLL_TWICE
+            for (I c = 0; c < C; ++c, q += plane)
+            {
+                channel(c, q);
+            }
+        }
         else
         {
-            // Not unrolled: a second channel in flight would hold every tap's address twice.
+            // ...but not with border padding's clipping in the set-up (8 bytes would spill).
 STN_NO_UNROLL
             for (I c = 0; c < C; ++c, q += plane)
             {

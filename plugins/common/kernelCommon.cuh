@@ -387,7 +387,7 @@ struct LaunchConfig
     StnSampleDesc const& d;
     math::SampleOptions o;
     int64_t outPlane;
-    bool index32; //!< fitsIndex32: the specialised kernels may run
+    bool index32; //!< fitsIndex32 and an input >= 2 wide (paired columns): the specialised kernels may run
     T const* x;
     CoordReader coord; //!< grid or theta
     T* out;
@@ -396,7 +396,7 @@ struct LaunchConfig
         : d(desc)
         , o(sampleOptions(desc, /*cuda=*/true))
         , outPlane(desc.out_d * desc.out_h * desc.out_w)
-        , index32(fitsIndex32(desc))
+        , index32(fitsIndex32(desc) && desc.in_w >= 2)
         , x(static_cast<T const*>(xp))
         , coord{coordp, desc.coord_dtype}
         , out(static_cast<T*>(outp))
