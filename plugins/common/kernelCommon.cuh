@@ -68,84 +68,70 @@ __device__ __forceinline__ Flat gridStride()
     return static_cast<Flat>(gridDim.x) * blockDim.x;
 }
 
-//! q = a / b, r = a % b for a, b >= 0; 32-bit arithmetic when `small` (everything < 2^31), which
-//! is several times cheaper than the emulated 64-bit division. The 64-bit path's splitter.
-__device__ __forceinline__ void divMod(int64_t a, int64_t b, bool small, int64_t& q, int64_t& r)
+//! x / d and x % d for 0 <= x < 2^(B-1), 1 <= d < 2^(B-1), B = the bits of U (uint32_t or
+//! uint64_t), with no division instruction (a 64-bit one is a called subroutine on a GPU): a
+//! multiply-high, an add and a shift by constants made once on the host (Granlund & Montgomery,
+//! "Division by invariant integers using multiplication", 1994, the round-up method: l =
+//! ceil(log2 d), m = floor(2^B (2^l - d) / d) + 1, x / d = (mulhi(m, x) + x) >> l; the sum cannot
+//! overflow as x < 2^(B-1)). The emulation's units suite checks both widths against / and %.
+template <typename U>
+struct FastDivisor
 {
-    if (small)
-    {
-        uint32_t const qa = static_cast<uint32_t>(a) / static_cast<uint32_t>(b);
-        q = qa;
-        r = static_cast<uint32_t>(a) - qa * static_cast<uint32_t>(b);
-    }
-    else
-    {
-        q = a / b;
-        r = a - q * b;
-    }
-}
-
-//! x / d and x % d for 0 <= x < 2^31, 1 <= d < 2^31, with no division instruction: a multiply-high,
-//! an add and a shift by constants made once on the host (Granlund & Montgomery, "Division by
-//! invariant integers using multiplication", 1994, the round-up method: l = ceil(log2 d),
-//! m = floor(2^32 (2^l - d) / d) + 1, x / d = (mulhi(m, x) + x) >> l; the sum cannot overflow as
-//! x < 2^31). The 32-bit path's splitter; the emulation's units suite checks it against / and %.
-struct FastDivmod
-{
-    uint32_t divisor;
-    uint32_t multiplier;
+    U divisor;
+    U multiplier;
     uint32_t shift;
 
-    static FastDivmod make(uint32_t d)
+    static FastDivisor make(U d)
     {
+        using Wide = std::conditional_t<sizeof(U) == 4, uint64_t, unsigned __int128>;
+        constexpr uint32_t kBits = 8 * sizeof(U);
         uint32_t l = 0;
-        while ((uint64_t{1} << l) < d)
+        while ((Wide{1} << l) < d)
         {
             ++l;
         }
-        uint64_t const m = ((uint64_t{1} << 32) * ((uint64_t{1} << l) - d)) / d + 1;
-        return FastDivmod{d, static_cast<uint32_t>(m), l};
+        Wide const m = ((Wide{1} << kBits) * ((Wide{1} << l) - d)) / d + 1;
+        return FastDivisor{d, static_cast<U>(m), l};
     }
-    __host__ __device__ __forceinline__ uint32_t div(uint32_t x) const
+    static __host__ __device__ __forceinline__ U mulhi(U a, U b)
     {
-        uint32_t const t = static_cast<uint32_t>((static_cast<uint64_t>(x) * multiplier) >> 32);
-        return (t + x) >> shift;
+        if constexpr (sizeof(U) == 4)
+        {
+            return static_cast<U>((static_cast<uint64_t>(a) * b) >> 32);
+        }
+        else
+        {
+#if defined(__CUDA_ARCH__)
+            return __umul64hi(a, b);
+#else
+            return static_cast<U>((static_cast<unsigned __int128>(a) * b) >> 64);
+#endif
+        }
+    }
+    __host__ __device__ __forceinline__ U div(U x) const
+    {
+        return (mulhi(x, multiplier) + x) >> shift;
     }
     template <typename I>
-    __host__ __device__ __forceinline__ void operator()(uint32_t x, I& q, I& r) const
+    __host__ __device__ __forceinline__ void operator()(U x, I& q, I& r) const
     {
-        uint32_t const qu = div(x);
+        U const qu = div(x);
         q = static_cast<I>(qu);
         r = static_cast<I>(x - qu * divisor);
     }
 };
 
-//! Splits the flat thread index into (batch item, position group) and a position into (row,
-//! column) and a row index into (slice, row): 32-bit with FastDivmod where the host found every
-//! offset below 2^31 (I = int32_t), else 64-bit (I = int64_t, 32-bit divisions when `small`).
+//! Splits the flat thread index into (batch item, position group), a position into (row, column)
+//! and a row index into (slice, row), by FastDivisors of the index type's width.
 template <typename I>
-struct Split;
-
-template <>
-struct Split<int32_t>
+struct Split
 {
-    FastDivmod perItem, outW, outH;
-    __device__ __forceinline__ void item(uint32_t j, int32_t& n, int32_t& k) const { perItem(j, n, k); }
-    __device__ __forceinline__ void row(int32_t q, int32_t& zh, int32_t& w) const { outW(static_cast<uint32_t>(q), zh, w); }
-    __device__ __forceinline__ void slice(int32_t zh, int32_t& z, int32_t& h) const
-    {
-        outH(static_cast<uint32_t>(zh), z, h);
-    }
-};
-
-template <>
-struct Split<int64_t>
-{
-    int64_t perItem, outW, outH;
-    bool small; //!< n * outPlane < 2^31: 32-bit divisions
-    __device__ __forceinline__ void item(int64_t j, int64_t& n, int64_t& k) const { divMod(j, perItem, small, n, k); }
-    __device__ __forceinline__ void row(int64_t q, int64_t& zh, int64_t& w) const { divMod(q, outW, small, zh, w); }
-    __device__ __forceinline__ void slice(int64_t zh, int64_t& z, int64_t& h) const { divMod(zh, outH, small, z, h); }
+    using U = std::make_unsigned_t<I>;
+    FastDivisor<U> perItem, outW, outH;
+    template <typename Flat>
+    __device__ __forceinline__ void item(Flat j, I& n, I& k) const { perItem(static_cast<U>(j), n, k); }
+    __device__ __forceinline__ void row(I q, I& zh, I& w) const { outW(static_cast<U>(q), zh, w); }
+    __device__ __forceinline__ void slice(I zh, I& z, I& h) const { outH(static_cast<U>(zh), z, h); }
 };
 
 //! The shape of a launch in the kernels' index type I, with what every thread would otherwise
@@ -177,15 +163,9 @@ struct Geometry
         g.itemOut = static_cast<I>(d.c * outPlane);
         g.work = static_cast<Flat>(d.n * perItem);
         g.transform = d.transform;
-        if constexpr (std::is_same<I, int32_t>::value)
-        {
-            g.split = Split<I>{FastDivmod::make(static_cast<uint32_t>(perItem)),
-                FastDivmod::make(static_cast<uint32_t>(d.out_w)), FastDivmod::make(static_cast<uint32_t>(d.out_h))};
-        }
-        else
-        {
-            g.split = Split<I>{perItem, d.out_w, d.out_h, d.n * outPlane < (int64_t{1} << 31)};
-        }
+        using U = std::make_unsigned_t<I>;
+        g.split = Split<I>{FastDivisor<U>::make(static_cast<U>(perItem)), FastDivisor<U>::make(static_cast<U>(d.out_w)),
+            FastDivisor<U>::make(static_cast<U>(d.out_h))};
         g.baseX = math::BaseAxis<I>::make(static_cast<I>(d.out_w), ac);
         g.baseY = math::BaseAxis<I>::make(static_cast<I>(d.out_h), ac);
         g.baseZ = math::BaseAxis<I>::make(static_cast<I>(d.out_d), ac);
@@ -387,7 +367,8 @@ struct LaunchConfig
     StnSampleDesc const& d;
     math::SampleOptions o;
     int64_t outPlane;
-    bool index32; //!< fitsIndex32 and an input >= 2 wide (paired columns): the specialised kernels may run
+    bool index32;  //!< fitsIndex32: a 32-bit kernel may run
+    bool pairable; //!< an input >= 2 wide: the specialised (paired-column) kernels may run
     T const* x;
     CoordReader coord; //!< grid or theta
     T* out;
@@ -396,7 +377,8 @@ struct LaunchConfig
         : d(desc)
         , o(sampleOptions(desc, /*cuda=*/true))
         , outPlane(desc.out_d * desc.out_h * desc.out_w)
-        , index32(fitsIndex32(desc) && desc.in_w >= 2)
+        , index32(fitsIndex32(desc))
+        , pairable(desc.in_w >= 2)
         , x(static_cast<T const*>(xp))
         , coord{coordp, desc.coord_dtype}
         , out(static_cast<T*>(outp))
@@ -421,26 +403,31 @@ struct LaunchConfig
 };
 
 //! Calls launch(options, index) with the kernel's options and index type (`index` is a value of it):
-//! mode and padding fixed at compile time and 32-bit indices where such a specialisation is built
-//! - 4-D bilinear with zeros or border padding, what STNs use, when every offset fits 32 bits -
-//! else the run-time options and 64-bit indices (every other case: one generic kernel).
+//! mode and padding fixed at compile time where such a specialisation is built - 4-D bilinear with
+//! zeros or border padding, what STNs use, on an input at least 2 wide - else the run-time options
+//! (one generic kernel); 32-bit indices when every offset fits 32 bits, else 64-bit (the generic
+//! kernel only).
 template <int kRank, typename Launch>
-void withKernel(math::SampleOptions const& o, bool index32, Launch const& launch)
+void withKernel(math::SampleOptions const& o, bool index32, bool pairable, Launch const& launch)
 {
     using math::Interpolation;
     using math::Padding;
+    if (!index32)
+    {
+        return launch(o, int64_t{});
+    }
     if constexpr (kRank == 4)
     {
-        if (index32 && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
+        if (pairable && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
         {
             return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics}, int32_t{});
         }
-        if (index32 && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
+        if (pairable && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
         {
             return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics}, int32_t{});
         }
     }
-    launch(o, int64_t{});
+    launch(o, int32_t{});
 }
 
 //! Launches Sampler::template launch<T, kRank>(LaunchConfig<T> const&, cudaStream_t) for the

@@ -891,19 +891,55 @@ bool baseAxisAgrees(int64_t n, int64_t i, bool alignCorners)
     return false;
 }
 
-bool divmodAgrees(uint32_t d, uint32_t x)
+template <typename U>
+bool divisorAgrees(U d, U x)
 {
     ++gChecks;
-    auto const f = stn_deploy::cuda::FastDivmod::make(d);
-    uint32_t q = 0, r = 0;
+    auto const f = stn_deploy::cuda::FastDivisor<U>::make(d);
+    U q = 0, r = 0;
     f(x, q, r);
     if (q == x / d && r == x % d)
     {
         return true;
     }
-    fail("fast divmod " + std::to_string(x) + " / " + std::to_string(d) + ": " + std::to_string(q) + " rem "
-        + std::to_string(r));
+    fail("fast divisor (" + std::to_string(8 * sizeof(U)) + "-bit) " + std::to_string(x) + " / " + std::to_string(d)
+        + ": " + std::to_string(q) + " rem " + std::to_string(r));
     return false;
+}
+
+//! Small divisors at boundary and random dividends, then sampled divisors (powers of two and
+//! their neighbours first), all below 2^(B-1) as the kernels use them.
+template <typename U>
+void checkDivisors(std::mt19937_64& rng)
+{
+    U const top = static_cast<U>(~U{0}) >> 1;
+    std::uniform_int_distribution<U> dividend(0, top);
+    for (U d = 1; d <= 4096; ++d)
+    {
+        for (U x : {U{0}, U{1}, U(d - 1), d, U(d + 1), U(2 * d - 1), top, U(top - 1), U(top - top % d),
+                 U(top - top % d - 1), dividend(rng), dividend(rng), dividend(rng), dividend(rng)})
+        {
+            if (!divisorAgrees(d, x))
+            {
+                break;
+            }
+        }
+    }
+    std::uniform_int_distribution<U> divisor(4097, top);
+    int const bits = 8 * sizeof(U) - 1;
+    for (int k = 0; k < 20000; ++k)
+    {
+        U const d = k < 2 * bits ? U((U{1} << (k / 2 + 1)) - (k % 2)) : divisor(rng);
+        if (d == 0 || d > top)
+        {
+            continue;
+        }
+        U const m = top / d * d; // the largest multiple of d that is a valid dividend
+        for (U x : {U(d - 1), d, m, U(m - 1), top, dividend(rng), dividend(rng)})
+        {
+            divisorAgrees(d, x);
+        }
+    }
 }
 
 void suiteUnits()
@@ -936,30 +972,9 @@ void suiteUnits()
             }
         }
     }
-    // The multiply-high divisor: small divisors at boundary and random dividends below 2^31.
-    std::uniform_int_distribution<uint32_t> dividend(0, 0x7FFFFFFFu);
-    uint32_t const top = 0x7FFFFFFFu;
-    for (uint32_t d = 1; d <= 4096; ++d)
-    {
-        for (uint32_t x : {0u, 1u, d - 1, d, d + 1, 2 * d - 1, top, top - 1, top - top % d, top - top % d - 1,
-                 dividend(rng), dividend(rng), dividend(rng), dividend(rng)})
-        {
-            if (!divmodAgrees(d, x))
-            {
-                break;
-            }
-        }
-    }
-    std::uniform_int_distribution<uint32_t> divisor(4097, top);
-    for (int k = 0; k < 20000; ++k)
-    {
-        uint32_t const d = k < 62 ? (1u << (k / 2 + 1)) - (k % 2) : divisor(rng);
-        uint32_t const m = top / d * d; // the largest multiple of d that is a valid dividend
-        for (uint32_t x : {d - 1, d, m, m - 1, top, dividend(rng), dividend(rng)})
-        {
-            divmodAgrees(d, x);
-        }
-    }
+    // The multiply-high divisors of both index widths.
+    checkDivisors<uint32_t>(rng);
+    checkDivisors<uint64_t>(rng);
 }
 
 } // namespace

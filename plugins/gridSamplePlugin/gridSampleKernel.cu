@@ -81,7 +81,7 @@ struct Sampler
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
-        cuda::withKernel<kRank>(c.o, c.index32, [&](auto const o, auto const index) {
+        cuda::withKernel<kRank>(c.o, c.index32, c.pairable, [&](auto const o, auto const index) {
             using Options = std::remove_const_t<decltype(o)>;
             using I = std::remove_const_t<decltype(index)>;
             constexpr int P = cuda::PositionsPerThread<T, Options>::value;
