@@ -53,9 +53,8 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters
                 math::transformPoint3d(t, bx, geo.baseY.at(h), geo.baseZ.at(z), gx[p], gy[p], gz[p]);
             }
         }
-        T const* in = x + static_cast<int64_t>(n) * geo.itemIn;
-        T* o_ = out + static_cast<int64_t>(n) * geo.itemOut;
-        cuda::sampleItem<T, kRank, P>(in, o_, geo, o, pos, vectorStore, second, gx, gy, gz);
+        cuda::Chunk<T, I> const chunk(x, out, geo, n);
+        cuda::sampleItem<T, kRank, P>(chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -69,8 +68,8 @@ struct Sampler
             using Options = std::remove_const_t<decltype(o)>;
             using I = std::remove_const_t<decltype(index)>;
             constexpr int P = cuda::PositionsPerThread<T, Options>::value;
-            STN_LAUNCH(c.template blocks<P>(), cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options, I>)(
-                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P), o, c.template vectorStore<P>());
+            STN_LAUNCH(c.template grid<P>(), cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options, I>)(
+                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>()), o, c.template vectorStore<P>());
         });
     }
 };

@@ -15,6 +15,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -47,6 +48,21 @@ struct MaxRegisters<math::SampleOptions>
 {
     static constexpr int value = 96;
 };
+
+//! Blocks a launch should have at least, for the channel split (channelChunks): a few per SM on
+//! any current GPU (132 SMs on an H200), so that latency is hidden by other warps.
+constexpr int64_t kTARGET_BLOCKS = 1024;
+
+//! Channels per chunk of the grid's y: where the positions alone make few blocks - many channels
+//! on a small plane, e.g. (32, 64, 56, 56) fp16: 196 blocks for 132 SMs, each looping over 64
+//! channels - the channels are split across gridDim.y so that about kTARGET_BLOCKS blocks run,
+//! each sampling its chunk (the positions' set-up is repeated per chunk, which is why the split
+//! stops there).
+inline int64_t channelsPerChunk(int64_t channels, unsigned int blocks)
+{
+    int64_t const chunks = std::min<int64_t>(channels, std::max<int64_t>(1, (kTARGET_BLOCKS + blocks - 1) / blocks));
+    return std::max<int64_t>(1, (channels + chunks - 1) / chunks);
+}
 
 //! Number of blocks for a grid-stride loop over `work` items.
 inline unsigned int blocksFor(int64_t work)
@@ -141,14 +157,16 @@ struct Geometry
 {
     using Flat = std::conditional_t<std::is_same<I, int32_t>::value, uint32_t, int64_t>; //!< thread index
     I c, inD, inH, inW;
+    I inPlane;         //!< in_d * in_h * in_w
     I outPlane;        //!< out_d * out_h * out_w
+    I chunk;           //!< channels per chunk: block (x, y) samples channels [y * chunk, (y + 1) * chunk)
     I itemIn, itemOut; //!< c * in plane, c * outPlane: the batch stride of X and of the output
     Flat work;         //!< n * position groups per item
     int32_t transform; //!< fused: 0 affine, 1 projective
     Split<I> split;
     math::BaseAxis<I> baseX, baseY, baseZ; //!< fused: the output's base grid
 
-    static Geometry make(StnSampleDesc const& d, int positionsPerThread)
+    static Geometry make(StnSampleDesc const& d, int positionsPerThread, int64_t channelsPerChunk)
     {
         int64_t const outPlane = d.out_d * d.out_h * d.out_w;
         int64_t const perItem = (outPlane + positionsPerThread - 1) / positionsPerThread;
@@ -158,6 +176,8 @@ struct Geometry
         g.inD = static_cast<I>(d.in_d);
         g.inH = static_cast<I>(d.in_h);
         g.inW = static_cast<I>(d.in_w);
+        g.inPlane = static_cast<I>(d.in_d * d.in_h * d.in_w);
+        g.chunk = static_cast<I>(channelsPerChunk);
         g.outPlane = static_cast<I>(outPlane);
         g.itemIn = static_cast<I>(d.c * d.in_d * d.in_h * d.in_w);
         g.itemOut = static_cast<I>(d.c * outPlane);
@@ -238,8 +258,8 @@ struct PairWriter
     __device__ __forceinline__ void operator()(I c, float const (&v)[2]) const
     {
         // c, outPlane, pos >= 0: unsigned, so the address is one wide multiply-add (no sign extension).
-        T* p = out + static_cast<uint64_t>(static_cast<std::make_unsigned_t<I>>(c)) * static_cast<std::make_unsigned_t<I>>(outPlane)
-            + static_cast<std::make_unsigned_t<I>>(pos);
+        using U = std::make_unsigned_t<I>;
+        T* p = out + static_cast<uint64_t>(static_cast<U>(c)) * static_cast<U>(outPlane) + static_cast<U>(pos);
         if (vector)
         {
             storePair(p, v[0], v[1]);
@@ -265,6 +285,22 @@ struct PairWriter
     }
 };
 
+//! The input and output of this block's channel chunk of batch item n, and its channel count.
+template <typename T, typename I>
+struct Chunk
+{
+    T const* in;
+    T* out;
+    I channels;
+    __device__ __forceinline__ Chunk(T const* x, T* y, Geometry<I> const& g, I n)
+    {
+        I const first = static_cast<I>(blockIdx.y) * g.chunk;
+        channels = g.c - first < g.chunk ? g.c - first : g.chunk;
+        in = x + static_cast<int64_t>(n) * g.itemIn + static_cast<int64_t>(first) * g.inPlane;
+        out = y + static_cast<int64_t>(n) * g.itemOut + static_cast<int64_t>(first) * g.outPlane;
+    }
+};
+
 //! Positions per thread of the specialised kernels: 1 for fp32 (4-byte stores already fill a
 //! warp's 128-byte segment), 2 for fp16/bf16 (vectorised 4-byte stores); 1 for every generic
 //! kernel (its bicubic taps for two positions would not fit in 96 registers).
@@ -274,23 +310,23 @@ struct PositionsPerThread
     static constexpr int value = std::is_same<T, float>::value || std::is_same<Options, math::SampleOptions>::value ? 1 : 2;
 };
 
-//! Samples the P positions (pos, pos + 1) of one batch item (`in`: its input, `o_`: its output)
-//! at the coordinates (gx, gy[, gz]) for every channel and stores them: element stores for P = 1,
+//! Samples the P positions (pos, pos + 1) of one batch item's channel chunk (`in`: its input,
+//! `o_`: its output, `channels` of them) at the coordinates (gx, gy[, gz]) and stores them: element stores for P = 1,
 //! PairWriter for P = 2. The tail of both kernels, inlined into each.
 template <typename T, int kRank, int P, typename Options, typename I>
-__device__ __forceinline__ void sampleItem(T const* in, T* o_, Geometry<I> const& g, Options const& o, I pos,
-    bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P])
+__device__ __forceinline__ void sampleItem(T const* in, T* o_, I channels, Geometry<I> const& g, Options const& o,
+    I pos, bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P])
 {
     if constexpr (P == 1)
     {
         math::PlaneWriter<T, 1, I> const write{o_, g.outPlane, pos};
         if (kRank == 4)
         {
-            math::sample2d<1>(in, g.c, g.inH, g.inW, gx, gy, o, write);
+            math::sample2d<1>(in, channels, g.inH, g.inW, gx, gy, o, write);
         }
         else
         {
-            math::sample3d<1>(in, g.c, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
+            math::sample3d<1>(in, channels, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
         }
     }
     else
@@ -298,11 +334,11 @@ __device__ __forceinline__ void sampleItem(T const* in, T* o_, Geometry<I> const
         PairWriter<T, I> const write{o_, g.outPlane, pos, vectorStore, second};
         if (kRank == 4)
         {
-            math::sample2d<2>(in, g.c, g.inH, g.inW, gx, gy, o, write);
+            math::sample2d<2>(in, channels, g.inH, g.inW, gx, gy, o, write);
         }
         else
         {
-            math::sample3d<2>(in, g.c, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
+            math::sample3d<2>(in, channels, g.inD, g.inH, g.inW, gx, gy, gz, o, write);
         }
     }
 }
@@ -395,10 +431,18 @@ struct LaunchConfig
     {
         return P == 2 && evenPlane<P>() && aligned(out, P * sizeof(T));
     }
+    //! The grid: x blocks over the positions (a grid-stride loop), y over the channel chunks.
     template <int P>
-    unsigned int blocks() const
+    dim3 grid() const
     {
-        return blocksFor(d.n * ((outPlane + P - 1) / P));
+        unsigned int const blocks = blocksFor(d.n * ((outPlane + P - 1) / P));
+        int64_t const chunk = chunkOf<P>();
+        return dim3(blocks, static_cast<unsigned int>((d.c + chunk - 1) / chunk));
+    }
+    template <int P>
+    int64_t chunkOf() const
+    {
+        return channelsPerChunk(d.c, blocksFor(d.n * ((outPlane + P - 1) / P)));
     }
 };
 

@@ -431,6 +431,22 @@ void suiteMatrix(uint64_t maxBlocks)
             }
         }
     }
+    // The channel split (gridDim.y): planes big enough that a chunk holds several channels (fp32:
+    // 100 blocks -> 9 chunks of 2 for 17 channels; fp16: 50 blocks -> 21 chunks of 2 for 41), the
+    // last chunk shorter than the others.
+    for (int32_t x : {STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT16})
+    {
+        for (bool fused : {false, true})
+        {
+            Case c{};
+            c.fused = fused;
+            int64_t const ch = x == STN_DTYPE_FLOAT32 ? 17 : 41;
+            c.d = StnSampleDesc{4, 0, 0, 0, 0, STN_SEMANTICS_DEVICE, x, STN_DTYPE_FLOAT32, 4, ch, 1, 20, 24, 1, 80, 80};
+            c.cpuSemantics = STN_SEMANTICS_ATEN_CUDA;
+            c.name = std::string("chunks ") + (fused ? "fused" : "grid") + " x=" + std::to_string(x);
+            runCase(c, rng);
+        }
+    }
     stn_emu_set_max_blocks(0);
 }
 

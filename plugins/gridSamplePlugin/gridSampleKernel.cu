@@ -40,8 +40,7 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters
         I const pos = k * P;
         I const i = n * geo.outPlane + pos; // global index of the first position
         bool const second = P == 2 && pos + 1 < geo.outPlane;
-        T const* in = x + static_cast<int64_t>(n) * geo.itemIn;
-        T* o_ = out + static_cast<int64_t>(n) * geo.itemOut;
+        cuda::Chunk<T, I> const chunk(x, out, geo, n);
         float gx[P], gy[P], gz[P];
         if (kRank == 4 && vectorGrid)
         {
@@ -71,7 +70,7 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters
                 gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
             }
         }
-        cuda::sampleItem<T, kRank, P>(in, o_, geo, o, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P>(chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -87,8 +86,8 @@ struct Sampler
             constexpr int P = cuda::PositionsPerThread<T, Options>::value;
             bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.template evenPlane<P>()
                 && cuda::aligned(c.coord.p, 8 * P);
-            STN_LAUNCH(c.template blocks<P>(), cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options, I>)(
-                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P), o, c.template vectorStore<P>(), vectorGrid);
+            STN_LAUNCH(c.template grid<P>(), cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options, I>)(
+                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>()), o, c.template vectorStore<P>(), vectorGrid);
         });
     }
 };
