@@ -19,7 +19,7 @@ namespace
 //! base-grid points (the host-made axes: no division) and their transforms in registers, then the
 //! shared sampler. I: the index type (int32_t on the specialised path, int64_t on the generic one).
 template <typename T, int kRank, int P, typename Options, typename I>
-__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters<Options>::value)
+__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegisters<Options, I>::value))
     affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,
         cuda::Geometry<I> geo, Options o, bool vectorStore)
 {

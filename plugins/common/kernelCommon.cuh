@@ -37,16 +37,22 @@ namespace cuda
 constexpr int kTHREADS = 256;
 
 //! The register cap of a kernel (__maxnreg__): 64 for the specialised kernels (4 blocks of 256 per
-//! SM), 96 for the generic ones, whose bicubic paths would otherwise take 100-150.
-template <typename Options>
+//! SM), 96 for the generic ones on 32-bit indices, whose bicubic paths would otherwise take
+//! 100-150, and 128 on 64-bit indices (tensors past 2^31 elements only), where 96 would spill.
+template <typename Options, typename I>
 struct MaxRegisters
 {
     static constexpr int value = 64;
 };
 template <>
-struct MaxRegisters<math::SampleOptions>
+struct MaxRegisters<math::SampleOptions, int32_t>
 {
     static constexpr int value = 96;
+};
+template <>
+struct MaxRegisters<math::SampleOptions, int64_t>
+{
+    static constexpr int value = 128;
 };
 
 //! Blocks a launch should have at least, for the channel split (channelChunks): a few per SM on

@@ -28,7 +28,7 @@ using cuda::CoordReader;
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
 //! I: the index type (int32_t on the specialised path, int64_t on the generic one).
 template <typename T, int kRank, int P, typename Options, typename I>
-__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__(cuda::MaxRegisters<Options>::value)
+__global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegisters<Options, I>::value))
     gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, cuda::Geometry<I> geo,
         Options o, bool vectorStore, bool vectorGrid)
 {
