@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,28 @@ def _headers_digest(root: Path) -> str:
     for header in sorted(p for pattern in ("*/*.h", "*/*.cuh") for p in root.glob(pattern)):
         h.update(str(header.relative_to(root)).encode() + b"\0" + header.read_bytes())
     return h.hexdigest()
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
+
+
+def _include_closure(rel: str, emulated: bool) -> set[str]:
+    """The plugin files a source includes, directly or not, and itself (paths relative to plugins/),
+    resolved as the compiler does: beside the including file, then the -I folders."""
+    seen: set[str] = set()
+    todo = [rel, *(["emulation/cudaHostShim.h"] if emulated else [])]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name in _INCLUDE.findall((PLUGINS / current).read_text()):
+            for folder in (str(Path(current).parent), *INCLUDE_DIRS):
+                candidate = (Path(folder) / name).as_posix()
+                if (PLUGINS / candidate).is_file():
+                    todo.append(candidate)
+                    break
+    return seen
 
 
 def _compile(cxx: str, root: Path, rel: str, obj_dir: Path, flags: list[str]) -> Path:
@@ -135,12 +158,10 @@ def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, 
                 os.replace(tmp_root, root)
             except OSError:  # a concurrent build made the same tree
                 shutil.rmtree(tmp_root, ignore_errors=True)
-    headers_replaced = any(not rel.endswith((".cu", ".cpp")) for rel in replacements)
-
     def job(rel: str, emulated: bool) -> tuple[Path, str, list[str]]:
-        # A source compiles from the mutant's tree when it is replaced or a header is, else from
-        # plugins/ (its object then cached across mutants).
-        tree = root if headers_replaced or rel in replacements else PLUGINS
+        # A source compiles from the mutant's tree when it or a file it includes is replaced, else
+        # from plugins/ (its object then cached across mutants).
+        tree = root if _include_closure(rel, emulated) & replacements.keys() else PLUGINS
         flags = [*CXXFLAGS, *SANITIZERS, *defines, *(f"-I{tree / d}" for d in INCLUDE_DIRS), "-isystem", str(cuda_inc)]
         if emulated:
             flags += ["-DSTN_CUDA_HOST_EMULATION=1", "-include", str(tree / "emulation" / "cudaHostShim.h")]
