@@ -43,6 +43,15 @@
 #else
 #define STN_HD inline
 #endif
+// Linear taps outside the input: the kernels read a clamped index and mask the value (no branch,
+// no predicated load: the GPU's form); the CPU reference skips the tap (PyTorch's form, and what a
+// CPU's branch predictor runs fastest). The emulation runs both and requires the same bits.
+#if defined(__CUDA_ARCH__) || defined(STN_CUDA_HOST_EMULATION)
+#define STN_MASKED_TAPS 1
+#else
+#define STN_MASKED_TAPS 0
+#endif
+
 #if defined(__CUDA_ARCH__)
 #define STN_UNROLL _Pragma("unroll")
 #define STN_NO_UNROLL _Pragma("unroll 1")
@@ -508,6 +517,21 @@ STN_HD __nv_bfloat16 keep(__nv_bfloat16 v, uint32_t m)
 }
 #endif
 
+//! acc += the tap at `at` times w, where its mask keeps it (see STN_MASKED_TAPS): exact either
+//! way, as a masked tap adds +0 * w to an accumulator that is never -0.
+template <typename T>
+STN_HD void addTap(float& acc, T const* at, uint32_t mask, float w)
+{
+#if STN_MASKED_TAPS
+    acc += toFloat(keep(*at, mask)) * w;
+#else
+    if (mask != 0)
+    {
+        acc += toFloat(*at) * w;
+    }
+#endif
+}
+
 // ---- per-position samplers: taps once per position, then every channel -------------------------
 //
 // P output positions are sampled together (P = 1, or 2 for the vectorised 16-bit CUDA path);
@@ -616,8 +640,8 @@ STN_UNROLL
                 for (int k = 0; k < 4; ++k)
                 {
                     // Paired: both columns of a row from one address, the second at +1.
-                    T const value = Options::kPairedColumns ? (q + off[p][k & 2])[k & 1] : q[off[p][k]];
-                    acc += toFloat(keep(value, mask[p][k])) * weight[p][k];
+                    T const* const at = Options::kPairedColumns ? q + off[p][k & 2] + (k & 1) : q + off[p][k];
+                    addTap(acc, at, mask[p][k], weight[p][k]);
                 }
                 v[p] = acc;
             }
@@ -741,7 +765,7 @@ STN_UNROLL
                         & ((k & 1) ? ax[p].m1 : ax[p].m0);
                     float const w = ((k & 1) ? ax[p].w1 : ax[p].w0) * ((k & 2) ? ay[p].w1 : ay[p].w0)
                         * ((k & 4) ? az[p].w1 : az[p].w0);
-                    acc += toFloat(keep(q[iz * slice + iy * W + ix], m)) * w;
+                    addTap(acc, q + (iz * slice + iy * W + ix), m, w);
                 }
                 v[p] = acc;
             }
