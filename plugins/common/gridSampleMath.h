@@ -127,9 +127,10 @@ struct Reflection
     static constexpr Padding kVALUE = Padding::kREFLECTION;
 };
 
-//! SampleOptions whose mode and padding are constants: every function below that takes an
+//! SampleOptions whose mode, padding and semantics (PyTorch's CUDA kernel: what the device path
+//! runs unless a CPU semantics is asked for) are constants: every function below that takes an
 //! `Options const&` folds its switches on them away (one instantiation of the same maths, no
-//! copy of it); alignCorners and semantics stay run-time values.
+//! copy of it); alignCorners stays a run-time value.
 //! kPairedColumns: 4-D bilinear reads the two columns of a row from one address (PairedColumns),
 //! which needs an input at least 2 wide: the host launches these specialisations only then.
 template <typename Mode, typename Pad>
@@ -137,9 +138,9 @@ struct FixedOptions
 {
     static constexpr Interpolation interpolation = Mode::kVALUE;
     static constexpr Padding padding = Pad::kVALUE;
+    static constexpr Semantics semantics = Semantics::kATEN_CUDA;
     static constexpr bool kPairedColumns = true;
     bool alignCorners;
-    Semantics semantics;
 };
 
 // ---- float helpers that compile on both sides -------------------------------------------------

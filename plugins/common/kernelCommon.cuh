@@ -453,8 +453,9 @@ struct LaunchConfig
 };
 
 //! Calls launch(options, index) with the kernel's options and index type (`index` is a value of it):
-//! mode and padding fixed at compile time where such a specialisation is built - 4-D bilinear with
-//! zeros or border padding, what STNs use, on an input at least 2 wide - else the run-time options
+//! mode, padding and semantics fixed at compile time where such a specialisation is built - 4-D
+//! bilinear with zeros or border padding and CUDA semantics, what STNs use, on an input at least 2
+//! wide - else the run-time options
 //! (one generic kernel); 32-bit indices when every offset fits 32 bits, else 64-bit (the generic
 //! kernel only).
 template <int kRank, typename Launch>
@@ -468,13 +469,15 @@ void withKernel(math::SampleOptions const& o, bool index32, bool pairable, Launc
     }
     if constexpr (kRank == 4)
     {
-        if (pairable && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kZEROS)
+        bool const specialisable = pairable && o.interpolation == Interpolation::kBILINEAR
+            && o.semantics == math::Semantics::kATEN_CUDA;
+        if (specialisable && o.padding == Padding::kZEROS)
         {
-            return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics}, int32_t{});
+            return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners}, int32_t{});
         }
-        if (pairable && o.interpolation == Interpolation::kBILINEAR && o.padding == Padding::kBORDER)
+        if (specialisable && o.padding == Padding::kBORDER)
         {
-            return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics}, int32_t{});
+            return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners}, int32_t{});
         }
     }
     launch(o, int32_t{});

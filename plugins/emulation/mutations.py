@@ -52,9 +52,12 @@ class Mutation:
 
 MUTATIONS = (
     Mutation("specialisation-wrong-padding", "common/kernelCommon.cuh",
-             "return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners, o.semantics}, int32_t{});",
-             "return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners, o.semantics}, int32_t{});",
+             "return launch(math::FixedOptions<math::Bilinear, math::Border>{o.alignCorners}, int32_t{});",
+             "return launch(math::FixedOptions<math::Bilinear, math::Zeros>{o.alignCorners}, int32_t{});",
              "the compile-time specialisation of border padding launched with zeros padding"),
+    Mutation("specialisation-for-cpu-semantics", "common/kernelCommon.cuh",
+             "            && o.semantics == math::Semantics::kATEN_CUDA;", "            && true;",
+             "the specialisations (CUDA semantics built in) launched when a CPU semantics is asked for"),
     Mutation("swapped-vector-halves", "common/kernelCommon.cuh",
              "__floats2half2_rn(a, b)", "__floats2half2_rn(b, a)",
              "the two fp16 positions of a thread stored in each other's place"),
