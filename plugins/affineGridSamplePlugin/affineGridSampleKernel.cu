@@ -54,7 +54,8 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegister
             }
         }
         cuda::Chunk<T, I> const chunk(x, out, geo, n);
-        cuda::sampleItem<T, kRank, P>(chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P>(
+            chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -68,8 +69,9 @@ struct Sampler
             using Options = std::remove_const_t<decltype(o)>;
             using I = std::remove_const_t<decltype(index)>;
             constexpr int P = cuda::PositionsPerThread<T, Options>::value;
-            STN_LAUNCH(c.template grid<P>(), cuda::kTHREADS, 0, stream, affineGridSampleKernel<T, kRank, P, Options, I>)(
-                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>()), o, c.template vectorStore<P>());
+            auto const geo = cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>());
+            STN_LAUNCH(c.template grid<P>(), cuda::kTHREADS, 0, stream,
+                affineGridSampleKernel<T, kRank, P, Options, I>)(c.x, c.coord, c.out, geo, o, c.template vectorStore<P>());
         });
     }
 };

@@ -313,12 +313,13 @@ struct Chunk
 template <typename T, typename Options>
 struct PositionsPerThread
 {
-    static constexpr int value = std::is_same<T, float>::value || std::is_same<Options, math::SampleOptions>::value ? 1 : 2;
+    static constexpr int value
+        = std::is_same<T, float>::value || std::is_same<Options, math::SampleOptions>::value ? 1 : 2;
 };
 
 //! Samples the P positions (pos, pos + 1) of one batch item's channel chunk (`in`: its input,
-//! `o_`: its output, `channels` of them) at the coordinates (gx, gy[, gz]) and stores them: element stores for P = 1,
-//! PairWriter for P = 2. The tail of both kernels, inlined into each.
+//! `o_`: its output, `channels` of them) at the coordinates (gx, gy[, gz]) and stores them:
+//! element stores for P = 1, PairWriter for P = 2. The tail of both kernels, inlined into each.
 template <typename T, int kRank, int P, typename Options, typename I>
 __device__ __forceinline__ void sampleItem(T const* in, T* o_, I channels, Geometry<I> const& g, Options const& o,
     I pos, bool vectorStore, bool second, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P])
@@ -437,18 +438,24 @@ struct LaunchConfig
     {
         return P == 2 && evenPlane<P>() && aligned(out, P * sizeof(T));
     }
-    //! The grid: x blocks over the positions (a grid-stride loop), y over the channel chunks.
+    //! Blocks over the positions (a grid-stride loop), P positions per thread.
     template <int P>
-    dim3 grid() const
+    unsigned int positionBlocks() const
     {
-        unsigned int const blocks = blocksFor(d.n * ((outPlane + P - 1) / P));
-        int64_t const chunk = chunkOf<P>();
-        return dim3(blocks, static_cast<unsigned int>((d.c + chunk - 1) / chunk));
+        return blocksFor(d.n * ((outPlane + P - 1) / P));
     }
+    //! Channels per chunk of the grid's y (channelsPerChunk).
     template <int P>
     int64_t chunkOf() const
     {
-        return channelsPerChunk(d.c, blocksFor(d.n * ((outPlane + P - 1) / P)));
+        return channelsPerChunk(d.c, positionBlocks<P>());
+    }
+    //! The grid: x over the positions, y over the channel chunks.
+    template <int P>
+    dim3 grid() const
+    {
+        int64_t const chunk = chunkOf<P>();
+        return dim3(positionBlocks<P>(), static_cast<unsigned int>((d.c + chunk - 1) / chunk));
     }
 };
 

@@ -70,7 +70,8 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegister
                 gz[p] = kRank == 5 ? grid[(kRank - 2) * q + 2] : 0.0f;
             }
         }
-        cuda::sampleItem<T, kRank, P>(chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
+        cuda::sampleItem<T, kRank, P>(
+            chunk.in, chunk.out, chunk.channels, geo, o, pos, vectorStore, second, gx, gy, gz);
     }
 }
 
@@ -86,8 +87,9 @@ struct Sampler
             constexpr int P = cuda::PositionsPerThread<T, Options>::value;
             bool const vectorGrid = kRank == 4 && c.d.coord_dtype == STN_DTYPE_FLOAT32 && c.template evenPlane<P>()
                 && cuda::aligned(c.coord.p, 8 * P);
+            auto const geo = cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>());
             STN_LAUNCH(c.template grid<P>(), cuda::kTHREADS, 0, stream, gridSampleKernel<T, kRank, P, Options, I>)(
-                c.x, c.coord, c.out, cuda::Geometry<I>::make(c.d, P, c.template chunkOf<P>()), o, c.template vectorStore<P>(), vectorGrid);
+                c.x, c.coord, c.out, geo, o, c.template vectorStore<P>(), vectorGrid);
         });
     }
 };
