@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 PLUGINS = Path(__file__).resolve().parents[1]
-EMULATION = PLUGINS / "emulation"
 
 #: Compiled with the shim (the CUDA sources and the emulated runtime / driver).
 EMULATED_SOURCES = (
@@ -158,6 +157,7 @@ def build(out_dir: Path, defines: tuple[str, ...] = (), replacements: dict[str, 
                 os.replace(tmp_root, root)
             except OSError:  # a concurrent build made the same tree
                 shutil.rmtree(tmp_root, ignore_errors=True)
+
     def job(rel: str, emulated: bool) -> tuple[Path, str, list[str]]:
         # A source compiles from the mutant's tree when it or a file it includes is replaced, else
         # from plugins/ (its object then cached across mutants).
