@@ -15,7 +15,8 @@ namespace stn_deploy
 {
 namespace
 {
-//! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16):
+//! P adjacent output positions of one batch item per thread (PositionsPerThread: 2 for the
+//! specialised fp16/bf16 kernels, else 1):
 //! base-grid points (the host-made axes: no division) and their transforms in registers, then the
 //! shared sampler. I: the index type (int32_t on the specialised path, int64_t on the generic one).
 template <typename T, int kRank, int P, typename Options, typename I>

@@ -10,9 +10,9 @@
  * consecutive positions of a channel plane) and, for fp16/bf16 on even planes, vectorised
  * (__half2 / __nv_bfloat162); fp32 grids are read with one float2/float4 load per thread.
  * Two kernels per dtype and rank (kernelCommon.cuh withKernel): 4-D bilinear with zeros/border
- * padding on 32-bit offsets with the mode fixed at compile time, when every offset fits (positions
- * split by host-made multiply-high divisors), and the generic kernel on 64-bit offsets for
- * everything else (one position per thread), so tensors over 2^31 elements stay correct.
+ * padding and CUDA semantics, fixed at compile time, on 32-bit offsets when every offset fits;
+ * the generic kernel (one position per thread) for everything else, on 32-bit offsets where they
+ * fit and 64-bit ones past 2^31 elements. Positions are split by host-made multiply-high divisors.
  */
 #include "gridSampleKernel.h"
 #include "kernelCommon.cuh"
@@ -23,7 +23,8 @@ namespace
 {
 using cuda::CoordReader;
 
-//! P adjacent output positions of one batch item per thread (P = 1 for fp32, 2 for fp16/bf16).
+//! P adjacent output positions of one batch item per thread (PositionsPerThread: 2 for the
+//! specialised fp16/bf16 kernels, else 1).
 //! vectorStore: even plane and aligned output -> one vector store per channel and thread.
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
 //! I: the index type (int32_t on the specialised path, int64_t on the generic one).
