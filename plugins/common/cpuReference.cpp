@@ -64,7 +64,7 @@ void gridSampleCpu(StnSampleDesc const& d, T const* x, G const* grid, T* out, in
             int64_t const n = i / outPlane;
             int64_t const pos = i - n * outPlane;
             T const* in = x + n * d.c * inPlane;
-            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
+            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
             G const* g = grid + i * nc;
             float const gx[1] = {math::toFloat(g[0])};
             float const gy[1] = {math::toFloat(g[1])};
@@ -120,7 +120,7 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
                 cachedN = n;
             }
             T const* in = x + n * d.c * inPlane;
-            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane, outPlane, pos};
+            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
             int64_t const w = pos % d.out_w;
             int64_t const h = (pos / d.out_w) % d.out_h;
             float const bx = baseX[static_cast<size_t>(w)];

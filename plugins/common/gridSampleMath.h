@@ -97,7 +97,7 @@ struct SampleOptions
     Padding padding;
     bool alignCorners;
     Semantics semantics;
-    static constexpr bool kPairedColumns = false; //!< see FixedOptions
+    static constexpr bool kPairedTaps = false; //!< see FixedOptions
 };
 
 // Mode and padding fixed at compile time: tag types, so that the kernels' specialisations are
@@ -131,15 +131,16 @@ struct Reflection
 //! runs unless a CPU semantics is asked for) are constants: every function below that takes an
 //! `Options const&` folds its switches on them away (one instantiation of the same maths, no
 //! copy of it); alignCorners stays a run-time value.
-//! kPairedColumns: 4-D bilinear reads the two columns of a row from one address (PairedColumns),
-//! which needs an input at least 2 wide: the host launches these specialisations only then.
+//! kPairedTaps: 4-D bilinear reads the two columns of a row from one address and the second row
+//! one row further (PairedAxis), which needs an input at least 2 x 2: the host launches these
+//! specialisations only then.
 template <typename Mode, typename Pad>
 struct FixedOptions
 {
     static constexpr Interpolation interpolation = Mode::kVALUE;
     static constexpr Padding padding = Pad::kVALUE;
     static constexpr Semantics semantics = Semantics::kATEN_CUDA;
-    static constexpr bool kPairedColumns = true;
+    static constexpr bool kPairedTaps = true;
     bool alignCorners;
 };
 
@@ -151,6 +152,8 @@ STN_HD float fAbs(float x) { return fabsf(x); }
 STN_HD float fMod(float x, float y) { return fmodf(x, y); }
 STN_HD bool fIsFinite(float x) { return isfinite(x); }
 STN_HD float fFma(float a, float b, float c) { return fmaf(a, b, c); }
+STN_HD float fMin(float a, float b) { return fminf(a, b); }
+STN_HD float fMax(float a, float b) { return fmaxf(a, b); }
 #else
 STN_HD float fFloor(float x) { return std::floor(x); }
 STN_HD float fNearbyint(float x) { return std::nearbyint(x); }
@@ -158,6 +161,8 @@ STN_HD float fAbs(float x) { return std::fabs(x); }
 STN_HD float fMod(float x, float y) { return std::fmod(x, y); }
 STN_HD bool fIsFinite(float x) { return std::isfinite(x); }
 STN_HD float fFma(float a, float b, float c) { return std::fma(a, b, c); }
+STN_HD float fMin(float a, float b) { return std::fmin(a, b); }
+STN_HD float fMax(float a, float b) { return std::fmax(a, b); }
 #endif
 STN_HD bool fIsNan(float x) { return x != x; }
 
@@ -301,37 +306,52 @@ STN_HD bool makeLinearAxis(float u, I size, LinearAxis<I>& a)
     return finite;
 }
 
-//! The two columns of a bilinear row as a pair of adjacent slots (x, x + 1) with x = floor(u)
-//! clamped into [0, W - 2] (so W >= 2): both slots are read from one address. Each tap that is
-//! inside lands in one slot with its weight (inside the row: tap 0 in slot 0, tap 1 in slot 1;
-//! at u in [-1, 0): tap 1 in slot 0; at u in [W - 1, W): tap 0 in slot 1); a slot no tap lands
-//! in is masked. Exact against LinearAxis: only zeroed (+0) terms change places in the sum.
+//! One axis of a specialised bilinear kernel (FixedOptions) as a pair of adjacent slots (f, f + 1)
+//! with f = floor(u) clamped into [0, size - 2] (so size >= 2): the two columns of a row come from
+//! one address, the second row is one row further. Each tap that is inside lands in one slot with
+//! its weight - inside the axis, tap k in slot k; at u in [-1, 0), tap 1 (index 0) in slot 0; at
+//! u in [size - 1, size), tap 0 (index size - 1) in slot 1 - and a slot no tap lands in is masked.
+//! Exact against LinearAxis: only zeroed (+0) terms change places in the sum.
+//! u must lie in [-2, size] (tapCoordinate), so that floor(u) converts without a range check.
 template <typename I>
-struct PairedColumns
+struct PairedAxis
 {
-    I x;             // the first slot's column, always readable with x + 1
+    I first;         // the first slot's index, always readable with first + 1
     uint32_t m0, m1; // keepMask of the slots
-    float w0, w1;    // weights of the slots (0 where masked)
+    float w0, w1;    // weights of the slots (any finite value >= 0 where masked)
 };
 
-//! Returns false when the coordinate is non-finite (after padding): no tap is read then.
 template <typename I>
-STN_HD bool makePairedColumns(float u, I W, PairedColumns<I>& s)
+STN_HD PairedAxis<I> makePairedAxis(float u, I size)
 {
-    bool const finite = fIsFinite(u);
     float const f = fFloor(u);
-    I const i = finite ? toIndex<I>(f) : I{kOUTSIDE};
-    float const w0 = finite ? (f + 1.0f) - u : 0.0f; // the taps' weights, as LinearAxis
-    float const w1 = finite ? u - f : 0.0f;
-    bool const interior = i >= 0 && i <= W - 2;      // both taps inside: slot k = tap k
-    bool const lowEdge = i == -1;                    // only tap 1 (column 0) inside: slot 0
-    bool const highEdge = i == W - 1;                // only tap 0 (column W - 1) inside: slot 1
-    s.x = i < 0 ? I{0} : (i > W - 2 ? W - 2 : i);
-    s.m0 = keepMask(interior || lowEdge);
-    s.m1 = keepMask(interior || highEdge);
-    s.w0 = lowEdge ? w1 : w0;
-    s.w1 = highEdge ? w0 : w1;
-    return finite;
+    I const i = static_cast<I>(f);
+    float const w0 = (f + 1.0f) - u; // the taps' weights, as LinearAxis
+    float const w1 = u - f;
+    PairedAxis<I> s;
+    s.first = i < 0 ? I{0} : (i > size - 2 ? size - 2 : i);
+    // d = 0: both taps inside; 1: only tap 1, in slot 0; -1: only tap 0, in slot 1; else none.
+    I const d = s.first - i;
+    s.m0 = keepMask(d == 0 || d == 1);
+    s.m1 = keepMask(d == 0 || d == -1);
+    s.w0 = d == 0 ? w0 : w1;
+    s.w1 = d == 0 ? w1 : w0;
+    return s;
+}
+
+//! The source coordinate of a specialised bilinear kernel (CUDA semantics), within [-2, size]:
+//! border padding clips into [0, size - 1] already; for zeros padding a NaN goes to -2 (fmax
+//! returns the number) and +-inf or anything beyond to the bounds, where no tap is inside, as
+//! for the unclamped coordinate: the same +0 sum, and no range check before the conversion.
+template <typename I, typename Options>
+STN_HD float tapCoordinate(float coord, I size, Options const& o)
+{
+    float const u = sourceCoordinate(coord, size, o);
+    if constexpr (Options::padding == Padding::kZEROS)
+    {
+        return fMin(fMax(u, -2.0f), static_cast<float>(size));
+    }
+    return u;
 }
 
 template <typename I>
@@ -533,31 +553,78 @@ STN_HD void addTap(float& acc, T const* at, uint32_t mask, float w)
 #endif
 }
 
+//! The 16-bit types whose two taps of a paired row are read as one masked word (PairedTaps): the
+//! kernels' __half / __nv_bfloat16 (the CPU reference never runs a paired path).
+template <typename T>
+struct PackedPair
+{
+    static constexpr bool kVALUE = false;
+};
+#if defined(__CUDACC__) || defined(STN_CUDA_HOST_EMULATION)
+template <>
+struct PackedPair<__half>
+{
+    static constexpr bool kVALUE = true;
+    static STN_HD uint32_t bits(__half v) { return __half_as_ushort(v); }
+    static STN_HD void toFloats(uint32_t w, float& a, float& b)
+    {
+        __half2 h;
+        __builtin_memcpy(&h, &w, sizeof(h));
+        a = __low2float(h);
+        b = __high2float(h);
+    }
+};
+template <>
+struct PackedPair<__nv_bfloat16>
+{
+    static constexpr bool kVALUE = true;
+    static STN_HD uint32_t bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+    static STN_HD void toFloats(uint32_t w, float& a, float& b)
+    {
+        a = bitsFloat(w << 16);
+        b = bitsFloat(w & 0xFFFF0000u);
+    }
+};
+#endif
+
+//! The two columns of a paired row (at[0], at[1]) masked in one operation: their bits packed in
+//! one word and ANDed with the row's pair mask (low half: slot 0's keepMask, high half: slot 1's),
+//! then converted - exactly keep() per element, in fewer registers than a mask per tap.
+template <typename T>
+STN_HD void readPair(T const* at, uint32_t pairMask, float& a, float& b)
+{
+    uint32_t const w = (PackedPair<T>::bits(at[0]) | (PackedPair<T>::bits(at[1]) << 16)) & pairMask;
+    PackedPair<T>::toFloats(w, a, b);
+}
+
 // ---- per-position samplers: taps once per position, then every channel -------------------------
 //
 // P output positions are sampled together (P = 1, or 2 for the vectorised 16-bit CUDA path);
-// `write(c, v)` receives the P values of channel c. in: [C, (D,) H, W] of one batch item.
+// `write(v)` receives the P values of one channel and moves on to the next channel (a writer is a
+// cursor: one pointer step per channel, no per-channel address arithmetic). in: [C, (D,) H, W]
+// of one batch item.
 
-//! Writes P consecutive positions (pos, pos + 1, ...) of each channel plane, one element at a time.
+//! Writes P consecutive positions of each channel plane, one element at a time; `out` points at
+//! the first position in channel 0.
 template <typename TOut, int P, typename I = int64_t>
 struct PlaneWriter
 {
     TOut* out;
     I outPlane;
-    I pos;
-    STN_HD void operator()(I c, float const (&v)[P]) const
+    STN_HD void operator()(float const (&v)[P])
     {
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            out[c * outPlane + pos + p] = fromFloat<TOut>(v[p]);
+            out[p] = fromFloat<TOut>(v[p]);
         }
+        out += outPlane;
     }
 };
 
 //! Nearest: for every channel, the input at each position's offset in the plane (-1: outside, 0).
 template <int P, typename I, typename T, typename Writer>
-STN_HD void gatherNearest(T const* in, I C, I plane, I const (&off)[P], Writer const& write)
+STN_HD void gatherNearest(T const* in, I C, I plane, I const (&off)[P], Writer write)
 {
     for (I c = 0; c < C; ++c)
     {
@@ -568,13 +635,13 @@ STN_UNROLL
         {
             v[p] = off[p] >= 0 ? toFloat(q[off[p]]) : 0.0f;
         }
-        write(c, v);
+        write(v);
     }
 }
 
 template <int P, typename I, typename T, typename Options, typename Writer>
 STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float const (&gy)[P], Options const& o,
-    Writer const& write)
+    Writer write)
 {
     I const plane = H * W;
     switch (o.interpolation)
@@ -584,45 +651,57 @@ STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float con
         // Per position, once: the four taps' clamped offsets, masks and weights, and the start of
         // the sum (+0, or NaN where the semantics give NaN for a non-finite coordinate: NaN + 0
         // stays NaN). The channel loop is then straight-line code: load, mask, convert, FMA.
-        // Tap k = 2 * row + column reads q[off[p][k]] (paired columns: off[p][2 * row] + column).
+        // Tap k = 2 * row + column reads q[off[p][k]] (paired taps: off[p][2 * row] + column).
+        // 16-bit paired taps: both columns of a row masked as one word (readPair).
+        constexpr bool kPacked = Options::kPairedTaps && PackedPair<T>::kVALUE;
         I off[P][4];
         uint32_t mask[P][4];
+        uint32_t pairMask[P][2];
         float weight[P][4];
         float start[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            LinearAxis<I> b;
-            bool finite = makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
-            I x[2];
-            uint32_t m[2];
-            float w[2];
-            if constexpr (Options::kPairedColumns)
+            I x[2], rows[2];
+            uint32_t m[2], rowMasks[2];
+            float w[2], rowWeights[2];
+            if constexpr (Options::kPairedTaps)
             {
-                PairedColumns<I> a;
-                finite &= makePairedColumns(sourceCoordinate(gx[p], W, o), W, a);
-                x[0] = a.x;
-                x[1] = a.x + 1;
+                PairedAxis<I> const a = makePairedAxis(tapCoordinate(gx[p], W, o), W);
+                PairedAxis<I> const b = makePairedAxis(tapCoordinate(gy[p], H, o), H);
+                start[p] = 0.0f;
+                x[0] = a.first;
+                x[1] = a.first + 1;
                 m[0] = a.m0;
                 m[1] = a.m1;
                 w[0] = a.w0;
                 w[1] = a.w1;
+                rows[0] = b.first * W;
+                rows[1] = rows[0] + W;
+                rowMasks[0] = b.m0;
+                rowMasks[1] = b.m1;
+                rowWeights[0] = b.w0;
+                rowWeights[1] = b.w1;
             }
             else
             {
-                LinearAxis<I> a;
-                finite &= makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a);
+                LinearAxis<I> a, b;
+                bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a)
+                    & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
+                start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
                 x[0] = a.i0;
                 x[1] = a.i1;
                 m[0] = a.m0;
                 m[1] = a.m1;
                 w[0] = a.w0;
                 w[1] = a.w1;
+                rows[0] = b.i0 * W;
+                rows[1] = b.i1 * W;
+                rowMasks[0] = b.m0;
+                rowMasks[1] = b.m1;
+                rowWeights[0] = b.w0;
+                rowWeights[1] = b.w1;
             }
-            start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
-            I const rows[2] = {b.i0 * W, b.i1 * W};
-            uint32_t const rowMasks[2] = {b.m0, b.m1};
-            float const rowWeights[2] = {b.w0, b.w1};
 STN_UNROLL
             for (int k = 0; k < 4; ++k)
             {
@@ -630,48 +709,85 @@ STN_UNROLL
                 mask[p][k] = rowMasks[k / 2] & m[k % 2];
                 weight[p][k] = w[k % 2] * rowWeights[k / 2];
             }
+            if constexpr (kPacked)
+            {
+                uint32_t const columns = (m[0] & 0x0000FFFFu) | (m[1] & 0xFFFF0000u);
+                pairMask[p][0] = rowMasks[0] & columns;
+                pairMask[p][1] = rowMasks[1] & columns;
+            }
         }
-        auto const channel = [&](I c, T const* q) {
+        // Paired: each tap row's address (its second column at +1); else the plane's, with an
+        // offset per tap (four pointers would cost the generic kernels registers). Stepped one
+        // plane per channel: one pointer step per row and channel.
+        constexpr int kRows = Options::kPairedTaps ? 2 : 1;
+        T const* at[P][kRows];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+STN_UNROLL
+            for (int j = 0; j < kRows; ++j)
+            {
+                at[p][j] = Options::kPairedTaps ? in + off[p][2 * j] : in;
+            }
+        }
+        auto const channel = [&]() {
             float v[P];
 STN_UNROLL
             for (int p = 0; p < P; ++p)
             {
                 float acc = start[p];
-STN_UNROLL
-                for (int k = 0; k < 4; ++k)
+                if constexpr (kPacked)
                 {
-                    // Paired: both columns of a row from one address, the second at +1.
-                    T const* const at = Options::kPairedColumns ? q + off[p][k & 2] + (k & 1) : q + off[p][k];
-                    addTap(acc, at, mask[p][k], weight[p][k]);
+STN_UNROLL
+                    for (int r = 0; r < 2; ++r)
+                    {
+                        float a, b;
+                        readPair(at[p][r], pairMask[p][r], a, b);
+                        acc += a * weight[p][2 * r];
+                        acc += b * weight[p][2 * r + 1];
+                    }
+                }
+                else
+                {
+STN_UNROLL
+                    for (int k = 0; k < 4; ++k)
+                    {
+                        T const* const tap = Options::kPairedTaps ? at[p][k / 2] + (k & 1) : at[p][0] + off[p][k];
+                        addTap(acc, tap, mask[p][k], weight[p][k]);
+                    }
                 }
                 v[p] = acc;
+STN_UNROLL
+                for (int j = 0; j < kRows; ++j)
+                {
+                    at[p][j] += plane;
+                }
             }
-            write(c, v);
+            write(v);
         };
-        T const* q = in;
         if constexpr (P == 1)
         {
-            for (I c = 0; c < C; ++c, q += plane) // unrolled by the compiler
+            for (I c = 0; c < C; ++c) // unrolled by the compiler
             {
-                channel(c, q);
+                channel();
             }
         }
         else if constexpr (Options::padding == Padding::kZEROS)
         {
             // Two channels per trip (the trip's overhead halved) fit in 64 registers here...
 STN_UNROLL_TWICE
-            for (I c = 0; c < C; ++c, q += plane)
+            for (I c = 0; c < C; ++c)
             {
-                channel(c, q);
+                channel();
             }
         }
         else
         {
             // ...but not with border padding's clipping in the set-up (8 bytes would spill).
 STN_NO_UNROLL
-            for (I c = 0; c < C; ++c, q += plane)
+            for (I c = 0; c < C; ++c)
             {
-                channel(c, q);
+                channel();
             }
         }
         return;
@@ -721,7 +837,7 @@ STN_UNROLL
                 }
                 v[p] = rows[0] * b.c[0] + rows[1] * b.c[1] + rows[2] * b.c[2] + rows[3] * b.c[3];
             }
-            write(c, v);
+            write(v);
         }
         return;
     }
@@ -730,7 +846,7 @@ STN_UNROLL
 
 template <int P, typename I, typename T, typename Options, typename Writer>
 STN_HD void sample3d(T const* in, I C, I D, I H, I W, float const (&gx)[P], float const (&gy)[P], float const (&gz)[P],
-    Options const& o, Writer const& write)
+    Options const& o, Writer write)
 {
     I const plane = D * H * W;
     I const slice = H * W;
@@ -770,7 +886,7 @@ STN_UNROLL
                 }
                 v[p] = acc;
             }
-            write(c, v);
+            write(v);
         }
         return;
     }
@@ -799,7 +915,7 @@ STN_UNROLL
             {
                 v[p] = 0.0f;
             }
-            write(c, v);
+            write(v);
         }
         return;
     }

@@ -38,7 +38,8 @@ constexpr int kTHREADS = 256;
 
 //! The register cap of a kernel (__maxnreg__): 64 for the specialised kernels (4 blocks of 256 per
 //! SM), 96 for the generic ones on 32-bit indices, whose bicubic paths would otherwise take
-//! 100-150, and 128 on 64-bit indices (tensors past 2^31 elements only), where 96 would spill.
+//! 100-150, and 128 on 64-bit indices (tensors past 2^31 elements only), where 96 spills: the
+//! 5-D trilinear 64-bit tap pointers inside the channel loop, the fused ops' theta in the set-up.
 template <typename Options, typename I>
 struct MaxRegisters
 {
@@ -250,32 +251,32 @@ struct CoordReader
     }
 };
 
-//! Stores the P = 2 outputs of one thread: one 4/8-byte vector store (float2 / __half2 /
-//! __nv_bfloat162) when the plane size is even and the output aligned, else element stores
-//! (the second one only when it exists, at the end of an odd plane).
+//! Stores the P = 2 outputs of one thread, channel after channel (a cursor, as math::PlaneWriter):
+//! one 4/8-byte vector store (float2 / __half2 / __nv_bfloat162) when the plane size is even and
+//! the output aligned, else element stores (the second one only when it exists, at the end of an
+//! odd plane). `out` points at the first position in channel 0.
 template <typename T, typename I>
 struct PairWriter
 {
     T* out;
     I outPlane;
-    I pos;
     bool vector;
     bool second;
-    __device__ __forceinline__ void operator()(I c, float const (&v)[2]) const
+    __device__ __forceinline__ void operator()(float const (&v)[2])
     {
-        // c, outPlane, pos >= 0: unsigned, so the address is one wide multiply-add (no sign extension).
-        using U = std::make_unsigned_t<I>;
-        T* p = out + static_cast<uint64_t>(static_cast<U>(c)) * static_cast<U>(outPlane) + static_cast<U>(pos);
         if (vector)
         {
-            storePair(p, v[0], v[1]);
-            return;
+            storePair(out, v[0], v[1]);
         }
-        p[0] = math::fromFloat<T>(v[0]);
-        if (second)
+        else
         {
-            p[1] = math::fromFloat<T>(v[1]);
+            out[0] = math::fromFloat<T>(v[0]);
+            if (second)
+            {
+                out[1] = math::fromFloat<T>(v[1]);
+            }
         }
+        out += outPlane;
     }
     static __device__ __forceinline__ void storePair(float* p, float a, float b)
     {
@@ -326,7 +327,7 @@ __device__ __forceinline__ void sampleItem(T const* in, T* o_, I channels, Geome
 {
     if constexpr (P == 1)
     {
-        math::PlaneWriter<T, 1, I> const write{o_, g.outPlane, pos};
+        math::PlaneWriter<T, 1, I> const write{o_ + pos, g.outPlane};
         if (kRank == 4)
         {
             math::sample2d<1>(in, channels, g.inH, g.inW, gx, gy, o, write);
@@ -338,7 +339,7 @@ __device__ __forceinline__ void sampleItem(T const* in, T* o_, I channels, Geome
     }
     else
     {
-        PairWriter<T, I> const write{o_, g.outPlane, pos, vectorStore, second};
+        PairWriter<T, I> const write{o_ + pos, g.outPlane, vectorStore, second};
         if (kRank == 4)
         {
             math::sample2d<2>(in, channels, g.inH, g.inW, gx, gy, o, write);
@@ -411,7 +412,7 @@ struct LaunchConfig
     math::SampleOptions o;
     int64_t outPlane;
     bool index32;  //!< fitsIndex32: a 32-bit kernel may run
-    bool pairable; //!< an input >= 2 wide: the specialised (paired-column) kernels may run
+    bool pairable; //!< an input >= 2 x 2: the specialised (paired-tap) kernels may run
     T const* x;
     CoordReader coord; //!< grid or theta
     T* out;
@@ -421,7 +422,7 @@ struct LaunchConfig
         , o(sampleOptions(desc, /*cuda=*/true))
         , outPlane(desc.out_d * desc.out_h * desc.out_w)
         , index32(fitsIndex32(desc))
-        , pairable(desc.in_w >= 2)
+        , pairable(desc.in_w >= 2 && desc.in_h >= 2)
         , x(static_cast<T const*>(xp))
         , coord{coordp, desc.coord_dtype}
         , out(static_cast<T*>(outp))
@@ -461,8 +462,8 @@ struct LaunchConfig
 
 //! Calls launch(options, index) with the kernel's options and index type (`index` is a value of it):
 //! mode, padding and semantics fixed at compile time where such a specialisation is built - 4-D
-//! bilinear with zeros or border padding and CUDA semantics, what STNs use, on an input at least 2
-//! wide - else the run-time options
+//! bilinear with zeros or border padding and CUDA semantics, what STNs use, on an input at least
+//! 2 x 2 - else the run-time options
 //! (one generic kernel); 32-bit indices when every offset fits 32 bits, else 64-bit (the generic
 //! kernel only).
 template <int kRank, typename Launch>

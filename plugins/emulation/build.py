@@ -8,7 +8,7 @@ against. No GPU, no nvcc: only CUDA's headers (for the host ``__half`` / ``dim3`
 
 Objects are cached in OUT_DIR by a hash of their source text and flags, so a rebuild after
 one edit (or one injected mutation) recompiles one file. Used by tests/test_cuda_emulation.py
-and benchmarks/cuda_mutations.py.
+and plugins/emulation/mutations.py.
 """
 
 from __future__ import annotations

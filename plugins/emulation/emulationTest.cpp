@@ -343,10 +343,12 @@ void suiteMatrix(uint64_t maxBlocks)
     Types const types[] = {{STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT32}, {STN_DTYPE_FLOAT16, STN_DTYPE_FLOAT32},
         {STN_DTYPE_FLOAT16, STN_DTYPE_FLOAT16}, {STN_DTYPE_BFLOAT16, STN_DTYPE_FLOAT32},
         {STN_DTYPE_BFLOAT16, STN_DTYPE_BFLOAT16}};
-    // Odd and even output planes (the vector-store and tail paths), an input of one pixel, and
-    // outputs bigger than one block of positions (300 positions > 256 threads for fp32).
+    // Odd and even output planes (the vector-store and tail paths), an input of one pixel, one
+    // row or one column (no paired taps), and outputs bigger than one block of positions (300
+    // positions > 256 threads for fp32).
     Shape const shapes4[] = {{4, 1, 5, 7, 1, 3, 5}, {4, 1, 6, 4, 1, 4, 6}, {4, 1, 1, 1, 1, 2, 3},
-        {4, 1, 9, 8, 1, 15, 20}, {4, 1, 3, 2, 1, 1, 1}, {4, 1, 7, 7, 1, 5, 5}};
+        {4, 1, 9, 8, 1, 15, 20}, {4, 1, 3, 2, 1, 1, 1}, {4, 1, 7, 7, 1, 5, 5}, {4, 1, 1, 6, 1, 3, 4},
+        {4, 1, 5, 1, 1, 4, 3}};
     Shape const shapes5[] = {{4, 3, 4, 5, 2, 3, 3}, {4, 2, 3, 4, 3, 3, 3}, {4, 1, 2, 2, 1, 1, 1}};
     // Byte offsets of (x, coord, out): aligned, then each misaligned by one element.
     size_t const offsets[][3] = {{0, 0, 0}, {0, 0, 1}, {0, 1, 0}, {1, 1, 1}};
@@ -377,7 +379,7 @@ void suiteMatrix(uint64_t maxBlocks)
                                 // every value meets every dtype and op.
                                 for (int rep = 0; rep < 2; ++rep, ++variant)
                                 {
-                                    Shape const& s = rank == 4 ? shapes4[variant % 6] : shapes5[variant % 3];
+                                    Shape const& s = rank == 4 ? shapes4[variant % 8] : shapes5[variant % 3];
                                     Case c{};
                                     c.fused = fused;
                                     c.d.rank = rank;
