@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <exception>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace stn_deploy
@@ -57,28 +58,40 @@ void gridSampleCpu(StnSampleDesc const& d, T const* x, G const* grid, T* out, in
     int64_t const outPlane = d.out_d * d.out_h * d.out_w;
     int64_t const inPlane = d.in_d * d.in_h * d.in_w;
     int64_t const total = d.n * outPlane;
-    int32_t const nc = d.rank == 5 ? 3 : 2;
-    parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i)
-        {
-            int64_t const n = i / outPlane;
-            int64_t const pos = i - n * outPlane;
-            T const* in = x + n * d.c * inPlane;
-            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
-            G const* g = grid + i * nc;
-            float const gx[1] = {math::toFloat(g[0])};
-            float const gy[1] = {math::toFloat(g[1])};
-            if (d.rank == 4)
+    // One loop per rank (a compile-time constant): with both samplers in one loop, GCC inlined the
+    // 3-D one there and the 2-D path ran ~6 % slower.
+    auto const run = [&](auto rank) {
+        constexpr int kRank = decltype(rank)::value;
+        parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
+            for (int64_t i = begin; i < end; ++i)
             {
-                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+                int64_t const n = i / outPlane;
+                int64_t const pos = i - n * outPlane;
+                T const* in = x + n * d.c * inPlane;
+                math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
+                G const* g = grid + i * (kRank - 2);
+                float const gx[1] = {math::toFloat(g[0])};
+                float const gy[1] = {math::toFloat(g[1])};
+                if constexpr (kRank == 4)
+                {
+                    math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+                }
+                else
+                {
+                    float const gz[1] = {math::toFloat(g[2])};
+                    math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+                }
             }
-            else
-            {
-                float const gz[1] = {math::toFloat(g[2])};
-                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
-    });
+        });
+    };
+    if (d.rank == 4)
+    {
+        run(std::integral_constant<int, 4>{});
+    }
+    else
+    {
+        run(std::integral_constant<int, 5>{});
+    }
 }
 
 template <typename T, typename G>
@@ -104,43 +117,55 @@ void affineGridSampleCpu(StnSampleDesc const& d, T const* x, G const* theta, T* 
     std::vector<float> const baseX = axisTable(d.out_w);
     std::vector<float> const baseY = axisTable(d.out_h);
     std::vector<float> const baseZ = axisTable(d.out_d);
-    parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
-        int64_t cachedN = -1;
-        float t[12] = {};
-        for (int64_t i = begin; i < end; ++i)
-        {
-            int64_t const n = i / outPlane;
-            int64_t const pos = i - n * outPlane;
-            if (n != cachedN)
+    // One loop per rank, as gridSampleCpu.
+    auto const run = [&](auto rank) {
+        constexpr int kRank = decltype(rank)::value;
+        parallelFor(total, numThreads, [&](int64_t begin, int64_t end) {
+            int64_t cachedN = -1;
+            float t[12] = {};
+            for (int64_t i = begin; i < end; ++i)
             {
-                for (int32_t k = 0; k < nt; ++k)
+                int64_t const n = i / outPlane;
+                int64_t const pos = i - n * outPlane;
+                if (n != cachedN)
                 {
-                    t[k] = math::toFloat(theta[n * nt + k]);
+                    for (int32_t k = 0; k < nt; ++k)
+                    {
+                        t[k] = math::toFloat(theta[n * nt + k]);
+                    }
+                    cachedN = n;
                 }
-                cachedN = n;
+                T const* in = x + n * d.c * inPlane;
+                math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
+                int64_t const w = pos % d.out_w;
+                int64_t const h = (pos / d.out_w) % d.out_h;
+                float const bx = baseX[static_cast<size_t>(w)];
+                float const by = baseY[static_cast<size_t>(h)];
+                if constexpr (kRank == 4)
+                {
+                    float gx[1], gy[1];
+                    math::transformPoint2d(t, projective, bx, by, gx[0], gy[0]);
+                    math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
+                }
+                else
+                {
+                    int64_t const z = pos / (d.out_w * d.out_h);
+                    float const bz = baseZ[static_cast<size_t>(z)];
+                    float gx[1], gy[1], gz[1];
+                    math::transformPoint3d(t, bx, by, bz, gx[0], gy[0], gz[0]);
+                    math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
+                }
             }
-            T const* in = x + n * d.c * inPlane;
-            math::PlaneWriter<T, 1> const write{out + n * d.c * outPlane + pos, outPlane};
-            int64_t const w = pos % d.out_w;
-            int64_t const h = (pos / d.out_w) % d.out_h;
-            float const bx = baseX[static_cast<size_t>(w)];
-            float const by = baseY[static_cast<size_t>(h)];
-            if (d.rank == 4)
-            {
-                float gx[1], gy[1];
-                math::transformPoint2d(t, projective, bx, by, gx[0], gy[0]);
-                math::sample2d<1>(in, d.c, d.in_h, d.in_w, gx, gy, o, write);
-            }
-            else
-            {
-                int64_t const z = pos / (d.out_w * d.out_h);
-                float const bz = baseZ[static_cast<size_t>(z)];
-                float gx[1], gy[1], gz[1];
-                math::transformPoint3d(t, bx, by, bz, gx[0], gy[0], gz[0]);
-                math::sample3d<1>(in, d.c, d.in_d, d.in_h, d.in_w, gx, gy, gz, o, write);
-            }
-        }
-    });
+        });
+    };
+    if (d.rank == 4)
+    {
+        run(std::integral_constant<int, 4>{});
+    }
+    else
+    {
+        run(std::integral_constant<int, 5>{});
+    }
 }
 
 //! Dispatch on (X dtype, coordinate dtype): coordinates are float32 or the dtype of X.

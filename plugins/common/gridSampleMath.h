@@ -626,9 +626,9 @@ STN_UNROLL
 template <int P, typename I, typename T, typename Writer>
 STN_HD void gatherNearest(T const* in, I C, I plane, I const (&off)[P], Writer write)
 {
-    for (I c = 0; c < C; ++c)
+    T const* q = in;
+    for (I c = 0; c < C; ++c, q += plane)
     {
-        T const* q = in + c * plane;
         float v[P];
 STN_UNROLL
         for (int p = 0; p < P; ++p)
@@ -814,9 +814,9 @@ STN_UNROLL
             makeCubicAxis(unnormalize(gx[p], W, o.alignCorners, o.semantics), W, o, ax[p]);
             makeCubicAxis(unnormalize(gy[p], H, o.alignCorners, o.semantics), H, o, ay[p]);
         }
-        for (I c = 0; c < C; ++c)
+        T const* q = in;
+        for (I c = 0; c < C; ++c, q += plane)
         {
-            T const* q = in + c * plane;
             float v[P];
 STN_UNROLL
             for (int p = 0; p < P; ++p)
