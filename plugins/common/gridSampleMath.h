@@ -553,7 +553,7 @@ STN_HD void addTap(float& acc, T const* at, uint32_t mask, float w)
 #endif
 }
 
-//! The 16-bit types whose two taps of a paired row are read as one masked word (PairedTaps): the
+//! The 16-bit types whose two taps of a paired row are read as one masked word (kPairedTaps): the
 //! kernels' __half / __nv_bfloat16 (the CPU reference never runs a paired path).
 template <typename T>
 struct PackedPair
@@ -651,7 +651,7 @@ STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float con
         // Per position, once: the four taps' clamped offsets, masks and weights, and the start of
         // the sum (+0, or NaN where the semantics give NaN for a non-finite coordinate: NaN + 0
         // stays NaN). The channel loop is then straight-line code: load, mask, convert, FMA.
-        // Tap k = 2 * row + column reads q[off[p][k]] (paired taps: off[p][2 * row] + column).
+        // Tap k = 2 * row + column reads in[off[p][k]] (paired taps: off[p][2 * row] + column).
         // 16-bit paired taps: both columns of a row masked as one word (readPair).
         constexpr bool kPacked = Options::kPairedTaps && PackedPair<T>::kVALUE;
         I off[P][4];
