@@ -132,7 +132,7 @@ struct Reflection
 //! `Options const&` folds its switches on them away (one instantiation of the same maths, no
 //! copy of it); alignCorners stays a run-time value.
 //! kPairedTaps: 4-D bilinear reads the two columns of a row from one address and the second row
-//! one row further (PairedAxis), which needs an input at least 2 x 2: the host launches these
+//! one row further (makePairedAxis), which needs an input at least 2 x 2: the host launches these
 //! specialisations only then.
 template <typename Mode, typename Pad>
 struct FixedOptions
@@ -306,32 +306,26 @@ STN_HD bool makeLinearAxis(float u, I size, LinearAxis<I>& a)
     return finite;
 }
 
-//! One axis of a specialised bilinear kernel (FixedOptions) as a pair of adjacent slots (f, f + 1)
-//! with f = floor(u) clamped into [0, size - 2] (so size >= 2): the two columns of a row come from
-//! one address, the second row is one row further. Each tap that is inside lands in one slot with
-//! its weight - inside the axis, tap k in slot k; at u in [-1, 0), tap 1 (index 0) in slot 0; at
-//! u in [size - 1, size), tap 0 (index size - 1) in slot 1 - and a slot no tap lands in is masked.
-//! Exact against LinearAxis: only zeroed (+0) terms change places in the sum.
+//! One axis of a specialised bilinear kernel (FixedOptions) as a LinearAxis of two adjacent slots
+//! (i0, i1) = (f, f + 1), f = floor(u) clamped into [0, size - 2] (so size >= 2): the two columns
+//! of a row come from one address, the second row is one row further. Each tap that is inside
+//! lands in one slot with its weight - inside the axis, tap k in slot k; at u in [-1, 0), tap 1
+//! (index 0) in slot 0; at u in [size - 1, size), tap 0 (index size - 1) in slot 1 - and a slot
+//! no tap lands in is masked (its weight any finite value >= 0). Exact against makeLinearAxis:
+//! only zeroed (+0) terms change places in the sum.
 //! u must lie in [-2, size] (tapCoordinate), so that floor(u) converts without a range check.
 template <typename I>
-struct PairedAxis
-{
-    I first;         // the first slot's index, always readable with first + 1
-    uint32_t m0, m1; // keepMask of the slots
-    float w0, w1;    // weights of the slots (any finite value >= 0 where masked)
-};
-
-template <typename I>
-STN_HD PairedAxis<I> makePairedAxis(float u, I size)
+STN_HD LinearAxis<I> makePairedAxis(float u, I size)
 {
     float const f = fFloor(u);
     I const i = static_cast<I>(f);
-    float const w0 = (f + 1.0f) - u; // the taps' weights, as LinearAxis
+    float const w0 = (f + 1.0f) - u; // the taps' weights, as makeLinearAxis
     float const w1 = u - f;
-    PairedAxis<I> s;
-    s.first = i < 0 ? I{0} : (i > size - 2 ? size - 2 : i);
+    LinearAxis<I> s;
+    s.i0 = i < 0 ? I{0} : (i > size - 2 ? size - 2 : i);
+    s.i1 = s.i0 + 1;
     // d = 0: both taps inside; 1: only tap 1, in slot 0; -1: only tap 0, in slot 1; else none.
-    I const d = s.first - i;
+    I const d = s.i0 - i;
     s.m0 = keepMask(d == 0 || d == 1);
     s.m1 = keepMask(d == 0 || d == -1);
     s.w0 = d == 0 ? w0 : w1;
@@ -662,46 +656,25 @@ STN_HD void sample2d(T const* in, I C, I H, I W, float const (&gx)[P], float con
 STN_UNROLL
         for (int p = 0; p < P; ++p)
         {
-            I x[2], rows[2];
-            uint32_t m[2], rowMasks[2];
-            float w[2], rowWeights[2];
+            LinearAxis<I> a, b; // columns, rows
             if constexpr (Options::kPairedTaps)
             {
-                PairedAxis<I> const a = makePairedAxis(tapCoordinate(gx[p], W, o), W);
-                PairedAxis<I> const b = makePairedAxis(tapCoordinate(gy[p], H, o), H);
+                a = makePairedAxis(tapCoordinate(gx[p], W, o), W);
+                b = makePairedAxis(tapCoordinate(gy[p], H, o), H);
                 start[p] = 0.0f;
-                x[0] = a.first;
-                x[1] = a.first + 1;
-                m[0] = a.m0;
-                m[1] = a.m1;
-                w[0] = a.w0;
-                w[1] = a.w1;
-                rows[0] = b.first * W;
-                rows[1] = rows[0] + W;
-                rowMasks[0] = b.m0;
-                rowMasks[1] = b.m1;
-                rowWeights[0] = b.w0;
-                rowWeights[1] = b.w1;
             }
             else
             {
-                LinearAxis<I> a, b;
                 bool const finite = makeLinearAxis(sourceCoordinate(gx[p], W, o), W, a)
                     & makeLinearAxis(sourceCoordinate(gy[p], H, o), H, b);
                 start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
-                x[0] = a.i0;
-                x[1] = a.i1;
-                m[0] = a.m0;
-                m[1] = a.m1;
-                w[0] = a.w0;
-                w[1] = a.w1;
-                rows[0] = b.i0 * W;
-                rows[1] = b.i1 * W;
-                rowMasks[0] = b.m0;
-                rowMasks[1] = b.m1;
-                rowWeights[0] = b.w0;
-                rowWeights[1] = b.w1;
             }
+            I const x[2] = {a.i0, a.i1};
+            uint32_t const m[2] = {a.m0, a.m1};
+            float const w[2] = {a.w0, a.w1};
+            I const rows[2] = {b.i0 * W, b.i1 * W};
+            uint32_t const rowMasks[2] = {b.m0, b.m1};
+            float const rowWeights[2] = {b.w0, b.w1};
 STN_UNROLL
             for (int k = 0; k < 4; ++k)
             {
