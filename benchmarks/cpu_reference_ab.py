@@ -7,7 +7,7 @@ commit, ``stn-deploy plugins build``), then
     python benchmarks/cpu_reference_ab.py --baseline OLD.so [--candidate NEW.so] [--threads 2]
 
 Both libraries are copied to a temporary folder and loaded with ctypes (the same file name would
-load once); each case (the sampler benchmark's CPU shapes, bilinear and nearest, fused
+load once); each case (the sampler benchmark's CPU shapes and a volume, bilinear, nearest and bicubic, fused
 ``stn_affine_grid_sample_cpu`` and ``stn_grid_sample_cpu``) runs both builds in interleaved rounds
 (``bench.time_interleaved``), so a change of machine load hits them alike; reported: the minimum
 and median per build and ``candidate / baseline`` (< 1: the candidate is faster). The outputs of
@@ -32,27 +32,33 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-#: (N, C, H, W) -> (Ho, Wo): the sampler benchmark's CPU shapes (benchmarks/sampler.py), smaller N.
+#: (N, C, H, W) -> (Ho, Wo): the sampler benchmark's CPU shapes (benchmarks/sampler.py), smaller N;
+#: and one volume, (N, C, D, H, W) -> (Do, Ho, Wo), for the 3-D sampler.
 CASES = {
     "mnist": ((256, 1, 28, 28), (28, 28)),
     "imagenet": ((16, 3, 224, 224), (224, 224)),
     "features": ((16, 64, 56, 56), (56, 56)),
     "hd-crop": ((2, 3, 1080, 1920), (512, 512)),
+    "volume": ((2, 4, 32, 64, 64), (32, 64, 64)),
 }
-MODES = {"bilinear": 0, "nearest": 1}
+MODES = {"bilinear": 0, "nearest": 1, "bicubic": 2}  # bilinear is trilinear in 3-D; bicubic is 2-D only
 
 
-def _inputs(shape: tuple[int, int, int, int], out_size: tuple[int, int], seed: int = 0):
-    """X, a random similarity theta per sample (as benchmarks/sampler.py) and a grid over [-1.1, 1.1]."""
-    n, _, _, _ = shape
+def _inputs(shape: tuple[int, ...], out_size: tuple[int, ...], seed: int = 0):
+    """X, a random similarity theta per sample (as benchmarks/sampler.py; in 3-D a rotation about
+    z) and a grid over [-1.1, 1.1]."""
+    n = shape[0]
+    dims = len(out_size)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape, dtype=np.float32)
     angle, scale = rng.uniform(-0.52, 0.52, n), rng.uniform(0.8, 1.25, n)
-    theta = np.zeros((n, 2, 3), np.float32)
+    theta = np.zeros((n, dims, dims + 1), np.float32)
     theta[:, 0, 0], theta[:, 0, 1] = scale * np.cos(angle), -scale * np.sin(angle)
     theta[:, 1, 0], theta[:, 1, 1] = scale * np.sin(angle), scale * np.cos(angle)
-    theta[:, :, 2] = rng.uniform(-0.2, 0.2, (n, 2))
-    grid = rng.uniform(-1.1, 1.1, (n, *out_size, 2)).astype(np.float32)
+    if dims == 3:
+        theta[:, 2, 2] = scale
+    theta[:, :, dims] = rng.uniform(-0.2, 0.2, (n, dims))
+    grid = rng.uniform(-1.1, 1.1, (n, *out_size, dims)).astype(np.float32)
     return x, theta, grid
 
 
@@ -82,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             libs[name] = ctypes.CDLL(str(copy))
         for case, (shape, out_size) in CASES.items():
             x, theta, grid = _inputs(shape, out_size)
-            n, c, h, w = shape
+            rank = len(shape)
+            n, c, *spatial = shape
+            in_dhw = spatial if rank == 5 else [1, *spatial]
+            out_dhw = list(out_size) if rank == 5 else [1, *out_size]
             for mode_name, mode in MODES.items():
-                desc = kernels._Desc(4, mode, 0, 0, 0, -1, 0, 0, n, c, 1, h, w, 1, *out_size)
+                if rank == 5 and mode_name == "bicubic":
+                    continue
+                desc = kernels._Desc(rank, mode, 0, 0, 0, -1, 0, 0, n, c, *in_dhw, *out_dhw)
                 for op, coords in (("fused", theta), ("grid", grid)):
                     outs = {k: np.empty((n, c, *out_size), np.float32) for k in libs}
 

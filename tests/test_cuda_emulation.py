@@ -46,7 +46,7 @@ def _run(driver: Path, *suites: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-@pytest.mark.parametrize("suite", ["matrix", "stride", "wide", "errors", "shim", "units"])
+@pytest.mark.parametrize("suite", ["matrix", "stride", "wide", "planes", "errors", "shim", "units"])
 def test_emulated_cuda_matches_cpu_reference(driver, suite):
     proc = _run(driver, suite)
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"{suite}:")]
@@ -54,7 +54,8 @@ def test_emulated_cuda_matches_cpu_reference(driver, suite):
     assert summary and summary[0].endswith(", 0 failures"), proc.stdout
     checks = int(summary[0].split()[1])
     # The matrix sizes are part of what is tested: a silently shrunken matrix is a failure.
-    assert checks >= {"matrix": 800, "stride": 800, "wide": 7, "errors": 11, "shim": 3, "units": 25_000_000}[suite], summary[0]
+    assert checks >= {"matrix": 800, "stride": 800, "wide": 7, "planes": 15, "errors": 11, "shim": 3,
+                      "units": 25_000_000}[suite], summary[0]
 
 
 def test_unknown_suite_is_refused(driver):

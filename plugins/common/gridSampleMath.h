@@ -787,6 +787,20 @@ STN_UNROLL
             makeCubicAxis(unnormalize(gx[p], W, o.alignCorners, o.semantics), W, o, ax[p]);
             makeCubicAxis(unnormalize(gy[p], H, o.alignCorners, o.semantics), H, o, ay[p]);
         }
+        // 32-bit: the sixteen tap offsets are held (one wide multiply-add per tap). 64-bit: they
+        // would take 32 registers, so each tap row's address is held instead (a row outside:
+        // row 0's, masked, never read), stepped one plane per channel.
+        constexpr bool kRowPointers = sizeof(I) == 8;
+        T const* row[P][4];
+STN_UNROLL
+        for (int p = 0; p < P; ++p)
+        {
+STN_UNROLL
+            for (int r = 0; r < 4; ++r)
+            {
+                row[p][r] = in + (ay[p].i[r] >= 0 ? ay[p].i[r] : I{0}) * W;
+            }
+        }
         T const* q = in;
         for (I c = 0; c < C; ++c, q += plane)
         {
@@ -804,9 +818,12 @@ STN_UNROLL
 STN_UNROLL
                     for (int k = 0; k < 4; ++k)
                     {
-                        t[k] = (b.i[r] >= 0 && a.i[k] >= 0) ? toFloat(q[b.i[r] * W + a.i[k]]) : 0.0f;
+                        t[k] = (b.i[r] >= 0 && a.i[k] >= 0)
+                            ? toFloat(kRowPointers ? row[p][r][a.i[k]] : q[b.i[r] * W + a.i[k]])
+                            : 0.0f;
                     }
                     rows[r] = t[0] * a.c[0] + t[1] * a.c[1] + t[2] * a.c[2] + t[3] * a.c[3];
+                    row[p][r] += kRowPointers ? plane : I{0};
                 }
                 v[p] = rows[0] * b.c[0] + rows[1] * b.c[1] + rows[2] * b.c[2] + rows[3] * b.c[3];
             }
@@ -838,6 +855,9 @@ STN_UNROLL
             start[p] = !finite && o.semantics == Semantics::kATEN_CPU_4D ? quietNan() : 0.0f;
         }
         T const* q = in;
+        // Not unrolled: each unrolled copy holds its own eight tap offsets (64-bit ones spill at 96
+        // registers; the 32-bit grid kernels took 80 registers, not 48-56).
+STN_NO_UNROLL
         for (I c = 0; c < C; ++c, q += plane)
         {
             float v[P];

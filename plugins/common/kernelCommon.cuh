@@ -37,9 +37,9 @@ namespace cuda
 constexpr int kTHREADS = 256;
 
 //! The register cap of a kernel (__maxnreg__): 64 for the specialised kernels (4 blocks of 256 per
-//! SM), 96 for the generic ones on 32-bit indices, whose bicubic paths would otherwise take
-//! 100-150, and 128 on 64-bit indices (tensors past 2^31 elements only), where 96 spills: the
-//! 5-D trilinear 64-bit tap pointers inside the channel loop, the fused ops' theta in the set-up.
+//! SM), 96 for the generic ones on 32-bit offsets, whose bicubic paths would otherwise take
+//! 100-150, and 128 on 64-bit offsets (a plane past 2^31 elements), where 96 would spill on some
+//! architectures (sm_120: 8-32 bytes) for no more blocks per SM (2 at 96 or 128 registers).
 template <typename Options, typename I>
 struct MaxRegisters
 {
@@ -167,7 +167,6 @@ struct Geometry
     I inPlane;         //!< in_d * in_h * in_w
     I outPlane;        //!< out_d * out_h * out_w
     I chunk;           //!< channels per chunk: block (x, y) samples channels [y * chunk, (y + 1) * chunk)
-    I itemIn, itemOut; //!< c * in plane, c * outPlane: the batch stride of X and of the output
     Flat work;         //!< n * position groups per item
     int32_t transform; //!< fused: 0 affine, 1 projective
     Split<I> split;
@@ -186,8 +185,6 @@ struct Geometry
         g.inPlane = static_cast<I>(d.in_d * d.in_h * d.in_w);
         g.chunk = static_cast<I>(channelsPerChunk);
         g.outPlane = static_cast<I>(outPlane);
-        g.itemIn = static_cast<I>(d.c * d.in_d * d.in_h * d.in_w);
-        g.itemOut = static_cast<I>(d.c * outPlane);
         g.work = static_cast<Flat>(d.n * perItem);
         g.transform = d.transform;
         using U = std::make_unsigned_t<I>;
@@ -200,13 +197,22 @@ struct Geometry
     }
 };
 
-//! Whether a launch can take the 32-bit path: every element offset within an item (X, output),
-//! every grid offset and the thread count below 2^31 (batch offsets are formed in 64 bits).
-inline bool fitsIndex32(StnSampleDesc const& d)
+//! Grid elements (grid op) or theta elements (fused op) per batch item.
+inline int64_t coordsPerItem(StnSampleDesc const& d, bool fused)
+{
+    return fused ? thetaSize(d) : d.out_d * d.out_h * d.out_w * (d.rank - 2);
+}
+
+//! Whether a launch can take the 32-bit path: what the kernels count in their index type - the
+//! elements of one channel plane of X (taps), the batch's positions (n * out plane, also the
+//! thread count), grid / theta elements and the batch's channel planes (n * c) - below 2^31. A
+//! plane's first element is addressed in 64 bits (Chunk), so a batch item, or the whole tensor,
+//! may exceed 2^31 elements on this path.
+inline bool fitsIndex32(StnSampleDesc const& d, bool fused)
 {
     int64_t const limit = int64_t{1} << 31;
-    int64_t const outPlane = d.out_d * d.out_h * d.out_w;
-    return d.c * d.in_d * d.in_h * d.in_w < limit && d.c * outPlane < limit && d.n * outPlane * (d.rank - 2) < limit;
+    return d.in_d * d.in_h * d.in_w < limit && d.n * d.out_d * d.out_h * d.out_w < limit
+        && d.n * coordsPerItem(d, fused) < limit && d.n * d.c < limit;
 }
 
 //! Reads grid / theta elements of a runtime dtype (float32 or the 16-bit dtype of X) as float.
@@ -303,8 +309,9 @@ struct Chunk
     {
         I const first = static_cast<I>(blockIdx.y) * g.chunk;
         channels = g.c - first < g.chunk ? g.c - first : g.chunk;
-        in = x + static_cast<int64_t>(n) * g.itemIn + static_cast<int64_t>(first) * g.inPlane;
-        out = y + static_cast<int64_t>(n) * g.itemOut + static_cast<int64_t>(first) * g.outPlane;
+        I const plane = n * g.c + first; // of the batch's channel planes
+        in = x + static_cast<int64_t>(plane) * g.inPlane;
+        out = y + static_cast<int64_t>(plane) * g.outPlane;
     }
 };
 
@@ -417,11 +424,11 @@ struct LaunchConfig
     CoordReader coord; //!< grid or theta
     T* out;
 
-    LaunchConfig(StnSampleDesc const& desc, void const* xp, void const* coordp, void* outp)
+    LaunchConfig(StnSampleDesc const& desc, bool fused, void const* xp, void const* coordp, void* outp)
         : d(desc)
         , o(sampleOptions(desc, /*cuda=*/true))
         , outPlane(desc.out_d * desc.out_h * desc.out_w)
-        , index32(fitsIndex32(desc))
+        , index32(fitsIndex32(desc, fused))
         , pairable(desc.in_w >= 2 && desc.in_h >= 2)
         , x(static_cast<T const*>(xp))
         , coord{coordp, desc.coord_dtype}
@@ -464,8 +471,8 @@ struct LaunchConfig
 //! mode, padding and semantics fixed at compile time where such a specialisation is built - 4-D
 //! bilinear with zeros or border padding and CUDA semantics, what STNs use, on an input at least
 //! 2 x 2 - else the run-time options
-//! (one generic kernel); 32-bit indices when every offset fits 32 bits, else 64-bit (the generic
-//! kernel only).
+//! (one generic kernel); 32-bit indices where fitsIndex32 holds, else 64-bit (the generic kernel
+//! only).
 template <int kRank, typename Launch>
 void withKernel(math::SampleOptions const& o, bool index32, bool pairable, Launch const& launch)
 {
@@ -505,7 +512,7 @@ struct LaunchByType
     template <typename T>
     void operator()() const
     {
-        LaunchConfig<T> const c(d, x, coord, out);
+        LaunchConfig<T> const c(d, Sampler::kFused, x, coord, out);
         if (d.rank == 4)
         {
             Sampler::template launch<T, 4>(c, stream);

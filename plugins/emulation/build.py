@@ -192,8 +192,13 @@ def sanitizer_env() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: build.py OUT_DIR [-Dmacro ...]")
+    usage = "usage: build.py OUT_DIR [-Dmacro ...]"
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(usage)
+        sys.exit(0)
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):  # an option is not an output folder
+        print(f"error: no output folder given\n{usage}", file=sys.stderr)
+        sys.exit(2)
     try:
         print(build(Path(sys.argv[1]), tuple(sys.argv[2:])))
     except BuildError as exc:

@@ -10,6 +10,10 @@
  *   stride  the same kernels on a capped grid (grid-stride loops take several trips)
  *   wide    the 64-bit index path: n * out_plane > 2^31 over lazily mapped buffers, a sparse launch
  *           (some blocks), sampled outputs checked, the rest of the touched items left unwritten
+ *   planes  tensors past 2^31 elements whose planes fit: the 32-bit path on batch items and
+ *           channels past 2^31 and 2^32 elements (a sparse launch of channel chunks, the planes
+ *           beside them left unwritten); theta past 2^31 elements; and one plane of X past 2^31
+ *           elements, the 64-bit kernels' case, in every mode
  *   errors  the C API's CUDA error reporting (no device, old driver, sticky fault, bad geometry)
  *   shim    the emulation itself: __syncthreads phases, __shared__, warp shuffles / ballot
  *   units   the kernels' division-free arithmetic against the divisions it replaces: the base-grid
@@ -33,6 +37,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <functional>
 #include <random>
 #include <string>
@@ -638,6 +643,282 @@ void wideCase(bool fused, int32_t xDtype, int32_t coordDtype, int64_t c, int64_t
     }
 }
 
+//! Batch items and channels past 2^31 (and 2^32) elements on the 32-bit path, which needs only a
+//! plane, the positions and the grid to fit: many channels on small planes, one block per batch
+//! item (out plane = P x 256 positions) and the channels split over gridDim.y. A sparse launch runs
+//! the chunks holding elements 2^31 and 2^32 of X and of the output and the last chunk, each
+//! checked against the CPU reference on that chunk alone; the planes beside them stay unwritten.
+void planesCase(bool fused, int32_t xDtype, int64_t n, int64_t c, int64_t inH, int64_t inW, int64_t outH,
+    int64_t outW, int32_t mode, int32_t padding)
+{
+    StnSampleDesc const d{
+        4, mode, padding, 0, 0, STN_SEMANTICS_DEVICE, xDtype, STN_DTYPE_FLOAT32, n, c, 1, inH, inW, 1, outH, outW};
+    std::string const name = std::string("planes ") + (fused ? "fused" : "grid") + " x=" + std::to_string(xDtype)
+        + " mode=" + std::to_string(mode) + " n=" + std::to_string(n) + " c=" + std::to_string(c);
+    int64_t const inPlane = inH * inW;
+    int64_t const outPlane = outH * outW;
+    bool const specialised = mode == 0 && padding < 2;
+    int64_t const P = specialised && xDtype != STN_DTYPE_FLOAT32 ? 2 : 1; // positions per thread
+    int64_t const threads = 256;
+    int64_t const chunk = stn_deploy::cuda::channelsPerChunk(c, static_cast<unsigned int>(n));
+    int64_t const gridY = (c + chunk - 1) / chunk;
+    ++gChecks;
+    if (outPlane != P * threads || !stn_deploy::cuda::fitsIndex32(d, fused) || n * c * outPlane <= (int64_t{1} << 31))
+    {
+        fail(name + ": not a 32-bit case past 2^31 with one block per item");
+        return;
+    }
+    size_t const xb = elementBytes(xDtype);
+    int64_t const coordPerItem = fused ? 6 : outPlane * 2;
+    LazyMap x(static_cast<size_t>(n * c * inPlane) * xb);
+    LazyMap coord(static_cast<size_t>(n * coordPerItem) * 4);
+    LazyMap out(static_cast<size_t>(n * c * outPlane) * xb);
+    if (x.p == nullptr || coord.p == nullptr || out.p == nullptr)
+    {
+        return;
+    }
+    // (item, chunk) of the batch's channel plane `plane`; the launch's linear block index y * n + item.
+    std::vector<int64_t> blocks;
+    auto pick = [&](int64_t plane) {
+        int64_t const b = (plane % c) / chunk * n + plane / c;
+        if (std::find(blocks.begin(), blocks.end(), b) == blocks.end())
+        {
+            blocks.push_back(b);
+        }
+    };
+    pick(0);
+    for (int k : {31, 32})
+    {
+        for (int64_t planeSize : {inPlane, outPlane})
+        {
+            if ((int64_t{1} << k) < n * c * planeSize)
+            {
+                pick((int64_t{1} << k) / planeSize);
+            }
+        }
+    }
+    pick(n * c - 1);
+    std::sort(blocks.begin(), blocks.end());
+    std::vector<uint64_t> ranges;
+    for (int64_t b : blocks)
+    {
+        ranges.push_back(static_cast<uint64_t>(b));
+        ranges.push_back(static_cast<uint64_t>(b + 1));
+    }
+    std::mt19937_64 rng(static_cast<uint64_t>(c));
+    std::uniform_real_distribution<float> value(-2.0f, 2.0f);
+    StnSampleDesc one = d;
+    one.n = 1;
+    for (int64_t i = 0; i < n; ++i)
+    {
+        if (fused)
+        {
+            fillTheta(rng, one, static_cast<char*>(coord.p) + i * coordPerItem * 4);
+            continue;
+        }
+        for (int64_t k = 0; k < coordPerItem; ++k)
+        {
+            storeFloat(coord.p, STN_DTYPE_FLOAT32, static_cast<size_t>(i * coordPerItem + k),
+                gridValue(rng, k % 2 == 0 ? inW : inH, false));
+        }
+    }
+    // The planes of a block: [first, first + count) of the batch's channel planes.
+    auto planesOf = [&](int64_t b, int64_t& first, int64_t& count) {
+        int64_t const item = b % n;
+        int64_t const y = b / n;
+        first = item * c + y * chunk;
+        count = std::min(chunk, c - y * chunk);
+    };
+    for (int64_t b : blocks)
+    {
+        int64_t first, count;
+        planesOf(b, first, count);
+        for (int64_t e = first * inPlane; e < (first + count) * inPlane; ++e)
+        {
+            storeFloat(x.p, xDtype, static_cast<size_t>(e), value(rng));
+        }
+        int64_t const item = b % n;
+        int64_t const from = std::max(item * c, first - 1); // and the planes beside, in the same item
+        int64_t const to = std::min((item + 1) * c, first + count + 1);
+        fillSentinel(
+            static_cast<char*>(out.p) + from * outPlane * xb, xDtype, static_cast<size_t>((to - from) * outPlane));
+    }
+    stn_emu_set_block_ranges(ranges.data(), static_cast<int32_t>(blocks.size()));
+    int32_t const status = fused ? stn_affine_grid_sample_cuda(&d, x.p, coord.p, out.p, nullptr)
+                                 : stn_grid_sample_cuda(&d, x.p, coord.p, out.p, nullptr);
+    stn_emu_set_block_ranges(nullptr, 0);
+    if (status != STN_OK)
+    {
+        fail(name + ": status " + std::to_string(status) + " " + stn_last_error());
+        return;
+    }
+    uint64_t launchedBlocks = 0, launches = 0;
+    uint32_t launchedThreads = 0;
+    stn_emu_last_launch(&launchedBlocks, &launchedThreads, &launches);
+    if (launchedBlocks != static_cast<uint64_t>(n * gridY))
+    {
+        fail(name + ": launched " + std::to_string(launchedBlocks) + " blocks, expected " + std::to_string(n * gridY)
+            + " (the 32-bit kernel, " + std::to_string(P) + " positions per thread)");
+        return;
+    }
+    auto selectedPlane = [&](int64_t plane) {
+        return std::find(blocks.begin(), blocks.end(), (plane % c) / chunk * n + plane / c) != blocks.end();
+    };
+    StnSampleDesc cpu = one;
+    cpu.semantics = STN_SEMANTICS_ATEN_CUDA;
+    for (int64_t b : blocks)
+    {
+        int64_t first, count;
+        planesOf(b, first, count);
+        int64_t const item = b % n;
+        cpu.c = count;
+        std::vector<char> ref(static_cast<size_t>(count * outPlane) * xb);
+        char const* xi = static_cast<char const*>(x.p) + first * inPlane * xb;
+        char const* ci = static_cast<char const*>(coord.p) + item * coordPerItem * 4;
+        int32_t const sr = fused ? stn_affine_grid_sample_cpu(&cpu, xi, ci, ref.data(), 1)
+                                 : stn_grid_sample_cpu(&cpu, xi, ci, ref.data(), 1);
+        if (sr != STN_OK)
+        {
+            fail(name + ": CPU reference status " + std::to_string(sr));
+            return;
+        }
+        char const* o = static_cast<char const*>(out.p) + first * outPlane * xb;
+        for (int64_t e = 0; e < count * outPlane; ++e)
+        {
+            if (!sameValue(o, ref.data(), xDtype, static_cast<size_t>(e)))
+            {
+                fail(name + ": plane " + std::to_string(first + e / outPlane) + " position "
+                    + std::to_string(e % outPlane) + ": got " + std::to_string(loadFloat(o, xDtype, e)) + ", reference "
+                    + std::to_string(loadFloat(ref.data(), xDtype, e)));
+                return;
+            }
+        }
+        for (int64_t plane : {first - 1, first + count})
+        {
+            if (plane < item * c || plane >= (item + 1) * c || selectedPlane(plane))
+            {
+                continue;
+            }
+            for (int64_t e = plane * outPlane; e < (plane + 1) * outPlane; ++e)
+            {
+                if (loadBits(out.p, xDtype, static_cast<size_t>(e)) != sentinelBits(xDtype))
+                {
+                    fail(name + ": plane " + std::to_string(plane) + " of an unlaunched block was written");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+//! One channel plane of X past 2^31 elements: the only case left to the 64-bit kernels. Every
+//! coordinate lands in the plane's last rows (4-D) or slices (5-D), all past element 2^31, which
+//! alone are filled (the rest of the lazily mapped X reads as zeros, for the reference too); two
+//! channels, so each mode's per-channel step is crossed as well.
+void giantPlaneCase(bool fused, int32_t xDtype, int64_t rank, int32_t mode, int32_t padding)
+{
+    int64_t const side = rank == 4 ? 50000 : 1400; // a plane of 2.5e9 / 2.7e9 elements
+    int64_t const depth = rank == 4 ? 1 : side;
+    int64_t const c = 2;
+    int64_t const outD = rank == 4 ? 1 : 4;
+    StnSampleDesc const d{static_cast<int32_t>(rank), mode, padding, 0, 0, STN_SEMANTICS_DEVICE, xDtype,
+        STN_DTYPE_FLOAT32, 1, c, depth, side, side, outD, 8, 16};
+    std::string const name = std::string("giant plane ") + (fused ? "fused" : "grid") + " rank="
+        + std::to_string(rank) + " x=" + std::to_string(xDtype) + " mode=" + std::to_string(mode);
+    int64_t const plane = depth * side * side;
+    int64_t const outPlane = outD * 8 * 16;
+    int64_t const last = rank == 4 ? side : side * side; // elements per row (4-D) or slice (5-D)
+    int64_t const filled = rank == 4 ? 8 : 4;              // rows / slices filled at the plane's end
+    ++gChecks;
+    if (stn_deploy::cuda::fitsIndex32(d, fused) || (plane - filled * last) <= (int64_t{1} << 31))
+    {
+        fail(name + ": not a 64-bit case with its filled rows past 2^31");
+        return;
+    }
+    size_t const xb = elementBytes(xDtype);
+    int64_t const coordPerItem = fused ? (rank == 5 ? 12 : 6) : outPlane * (rank - 2);
+    LazyMap x(static_cast<size_t>(c * plane) * xb);
+    std::vector<float> coord(static_cast<size_t>(coordPerItem));
+    std::vector<char> out(static_cast<size_t>(c * outPlane) * xb);
+    std::vector<char> ref(out.size());
+    if (x.p == nullptr)
+    {
+        return;
+    }
+    std::mt19937_64 rng(static_cast<uint64_t>(rank * 16 + mode));
+    std::uniform_real_distribution<float> value(-2.0f, 2.0f);
+    for (int64_t ch = 0; ch < c; ++ch)
+    {
+        for (int64_t e = (ch + 1) * plane - filled * last; e < (ch + 1) * plane; ++e)
+        {
+            storeFloat(x.p, xDtype, static_cast<size_t>(e), value(rng));
+        }
+    }
+    // Normalised coordinates of the last axis' final pixels (align_corners = 0: pixel u at
+    // (2u + 1) / side - 1): u in [side - filled + 2, side - 1] (bicubic's taps reach u - 1 and u + 2).
+    std::uniform_real_distribution<float> lastPixels(
+        static_cast<float>(side - filled + 2), static_cast<float>(side - 1));
+    std::uniform_real_distribution<float> anywhere(-1.1f, 1.1f);
+    auto nearEnd = [&]() { return (2.0f * lastPixels(rng) + 1.0f) / static_cast<float>(side) - 1.0f; };
+    if (fused)
+    {
+        // The output's base grid spans [-1, 1] on every axis: theta scales the last axis (y in 4-D,
+        // z in 5-D) to a few pixels and moves it to the end; the other axes map across the plane.
+        float const s = 3.0f / static_cast<float>(side);
+        float const t = 1.0f - 4.0f / static_cast<float>(side);
+        if (rank == 4)
+        {
+            float const th[6] = {0.9f, 0.1f, 0.05f, 0.0f, s, t};
+            std::copy(th, th + 6, coord.begin());
+        }
+        else
+        {
+            float const th[12] = {0.9f, 0.1f, 0.0f, 0.05f, 0.1f, 0.8f, 0.0f, -0.1f, 0.0f, 0.0f, s, t};
+            std::copy(th, th + 12, coord.begin());
+        }
+    }
+    else
+    {
+        for (int64_t k = 0; k < coordPerItem; ++k)
+        {
+            bool const lastAxis = k % (rank - 2) == rank - 3; // y of (x, y), z of (x, y, z)
+            coord[static_cast<size_t>(k)] = lastAxis ? nearEnd() : anywhere(rng);
+        }
+    }
+    fillSentinel(out.data(), xDtype, static_cast<size_t>(c * outPlane));
+    int32_t const status = fused ? stn_affine_grid_sample_cuda(&d, x.p, coord.data(), out.data(), nullptr)
+                                 : stn_grid_sample_cuda(&d, x.p, coord.data(), out.data(), nullptr);
+    if (status != STN_OK)
+    {
+        fail(name + ": status " + std::to_string(status) + " " + stn_last_error());
+        return;
+    }
+    StnSampleDesc cpu = d;
+    cpu.semantics = STN_SEMANTICS_ATEN_CUDA;
+    int32_t const sr = fused ? stn_affine_grid_sample_cpu(&cpu, x.p, coord.data(), ref.data(), 1)
+                             : stn_grid_sample_cpu(&cpu, x.p, coord.data(), ref.data(), 1);
+    if (sr != STN_OK)
+    {
+        fail(name + ": CPU reference status " + std::to_string(sr));
+        return;
+    }
+    int64_t nonzero = 0;
+    for (int64_t e = 0; e < c * outPlane; ++e)
+    {
+        if (!sameValue(out.data(), ref.data(), xDtype, static_cast<size_t>(e)))
+        {
+            fail(name + ": output " + std::to_string(e) + ": got " + std::to_string(loadFloat(out.data(), xDtype, e))
+                + ", reference " + std::to_string(loadFloat(ref.data(), xDtype, e)));
+            return;
+        }
+        nonzero += loadFloat(ref.data(), xDtype, e) != 0.0f ? 1 : 0;
+    }
+    if (nonzero < c * outPlane / 2)
+    {
+        fail(name + ": only " + std::to_string(nonzero) + " outputs read the filled rows");
+    }
+}
+
 void suiteWide()
 {
     wideCase(false, STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT32, 2, 4, 4, 0);
@@ -648,6 +929,89 @@ void suiteWide()
     // Past 2^32 positions (and threads): where 32-bit position arithmetic wraps.
     wideCase(false, STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT32, 1, 4, 4, 1, /*beyond32=*/true);
     wideCase(true, STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT32, 2, 4, 8, 0, /*beyond32=*/true);
+}
+
+//! Theta past 2^31 elements with few positions (n = 4e8 items of one 1 x 1 output): the 32-bit
+//! path would overflow theta's offsets though positions and grid-free planes fit. The last blocks
+//! alone run; their items are checked against the CPU reference.
+void thetaCase()
+{
+    int64_t const n = 400000003;
+    StnSampleDesc const d{
+        4, 0, 0, 0, 0, STN_SEMANTICS_DEVICE, STN_DTYPE_FLOAT32, STN_DTYPE_FLOAT32, n, 1, 1, 2, 2, 1, 1, 1};
+    std::string const name = "theta past 2^31 elements";
+    ++gChecks;
+    if (stn_deploy::cuda::fitsIndex32(d, /*fused=*/true))
+    {
+        fail(name + ": the 32-bit path chosen");
+        return;
+    }
+    LazyMap x(static_cast<size_t>(n * 4) * 4);
+    LazyMap theta(static_cast<size_t>(n * 6) * 4);
+    LazyMap out(static_cast<size_t>(n) * 4);
+    if (x.p == nullptr || theta.p == nullptr || out.p == nullptr)
+    {
+        return;
+    }
+    int64_t const blocks = (n + 255) / 256; // one position per item, per thread (the 64-bit kernel)
+    int64_t const firstItem = (blocks - 2) * 256;
+    uint64_t const ranges[2] = {static_cast<uint64_t>(blocks - 2), static_cast<uint64_t>(blocks)};
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<float> value(-2.0f, 2.0f);
+    StnSampleDesc one = d;
+    one.n = 1;
+    for (int64_t i = firstItem; i < n; ++i)
+    {
+        for (int64_t k = 0; k < 4; ++k)
+        {
+            storeFloat(x.p, STN_DTYPE_FLOAT32, static_cast<size_t>(i * 4 + k), value(rng));
+        }
+        fillTheta(rng, one, static_cast<char*>(theta.p) + i * 6 * 4);
+    }
+    fillSentinel(static_cast<char*>(out.p) + firstItem * 4, STN_DTYPE_FLOAT32, static_cast<size_t>(n - firstItem));
+    stn_emu_set_block_ranges(ranges, 1);
+    int32_t const status = stn_affine_grid_sample_cuda(&d, x.p, theta.p, out.p, nullptr);
+    stn_emu_set_block_ranges(nullptr, 0);
+    if (status != STN_OK)
+    {
+        fail(name + ": status " + std::to_string(status) + " " + stn_last_error());
+        return;
+    }
+    one.semantics = STN_SEMANTICS_ATEN_CUDA;
+    for (int64_t i = firstItem; i < n; ++i)
+    {
+        float ref = 0.0f;
+        char const* xi = static_cast<char const*>(x.p) + i * 4 * 4;
+        char const* ti = static_cast<char const*>(theta.p) + i * 6 * 4;
+        if (stn_affine_grid_sample_cpu(&one, xi, ti, &ref, 1) != STN_OK
+            || !sameValue(static_cast<char const*>(out.p) + i * 4, &ref, STN_DTYPE_FLOAT32, 0))
+        {
+            fail(name + ": item " + std::to_string(i) + ": got "
+                + std::to_string(loadFloat(static_cast<char const*>(out.p) + i * 4, STN_DTYPE_FLOAT32, 0))
+                + ", reference " + std::to_string(ref));
+            return;
+        }
+    }
+}
+
+void suitePlanes()
+{
+    // Items past 2^31 (X past 2^32) on the 32-bit path: specialised and generic kernels.
+    planesCase(true, STN_DTYPE_FLOAT16, 2, 2621443, 32, 32, 16, 32, 0, 0);
+    planesCase(false, STN_DTYPE_BFLOAT16, 2, 2621443, 8, 8, 16, 32, 0, 1);
+    planesCase(false, STN_DTYPE_FLOAT32, 1, 9000007, 8, 8, 16, 16, 0, 0);
+    planesCase(true, STN_DTYPE_FLOAT32, 1, 9000007, 8, 8, 16, 16, 1, 2);
+    thetaCase();
+    // A plane past 2^31: the 64-bit kernels, every mode.
+    for (bool fused : {false, true})
+    {
+        giantPlaneCase(fused, STN_DTYPE_FLOAT16, 4, 0, 0);
+        giantPlaneCase(fused, STN_DTYPE_BFLOAT16, 4, 1, 1);
+        giantPlaneCase(fused, STN_DTYPE_FLOAT16, 4, 2, 0);
+        giantPlaneCase(fused, STN_DTYPE_FLOAT16, 5, 0, 0);
+        giantPlaneCase(fused, STN_DTYPE_BFLOAT16, 5, 1, 0);
+    }
+    giantPlaneCase(false, STN_DTYPE_FLOAT32, 4, 2, 1);
 }
 
 // ---- CUDA error reporting -----------------------------------------------------------------------
@@ -1011,7 +1375,7 @@ int main(int argc, char** argv)
     }
     if (suites.empty())
     {
-        suites = {"matrix", "stride", "wide", "errors", "shim", "units"};
+        suites = {"matrix", "stride", "wide", "planes", "errors", "shim", "units"};
     }
     int total = 0;
     for (std::string const& s : suites)
@@ -1030,6 +1394,10 @@ int main(int argc, char** argv)
         {
             suiteWide();
         }
+        else if (s == "planes")
+        {
+            suitePlanes();
+        }
         else if (s == "errors")
         {
             suiteErrors();
@@ -1044,7 +1412,7 @@ int main(int argc, char** argv)
         }
         else
         {
-            std::printf("unknown suite %s (matrix, stride, wide, errors, shim, units)\n", s.c_str());
+            std::printf("unknown suite %s (matrix, stride, wide, planes, errors, shim, units)\n", s.c_str());
             return 2;
         }
         std::printf("%s: %d checks, %d failures\n", s.c_str(), gChecks, gFailures - before);

@@ -38,7 +38,7 @@ emulation_build = _load_build()
 PLUGINS = emulation_build.PLUGINS
 
 #: Every suite of the driver, quickest first.
-FAST_FIRST = ("units", "errors", "shim", "wide", "matrix", "stride")
+FAST_FIRST = ("units", "errors", "shim", "wide", "matrix", "stride", "planes")
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,18 @@ MUTATIONS = (
              "r = static_cast<I>(x - qu * divisor);", "r = static_cast<I>(x - qu * (divisor - 1));",
              "the position split gives a wrong in-plane index"),
     Mutation("chunk-output-offset", "common/kernelCommon.cuh",
-             "out = y + static_cast<int64_t>(n) * g.itemOut + static_cast<int64_t>(first) * g.outPlane;",
-             "out = y + static_cast<int64_t>(n) * g.itemOut;",
+             "out = y + static_cast<int64_t>(plane) * g.outPlane;",
+             "out = y + static_cast<int64_t>(n) * g.c * g.outPlane;",
              "every channel chunk of the split writes the first chunk's output channels"),
+    Mutation("plane-offset-in-32-bits", "common/kernelCommon.cuh",
+             "in = x + static_cast<int64_t>(plane) * g.inPlane;", "in = x + plane * g.inPlane;",
+             "a channel plane's first element in the index type: past 2^31 elements the 32-bit path wraps"),
+    Mutation("theta-offsets-unchecked", "common/kernelCommon.cuh",
+             "&& d.n * coordsPerItem(d, fused) < limit", "&& d.n * coordsPerItem(d, false) < limit",
+             "the fused op's 32-bit path chosen by the grid's size: theta offsets past 2^31 wrap"),
+    Mutation("64-bit-bicubic-rows-not-stepped", "common/gridSampleMath.h",
+             "row[p][r] += kRowPointers ? plane : I{0};", "row[p][r] += I{0};",
+             "the 64-bit bicubic tap rows not stepped per channel: every channel reads the first"),
     Mutation("last-chunk-overrun", "common/kernelCommon.cuh",
              "channels = g.c - first < g.chunk ? g.c - first : g.chunk;", "channels = g.chunk;",
              "the last channel chunk samples a full chunk past the last channel"),

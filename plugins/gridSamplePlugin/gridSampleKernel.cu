@@ -10,9 +10,10 @@
  * consecutive positions of a channel plane) and, for fp16/bf16 on even planes, vectorised
  * (__half2 / __nv_bfloat162); fp32 grids are read with one float2/float4 load per thread.
  * Two kernels per dtype and rank (kernelCommon.cuh withKernel): 4-D bilinear with zeros/border
- * padding and CUDA semantics, fixed at compile time, on 32-bit offsets when every offset fits;
- * the generic kernel (one position per thread) for everything else, on 32-bit offsets where they
- * fit and 64-bit ones past 2^31 elements. Positions are split by host-made multiply-high divisors.
+ * padding and CUDA semantics, fixed at compile time; the generic kernel (one position per thread)
+ * for everything else. Both on 32-bit offsets where a plane, the positions and the grid fit
+ * (channel planes are addressed in 64 bits); the generic one on 64-bit offsets otherwise.
+ * Positions are split by host-made multiply-high divisors.
  */
 #include "gridSampleKernel.h"
 #include "kernelCommon.cuh"
@@ -27,7 +28,7 @@ using cuda::CoordReader;
 //! specialised fp16/bf16 kernels, else 1).
 //! vectorStore: even plane and aligned output -> one vector store per channel and thread.
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
-//! I: the index type (int32_t on the specialised path, int64_t on the generic one).
+//! I: the index type (int32_t where fitsIndex32 holds, else int64_t, generic kernel only).
 template <typename T, int kRank, int P, typename Options, typename I>
 __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegisters<Options, I>::value))
     gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, cuda::Geometry<I> geo,
@@ -79,6 +80,7 @@ __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegister
 //! The kernel of one dtype and rank; the fp32 4-D grid is read with vector loads when aligned.
 struct Sampler
 {
+    static constexpr bool kFused = false;
     template <typename T, int kRank>
     static void launch(cuda::LaunchConfig<T> const& c, cudaStream_t stream)
     {
