@@ -18,7 +18,8 @@ namespace
 //! P adjacent output positions of one batch item per thread (PositionsPerThread: 2 for the
 //! specialised fp16/bf16 kernels, else 1):
 //! base-grid points (the host-made axes: no division) and their transforms in registers, then the
-//! shared sampler. I: the index type (int32_t where fitsIndex32 holds, else int64_t, generic kernel only).
+//! shared sampler. I: the index type (int32_t where fitsIndex32 holds, else int64_t: generic
+//! kernel only).
 template <typename T, int kRank, int P, typename Options, typename I>
 __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegisters<Options, I>::value))
     affineGridSampleKernel(T const* __restrict__ x, cuda::CoordReader theta, T* __restrict__ out,

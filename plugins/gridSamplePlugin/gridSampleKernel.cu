@@ -28,7 +28,7 @@ using cuda::CoordReader;
 //! specialised fp16/bf16 kernels, else 1).
 //! vectorStore: even plane and aligned output -> one vector store per channel and thread.
 //! vectorGrid: 4-D fp32 grid, suitably aligned -> the P (x, y) pairs come in one float2/float4 load.
-//! I: the index type (int32_t where fitsIndex32 holds, else int64_t, generic kernel only).
+//! I: the index type (int32_t where fitsIndex32 holds, else int64_t: generic kernel only).
 template <typename T, int kRank, int P, typename Options, typename I>
 __global__ void __launch_bounds__(cuda::kTHREADS) __maxnreg__((cuda::MaxRegisters<Options, I>::value))
     gridSampleKernel(T const* __restrict__ x, CoordReader grid, T* __restrict__ out, cuda::Geometry<I> geo,
