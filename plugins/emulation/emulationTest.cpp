@@ -669,7 +669,7 @@ void planesCase(bool fused, int32_t xDtype, int64_t n, int64_t c, int64_t inH, i
         return;
     }
     size_t const xb = elementBytes(xDtype);
-    int64_t const coordPerItem = fused ? 6 : outPlane * 2;
+    int64_t const coordPerItem = stn_deploy::cuda::coordsPerItem(d, fused);
     LazyMap x(static_cast<size_t>(n * c * inPlane) * xb);
     LazyMap coord(static_cast<size_t>(n * coordPerItem) * 4);
     LazyMap out(static_cast<size_t>(n * c * outPlane) * xb);
@@ -836,7 +836,7 @@ void giantPlaneCase(bool fused, int32_t xDtype, int64_t rank, int32_t mode, int3
         return;
     }
     size_t const xb = elementBytes(xDtype);
-    int64_t const coordPerItem = fused ? (rank == 5 ? 12 : 6) : outPlane * (rank - 2);
+    int64_t const coordPerItem = stn_deploy::cuda::coordsPerItem(d, fused);
     LazyMap x(static_cast<size_t>(c * plane) * xb);
     std::vector<float> coord(static_cast<size_t>(coordPerItem));
     std::vector<char> out(static_cast<size_t>(c * outPlane) * xb);
