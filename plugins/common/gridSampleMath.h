@@ -823,7 +823,10 @@ STN_UNROLL
                             : 0.0f;
                     }
                     rows[r] = t[0] * a.c[0] + t[1] * a.c[1] + t[2] * a.c[2] + t[3] * a.c[3];
-                    row[p][r] += kRowPointers ? plane : I{0};
+                    if constexpr (kRowPointers)
+                    {
+                        row[p][r] += plane;
+                    }
                 }
                 v[p] = rows[0] * b.c[0] + rows[1] * b.c[1] + rows[2] * b.c[2] + rows[3] * b.c[3];
             }

@@ -677,10 +677,11 @@ void planesCase(bool fused, int32_t xDtype, int64_t n, int64_t c, int64_t inH, i
     {
         return;
     }
-    // (item, chunk) of the batch's channel plane `plane`; the launch's linear block index y * n + item.
+    // The block sampling the batch's channel plane `plane`: linear index y * n + item, y its chunk.
+    auto blockOf = [&](int64_t plane) { return (plane % c) / chunk * n + plane / c; };
     std::vector<int64_t> blocks;
     auto pick = [&](int64_t plane) {
-        int64_t const b = (plane % c) / chunk * n + plane / c;
+        int64_t const b = blockOf(plane);
         if (std::find(blocks.begin(), blocks.end(), b) == blocks.end())
         {
             blocks.push_back(b);
@@ -744,8 +745,8 @@ void planesCase(bool fused, int32_t xDtype, int64_t n, int64_t c, int64_t inH, i
             static_cast<char*>(out.p) + from * outPlane * xb, xDtype, static_cast<size_t>((to - from) * outPlane));
     }
     stn_emu_set_block_ranges(ranges.data(), static_cast<int32_t>(blocks.size()));
-    int32_t const status = fused ? stn_affine_grid_sample_cuda(&d, x.p, coord.p, out.p, nullptr)
-                                 : stn_grid_sample_cuda(&d, x.p, coord.p, out.p, nullptr);
+    Case const run{fused, d, 0, 0, 0, STN_SEMANTICS_ATEN_CUDA, name};
+    int32_t const status = runCuda(run, x.p, coord.p, out.p);
     stn_emu_set_block_ranges(nullptr, 0);
     if (status != STN_OK)
     {
@@ -762,21 +763,19 @@ void planesCase(bool fused, int32_t xDtype, int64_t n, int64_t c, int64_t inH, i
         return;
     }
     auto selectedPlane = [&](int64_t plane) {
-        return std::find(blocks.begin(), blocks.end(), (plane % c) / chunk * n + plane / c) != blocks.end();
+        return std::find(blocks.begin(), blocks.end(), blockOf(plane)) != blocks.end();
     };
-    StnSampleDesc cpu = one;
-    cpu.semantics = STN_SEMANTICS_ATEN_CUDA;
+    StnSampleDesc chunkDesc = one;
     for (int64_t b : blocks)
     {
         int64_t first, count;
         planesOf(b, first, count);
         int64_t const item = b % n;
-        cpu.c = count;
+        chunkDesc.c = count;
         std::vector<char> ref(static_cast<size_t>(count * outPlane) * xb);
         char const* xi = static_cast<char const*>(x.p) + first * inPlane * xb;
         char const* ci = static_cast<char const*>(coord.p) + item * coordPerItem * 4;
-        int32_t const sr = fused ? stn_affine_grid_sample_cpu(&cpu, xi, ci, ref.data(), 1)
-                                 : stn_grid_sample_cpu(&cpu, xi, ci, ref.data(), 1);
+        int32_t const sr = runCpu(run, chunkDesc, xi, ci, ref.data());
         if (sr != STN_OK)
         {
             fail(name + ": CPU reference status " + std::to_string(sr));
@@ -886,17 +885,14 @@ void giantPlaneCase(bool fused, int32_t xDtype, int64_t rank, int32_t mode, int3
         }
     }
     fillSentinel(out.data(), xDtype, static_cast<size_t>(c * outPlane));
-    int32_t const status = fused ? stn_affine_grid_sample_cuda(&d, x.p, coord.data(), out.data(), nullptr)
-                                 : stn_grid_sample_cuda(&d, x.p, coord.data(), out.data(), nullptr);
+    Case const run{fused, d, 0, 0, 0, STN_SEMANTICS_ATEN_CUDA, name};
+    int32_t const status = runCuda(run, x.p, coord.data(), out.data());
     if (status != STN_OK)
     {
         fail(name + ": status " + std::to_string(status) + " " + stn_last_error());
         return;
     }
-    StnSampleDesc cpu = d;
-    cpu.semantics = STN_SEMANTICS_ATEN_CUDA;
-    int32_t const sr = fused ? stn_affine_grid_sample_cpu(&cpu, x.p, coord.data(), ref.data(), 1)
-                             : stn_grid_sample_cpu(&cpu, x.p, coord.data(), ref.data(), 1);
+    int32_t const sr = runCpu(run, d, x.p, coord.data(), ref.data());
     if (sr != STN_OK)
     {
         fail(name + ": CPU reference status " + std::to_string(sr));

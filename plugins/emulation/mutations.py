@@ -83,7 +83,7 @@ MUTATIONS = (
              "&& d.n * coordsPerItem(d, fused) < limit", "&& d.n * coordsPerItem(d, false) < limit",
              "the fused op's 32-bit path chosen by the grid's size: theta offsets past 2^31 wrap"),
     Mutation("64-bit-bicubic-rows-not-stepped", "common/gridSampleMath.h",
-             "row[p][r] += kRowPointers ? plane : I{0};", "row[p][r] += I{0};",
+             "row[p][r] += plane;", "row[p][r] += 0;",
              "the 64-bit bicubic tap rows not stepped per channel: every channel reads the first"),
     Mutation("last-chunk-overrun", "common/kernelCommon.cuh",
              "channels = g.c - first < g.chunk ? g.c - first : g.chunk;", "channels = g.chunk;",
