@@ -11,7 +11,9 @@ RTX said when it fails:
     native-default   GridSample built for RTX's default targets (no sm_90 among them), run here
     plugin-default   our plugin op, likewise
 
-Writes ``rtx-<gpu>.json`` (and prints a table) into ``--out`` or ``$OUT``.
+Writes ``rtx-<gpu>.json`` (and prints a table) into ``--out`` or ``$OUT``, rewritten after every
+case (``complete: false`` until the last; SIGTERM / SIGINT leave it with the reason), each case
+limited to 40 s and no case started that the 180 s total could not finish.
 
 Usage:
     python3 benchmarks/gpu_rtx.py --out DIR [--cases probe,native-current]
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 CASES = ("probe", "native-current", "plugin-current", "native-default", "plugin-default")
-CASE_LIMIT_S = 90.0
+CASE_LIMIT_S = 40.0
+#: All cases together: inside the device call's timeout (scripts/gpu-rtx-parts.sh) with room to write.
+TOTAL_LIMIT_S = 180.0
 X_SHAPE = (2, 3, 16, 16)
 OUT_HW = (12, 12)
 
@@ -94,7 +99,7 @@ def _case(name: str, work: Path) -> dict[str, Any]:
     engine = work / f"{name}.engine"
     capabilities = ("current",) if name.endswith("current") else ()
     t0 = time.perf_counter()
-    result = stn_trt.build(stn_trt.BuildOptions(onnx_path, engine, backend="rtx", compute_capabilities=capabilities,
+    result = stn_trt.build(stn_trt.BuildOptions(onnx_path, engine, flavour="rtx", compute_capabilities=capabilities,
                                                 doctor=False))
     info = {"build_s": round(time.perf_counter() - t0, 2), "engine_bytes": engine.stat().st_size,
             "compute_capabilities": result.sidecar.get("compute_capabilities")}
@@ -130,11 +135,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or os.environ.get("OUT") or REPO / "runs" / "gpu-rtx")
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, POLYGRAPHY_USE_TENSORRT_RTX="1", PYTHONUNBUFFERED="1")
-    report: dict[str, Any] = {"format": "stn-deploy-gpu-rtx", "version": 1,
-                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cases": []}
-    gpu = "gpu"
+    from stn_deploy.io import write_json
+
+    report: dict[str, Any] = {"format": "stn-deploy-gpu-rtx", "version": 2,
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "complete": False,
+                              "stopped": None, "cases": []}
+    target = out / "rtx-gpu.json"  # renamed to the GPU's name once the probe knows it
+
+    def stop(signum: int, frame: Any) -> None:
+        report["stopped"] = f"{signal.Signals(signum).name} received"
+        write_json(target, report)
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stn-gpu-rtx-") as work:
         for name in names:
+            left = TOTAL_LIMIT_S - (time.monotonic() - started)
+            if left < CASE_LIMIT_S:
+                report["cases"].append({"case": name, "status": "skipped", "messages": [f"{left:.0f} s left of {TOTAL_LIMIT_S:g}"]})
+                continue
             t0 = time.monotonic()
             try:
                 proc = subprocess.run([sys.executable, __file__, "--case", name, "--work", work], capture_output=True,
@@ -147,19 +168,23 @@ def main(argv: list[str] | None = None) -> int:
             result = next((json.loads(ln) for ln in reversed(text.splitlines()) if ln.startswith("{")), None)
             if code == 0 and result is not None:
                 row.update(status="ok", **result)
-                gpu = result.get("gpu", gpu)
+                if result.get("gpu"):
+                    slug = result["gpu"].lower().replace("nvidia", "").strip().replace(" ", "-") or "gpu"
+                    named = out / f"rtx-{slug}.json"
+                    if target.is_file():
+                        os.replace(target, named)
+                    target = named
             else:
                 row["status"] = "timeout" if code is None else f"failed (exit {code})"
             # What RTX said, verbatim: its own lines and the last lines of any traceback.
             lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("{")]
             row["messages"] = [ln for ln in lines if "[TRT]" in ln or "TensorRT" in ln or "Error" in ln][:20] or lines[-8:]
             report["cases"].append(row)
+            write_json(target, report)  # a kill from outside keeps the cases before
             print(f"{name:<15} {row['status']:<16} {row.get('max_abs_err_vs_torch', '')} "
                   f"{(row['messages'] or [''])[-1][:150] if row['status'] != 'ok' else ''}", flush=True)
-    from stn_deploy.io import write_json
-
-    slug = gpu.lower().replace("nvidia", "").strip().replace(" ", "-") or "gpu"
-    target = write_json(out / f"rtx-{slug}.json", report)
+    report["complete"] = all(r["status"] != "skipped" for r in report["cases"])
+    write_json(target, report)
     print(f"wrote {target}")
     return 0
 

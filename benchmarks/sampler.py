@@ -51,7 +51,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
+import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -85,6 +89,68 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 MODES = ("bilinear", "nearest", "bicubic")
 ORT_MODES = {"bilinear": "linear", "nearest": "nearest", "bicubic": "cubic"}
 IMPLS = ("copy", "plugin-fused", "plugin-grid", "torch-eager", "torch-compile", "ort")
+#: Exit code when a sticky CUDA error (an illegal address, a kernel fault) left this process's
+#: context unusable: the case is recorded with the fault, and ``--resume`` in a fresh process
+#: measures the rest (that case again, without the implementation that faulted).
+EXIT_CONTEXT_LOST = 3
+
+
+class ContextLost(Exception):
+    """A CUDA error after which nothing more can run in this process."""
+
+    def __init__(self, impl: str, record: dict[str, Any], results: dict[str, dict]) -> None:
+        super().__init__(f"CUDA context lost in {impl}: {record.get('reason')}")
+        self.impl, self.record, self.results = impl, record, results
+
+
+#: Where progress events go (``--progress``): one JSON line per case and per implementation
+#: phase, so that a watchdog outside sees what a hung or crashed process was doing.
+_progress_path: list[Path] = []
+#: The CUDA error an injected sticky fault left (synthetic runs only, ``STN_SAMPLER_FAULT``).
+_simulated_context_error: list[str] = []
+
+
+def progress(event: str, **fields: Any) -> None:
+    """Append one progress event (``case``, ``phase`` or ``done``) to the ``--progress`` file."""
+    if _progress_path:
+        with _progress_path[0].open("a") as sink:  # opened per line: it survives any kill of this process
+            sink.write(json.dumps({"event": event, **fields, "t": round(time.time(), 3)}) + "\n")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def cuda_context_error() -> str | None:
+    """Why CUDA is unusable in this process after a failure (a sticky error), or None: a
+    synchronise and a trivial kernel either work or raise the error that poisoned the context."""
+    if _simulated_context_error:
+        return _simulated_context_error[0]
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+        if float(torch.ones(1, device="cuda").add_(1).item()) != 2.0:
+            return "a trivial kernel gave a wrong result"
+    except Exception as exc:  # the error itself is the answer
+        return _first_line(exc)
+    return None
+
+
+def record_failure(results: dict[str, dict], impl: str, exc: BaseException, phase: str, cuda: bool) -> None:
+    """Record ``impl``'s failure (the error, CUDA's error name, the launch it surfaced at) and, on
+    CUDA, judge the process: raise ContextLost when the error is sticky."""
+    text = str(exc)
+    name = re.search(r"\b(cuda(?:Error)?[A-Z]\w+)|CUDA error: ([^\n]+)", text)
+    record: dict[str, Any] = {"status": "failed", "reason": _first_line(exc), "phase": phase,
+                              "cuda_error": (name.group(1) or name.group(2)).strip() if name else None}
+    results[impl] = record
+    if cuda:
+        state = cuda_context_error()
+        record["context"] = "usable" if state is None else f"lost: {state}"
+        if state is not None:
+            raise ContextLost(impl, record, results)
 
 
 def random_theta(n: int, seed: int):
@@ -210,7 +276,8 @@ SLEEP_CYCLES_PER_MS = 2.0e6
 SLEEP_MAX_MS = 50.0
 
 
-def time_cuda(fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, rounds: int = 5
+def time_cuda(fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, rounds: int = 5,
+              on_failure: Callable[[str, BaseException, str], None] | None = None
               ) -> tuple[dict[str, list[float]], dict[str, float], bool]:
     """Per-call GPU times (ms) of several callables: CUDA events around every call, interleaved rounds.
 
@@ -219,38 +286,56 @@ def time_cuda(fns: dict[str, Callable[[], Any]], *, warmup: int, iters: int, rou
     the events time the GPU's work alone, not the Python launch overhead (tens of microseconds
     through ctypes or the dispatcher, longer than a 10 us kernel).
 
+    Each block of one callable's calls ends in a synchronise, so an asynchronous CUDA error
+    surfaces in the block that caused it: ``on_failure(name, error, phase)`` records it (and may
+    raise when the context is lost); that callable is dropped and the others go on.
+
     Returns:
         (samples per name, host microseconds per call per name, whether the queue was pre-filled).
     """
     import torch
 
+    def failed(name: str, exc: BaseException, phase: str) -> None:
+        if on_failure is None:
+            raise exc
+        on_failure(name, exc, phase)
+        fns.pop(name, None)
+        out.pop(name, None)
+
+    fns = dict(fns)
+    out: dict[str, list[float]] = {name: [] for name in fns}
     sleep = getattr(torch.cuda, "_sleep", None)
     host_us: dict[str, float] = {}
-    for name, fn in fns.items():
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(5):
-            fn()
-        host_us[name] = (time.perf_counter() - t0) / 5 * 1e6
-        torch.cuda.synchronize()
+    for name, fn in list(fns.items()):
+        try:
+            for _ in range(warmup):
+                fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            host_us[name] = (time.perf_counter() - t0) / 5 * 1e6
+            torch.cuda.synchronize()
+        except Exception as exc:  # one implementation failing is a result, not the end of the case
+            failed(name, exc, f"warm-up ({warmup} + 5 calls)")
     rounds = max(1, min(rounds, iters))
-    out: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         n = iters // rounds + (1 if r < iters % rounds else 0)
-        for name, fn in fns.items():
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-            if sleep is not None:
-                ms = min(SLEEP_MAX_MS, 0.5 + 2.0 * n * host_us[name] / 1e3)
-                sleep(int(ms * SLEEP_CYCLES_PER_MS))
-            for start, end in zip(starts, ends):
-                start.record()
-                fn()
-                end.record()
-            torch.cuda.synchronize()
-            out[name].extend(start.elapsed_time(end) for start, end in zip(starts, ends))
+        for name, fn in list(fns.items()):
+            try:
+                starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+                ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+                if sleep is not None:
+                    ms = min(SLEEP_MAX_MS, 0.5 + 2.0 * n * host_us[name] / 1e3)
+                    sleep(int(ms * SLEEP_CYCLES_PER_MS))
+                for start, end in zip(starts, ends):
+                    start.record()
+                    fn()
+                    end.record()
+                torch.cuda.synchronize()
+                out[name].extend(start.elapsed_time(end) for start, end in zip(starts, ends))
+            except Exception as exc:
+                failed(name, exc, f"timed round {r + 1} of {rounds} ({n} calls)")
     return out, host_us, sleep is not None
 
 
@@ -282,8 +367,12 @@ def _case_bytes(case: dict) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: str | bool, use_ort: bool, seed: int,
-             threads: int) -> dict:
-    """Time every implementation of one case; fill ``case`` with bytes, results and ratios."""
+             threads: int, exclude: dict[str, dict] | None = None) -> dict:
+    """Time every implementation of one case; fill ``case`` with bytes, results and ratios.
+
+    ``exclude``: implementations not to run, with the result to report for them (the fault an
+    earlier process recorded). Raises ContextLost when an implementation leaves CUDA unusable.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -304,13 +393,16 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: s
     case["bytes_plugin_grid"] = by_grid
     case["input_sets"] = n_sets
     cuda = device == "cuda"
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = dict(exclude or {})
     half = by_theta["total"] // 2  # the copy reads and writes half each: the same bytes moved
     runnable: dict[str, Callable[[], Any]] = {"copy": _copy_fn(half, device, n_sets)}
     for impl, fn in _impls(case, sets, device, use_compile, use_ort, threads).items():
+        if impl in results:
+            continue
         if isinstance(fn, str):
             results[impl] = {"status": "skipped", "reason": fn}
             continue
+        progress("phase", impl=impl, phase="first call")
         try:
             t0 = time.perf_counter()
             fn()  # first call: compiles (torch-compile), builds caches; excluded from timing
@@ -318,14 +410,17 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: s
                 torch.cuda.synchronize()
             first_s = time.perf_counter() - t0
         except Exception as exc:  # one implementation failing is a result, not the end of the run
-            results[impl] = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            record_failure(results, impl, exc, "first call", cuda)
             continue
         runnable[impl] = fn
         if impl == "torch-compile":
             results[impl] = {"compile_s": round(first_s, 2)}
     host_us: dict[str, float] = {}
+    progress("phase", impl=",".join(runnable), phase="timing")
     if cuda:
-        samples, host_us, prefilled = time_cuda(runnable, warmup=warmup, iters=iters)
+        samples, host_us, prefilled = time_cuda(
+            runnable, warmup=warmup, iters=iters,
+            on_failure=lambda impl, exc, phase: record_failure(results, impl, exc, phase, cuda=True))
         case["queue_prefilled"] = prefilled
     else:
         # Interleaved rounds: load changes on a shared machine hit every implementation alike.
@@ -337,16 +432,17 @@ def run_case(case: dict, device: str, *, warmup: int, iters: int, use_compile: s
 def _summarise(case: dict, results: dict[str, dict], samples: dict[str, list[float]], half: int,
                by_theta: dict[str, int], by_grid: dict[str, int], host_us: dict[str, float]) -> None:
     """Statistics, GB/s and fractions of the copy per implementation, then the ratios, into ``case``."""
-    copy = bench.copy_stats(samples.pop("copy"), half)
-    results["copy"] = {"status": "ok", "median_ms": copy["p50_ms"], "p90_ms": copy["p90_ms"], "min_ms": copy["min_ms"],
-                       "iters": copy["iters"], "gbps": copy["gbps"], "bytes": by_theta["total"]}
+    copy = bench.copy_stats(samples.pop("copy"), half) if "copy" in samples else None
+    if copy is not None:
+        results["copy"] = {"status": "ok", "median_ms": copy["p50_ms"], "p90_ms": copy["p90_ms"], "min_ms": copy["min_ms"],
+                           "iters": copy["iters"], "gbps": copy["gbps"], "bytes": by_theta["total"]}
     for impl, times in samples.items():
         stats = bench.latency_stats(times)
         nbytes = by_grid["total"] if impl == "plugin-grid" else by_theta["total"]
         gbps = nbytes / (stats["p50_ms"] * 1e-3) / 1e9
         results.setdefault(impl, {}).update(
             status="ok", median_ms=stats["p50_ms"], p90_ms=stats["p90_ms"], min_ms=stats["min_ms"], iters=stats["iters"],
-            gbps=gbps, bytes=nbytes, fraction_of_copy=gbps / copy["gbps"],
+            gbps=gbps, bytes=nbytes, fraction_of_copy=gbps / copy["gbps"] if copy else None,
         )
     for impl, us in host_us.items():
         results.setdefault(impl, {})["host_us_per_call"] = round(us, 1)
@@ -361,9 +457,31 @@ def _summarise(case: dict, results: dict[str, dict], samples: dict[str, list[flo
     case["ratios"] = _ratios(ordered)
 
 
-def synthetic_case(case: dict, *, iters: int, use_compile: str | bool, seed: int) -> dict:
+#: A simulated CUDA error for ``STN_SAMPLER_FAULT``, worded as PyTorch raises it (c10 ``C10_CUDA_CHECK``).
+SIMULATED_CUDA_ERRORS = {
+    "sticky": "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously "
+              "reported at some other API call, so the stacktrace below might be incorrect.",
+    "error": "CUDA error: invalid configuration argument",
+}
+
+
+def injected_fault(position: int) -> tuple[str, str] | None:
+    """(implementation, kind) of the fault ``STN_SAMPLER_FAULT=IMPL@N[:KIND]`` puts into the N-th
+    case of the plan (1-based; synthetic runs only): KIND ``sticky`` (default: an illegal address
+    that leaves the context unusable), ``error`` (a CUDA error after which CUDA still works),
+    ``hang`` (the call never returns) or ``crash`` (the process aborts)."""
+    spec = os.environ.get("STN_SAMPLER_FAULT", "")
+    match = re.fullmatch(r"([a-z-]+)@(\d+)(?::(sticky|error|hang|crash))?", spec)
+    if not match or int(match.group(2)) != position:
+        return None
+    return match.group(1), match.group(3) or "sticky"
+
+
+def synthetic_case(case: dict, *, iters: int, use_compile: str | bool, seed: int, position: int = 0,
+                   exclude: dict[str, dict] | None = None) -> dict:
     """Fill ``case`` with made-up timings (``--synthetic``, the GPU check's dry run): no GPU, no
-    torch kernels; the same statistics, ratios, prediction and plot code as a real run.
+    torch kernels; the same statistics, ratios, prediction and plot code as a real run, and the
+    same fault handling for a fault ``injected_fault`` puts into the case at ``position``.
 
     The numbers are a caricature of an H200 (copy at 4 TB/s, the plugin at 80 % of it, eager 3x
     and compile 1.5x slower) and every result says ``synthetic: true``.
@@ -379,13 +497,27 @@ def synthetic_case(case: dict, *, iters: int, use_compile: str | bool, seed: int
     copy_ms = by_theta["total"] / 4.0e12 * 1e3 + 0.002
     model = {"copy": copy_ms, "plugin-fused": copy_ms / 0.8, "plugin-grid": by_grid["total"] / 4.0e12 * 1e3 / 0.8 + 0.002,
              "torch-eager": 3 * copy_ms / 0.8}
-    results: dict[str, dict] = {}
+    results: dict[str, dict] = dict(exclude or {})
     if use_compile is True:
         model["torch-compile"] = 1.5 * copy_ms / 0.8
-        results["torch-compile"] = {"compile_s": 8.0}  # made up too: exercises the compile budget
+        results.setdefault("torch-compile", {"compile_s": 8.0})  # made up too: exercises the compile budget
     else:
         results["torch-compile"] = {"status": "skipped", "reason": use_compile or "disabled (--no-compile)"}
     results["ort"] = {"status": "skipped", "reason": "CPU only (the CUDA provider is not installed here)"}
+    model = {name: ms for name, ms in model.items() if results.get(name, {}).get("status") != "failed"}
+    fault = injected_fault(position)
+    for impl in list(model):
+        progress("phase", impl=impl, phase="first call")
+        if fault is None or fault[0] != impl:
+            continue
+        if fault[1] == "hang":
+            time.sleep(3600)
+        if fault[1] == "crash":
+            os.abort()
+        if fault[1] == "sticky":
+            _simulated_context_error.append(SIMULATED_CUDA_ERRORS["sticky"].splitlines()[0])
+        del model[impl]
+        record_failure(results, impl, RuntimeError(SIMULATED_CUDA_ERRORS.get(fault[1], "")), "first call", cuda=True)
     samples = {name: [ms * (1 + 0.02 * rng.random()) for _ in range(iters)] for name, ms in model.items()}
     _summarise(case, results, samples, half, by_theta, by_grid, {})
     for r in case["results"].values():
@@ -474,7 +606,7 @@ def _ratios(results: dict[str, dict]) -> dict[str, float | None]:
     plugin = ms("plugin-fused")
     out: dict[str, float | None] = {"plugin_fraction_of_copy": None}
     if plugin:
-        out["plugin_fraction_of_copy"] = ms("copy") / plugin
+        out["plugin_fraction_of_copy"] = ms("copy") / plugin if ms("copy") else None
         for other in ("torch-eager", "torch-compile", "ort", "plugin-grid"):
             key = f"plugin_speedup_vs_{other.replace('-', '_')}"
             out[key] = ms(other) / plugin if ms(other) else None
@@ -503,8 +635,9 @@ def plot(report: dict, target: Path) -> None:
                   for c in cases]
             ax.bar(xs, ys, width, label=impl)
         for i, c in enumerate(cases):
-            ax.hlines(c["results"]["copy"]["gbps"], i - 0.45, i + 0.45, colors="black", linewidth=1.5,
-                      label="copy (same bytes)" if i == 0 else None)
+            if c["results"].get("copy", {}).get("status") == "ok":  # absent where the case faulted before it
+                ax.hlines(c["results"]["copy"]["gbps"], i - 0.45, i + 0.45, colors="black", linewidth=1.5,
+                          label="copy (same bytes)" if i == 0 else None)
         predicted = [(i, c["bytes"]["total"] / (float(c["prediction"]["fused"]["predicted_us"]) * 1e-6) / 1e9)
                      for i, c in enumerate(cases) if c.get("prediction", {}).get("fused", {}).get("predicted_us")]
         if predicted:
@@ -551,14 +684,19 @@ def main(argv: list[str] | None = None) -> int:
                              "(for Nsight Compute)")
     parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON",
                         help="no timing: draw the PNG of an existing report (one a stopped run left) beside it")
+    parser.add_argument("--progress", type=Path, default=None, metavar="JSONL",
+                        help="append a JSON line per case and per implementation phase (for a watchdog outside)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with the report already at -o/--stem: skip its cases, rerun a case that lost the "
+                             "CUDA context without the implementation that faulted, reconsider cases skipped for time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stem", default=None, help="output file name without suffix (default sampler-<cpu|cuda>)")
     parser.add_argument("-o", "--output-dir", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    _progress_path[:] = [args.progress] if args.progress else []
+    _simulated_context_error.clear()
     if args.plot_only is not None:
-        import json
-
         if not args.plot_only.is_file():
             print(f"error: report {args.plot_only} not found", file=sys.stderr)
             return 2
@@ -609,10 +747,11 @@ def main(argv: list[str] | None = None) -> int:
         env["device"]["gpu"] = "synthetic (dry run, no GPU)"
     report: dict[str, Any] = {
         "format": "stn-deploy-sampler-bench",
-        "version": 2,
+        "version": 3,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dry_run": args.synthetic,
         "complete": False,
+        "stopped": None,
         **env,
         "settings": {"device": device, "matrix": matrix, "iters": iters, "warmup": warmup,
                      "timer": "synthetic" if args.synthetic else "cuda-events" if device == "cuda" else "perf_counter",
@@ -627,54 +766,158 @@ def main(argv: list[str] | None = None) -> int:
                      "prediction": prediction_status},
         "cases": [],
         "skipped_cases": [],
+        "processes": 1,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     stem = args.output_dir / (args.stem or f"sampler-{device}")
-    torch.manual_seed(args.seed)
-    compile_spent = 0.0
-    compile_failed = ""
-    longest_case_s = 0.0
-    for name, dtype, mode in plan:
-        shape, out_size = table[name]
-        key = "x".join(map(str, shape)) + "->" + "x".join(map(str, out_size))
-        case = {"name": name, "key": key, "shape": list(shape), "out_size": list(out_size), "dtype": dtype, "mode": mode}
-        elapsed = time.perf_counter() - started
-        if args.time_budget_s is not None and elapsed + longest_case_s > args.time_budget_s:
-            report["skipped_cases"].append({k: case[k] for k in ("name", "key", "dtype", "mode")}
-                                           | {"reason": f"time budget of {args.time_budget_s:g} s: {elapsed:.0f} s spent"})
-            continue
-        compile_now: str | bool = use_compile
-        if use_compile and compile_failed:
-            compile_now = f"skipped: torch.compile failed on an earlier case ({compile_failed})"
-        elif use_compile and args.compile_budget_s is not None and compile_spent >= args.compile_budget_s:
-            compile_now = f"skipped: compile budget of {args.compile_budget_s:g} s spent"
-        t0 = time.perf_counter()
-        if args.synthetic:
-            synthetic_case(case, iters=iters, use_compile=compile_now, seed=args.seed)
-        else:
-            run_case(case, device, warmup=warmup, iters=iters, use_compile=compile_now, use_ort=args.ort, seed=args.seed,
-                     threads=threads)
-        case["seconds"] = round(time.perf_counter() - t0, 2)
-        longest_case_s = max(longest_case_s, case["seconds"])
-        compiled = case["results"].get("torch-compile", {})
-        compile_spent += compiled.get("compile_s", 0.0) or 0.0
-        if compiled.get("status") == "failed":  # it would fail again, at a compile's cost each time
-            compile_failed = f"{case['name']} {dtype} {mode}"
-        attach_prediction(case, predictions, prediction_status)
-        report["cases"].append(case)
-        print(_line(case), flush=True)
-        write_json(stem.with_suffix(".json"), report)  # a run stopped from outside keeps what it measured
-        if device == "cuda" and not args.synthetic:
-            torch.cuda.empty_cache()
+    json_path = stem.with_suffix(".json")
+    if args.resume and json_path.is_file():
+        try:
+            earlier = json.loads(json_path.read_text())
+        except ValueError as exc:
+            print(f"error: --resume: {json_path} is not JSON ({exc})", file=sys.stderr)
+            return 2
+        if earlier.get("format") != report["format"]:
+            print(f"error: --resume: {json_path} is not a sampler report", file=sys.stderr)
+            return 2
+        report["cases"] = earlier.get("cases", [])
+        report["skipped_cases"] = [s for s in earlier.get("skipped_cases", []) if s.get("final")]  # hung, crashed
+        report["processes"] = int(earlier.get("processes", 1)) + 1
+        report["created"] = earlier.get("created", report["created"])
+    # Cases measured already, and cases whose process lost the CUDA context: run again without the faulting impls.
+    retry = {(c["name"], c["dtype"], c["mode"]): c for c in report["cases"] if c.get("status") == "faulted"}
+    finished = {(c["name"], c["dtype"], c["mode"]) for c in report["cases"]} - set(retry)
+    finished |= {(c["name"], c["dtype"], c["mode"]) for c in report["skipped_cases"]}
+    current: dict[str, Any] = {}
 
-    report["complete"] = not report["skipped_cases"]
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    plot(report, stem.with_suffix(".png"))
-    write_json(stem.with_suffix(".json"), report)
-    for skipped in report["skipped_cases"]:
-        print(f"skipped {skipped['name']} {skipped['dtype']} {skipped['mode']}: {skipped['reason']}")
-    print(f"wrote {stem}.json and {stem}.png")
-    return 0
+    def stop(signum: int, frame: Any) -> None:
+        """SIGTERM / SIGINT (the GPU check's limit or watchdog, the runner's kill): the report as it
+        stands, the case in progress named, then out (raising could land inside torch's C++)."""
+        report["complete"] = False
+        report["stopped"] = f"{signal.Signals(signum).name} received" + (f" during {current['case']}" if current else "")
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        write_json(json_path, report)
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        write_json(json_path, report)  # a process that dies in its first case still leaves a report
+        torch.manual_seed(args.seed)
+        compile_times = [c["results"]["torch-compile"]["compile_s"] for c in report["cases"]
+                         if "compile_s" in c.get("results", {}).get("torch-compile", {})]
+        compile_spent = sum(compile_times)
+        compile_failed = ""
+        # The longest case without its compile: the first, cold compile must not make every later case look long.
+        longest_case_s = max((c.get("seconds", 0.0) - c.get("compile_s", 0.0) for c in report["cases"]), default=0.0)
+        for position, (name, dtype, mode) in enumerate(plan, 1):
+            if (name, dtype, mode) in finished:
+                continue
+            shape, out_size = table[name]
+            key = "x".join(map(str, shape)) + "->" + "x".join(map(str, out_size))
+            case: dict[str, Any] = {"name": name, "key": key, "shape": list(shape), "out_size": list(out_size),
+                                    "dtype": dtype, "mode": mode}
+            elapsed = time.perf_counter() - started
+            if args.time_budget_s is not None and elapsed + longest_case_s > args.time_budget_s:
+                report["skipped_cases"].append({k: case[k] for k in ("name", "key", "dtype", "mode")}
+                                               | {"reason": f"time budget of {args.time_budget_s:g} s: {elapsed:.0f} s spent"})
+                continue
+            compile_now = compile_decision(use_compile, failed_on=compile_failed, spent_s=compile_spent,
+                                           compile_budget_s=args.compile_budget_s, time_budget_s=args.time_budget_s,
+                                           elapsed_s=elapsed, longest_case_s=longest_case_s, compile_times=compile_times)
+            earlier = retry.get((name, dtype, mode), {})
+            earlier_faults = earlier.get("faults") or ([earlier["fault"]] if earlier.get("fault") else [])
+            exclude = {f["impl"]: {k: v for k, v in f.items() if k != "impl"} for f in earlier_faults}
+            current["case"] = f"{name} {dtype} {mode}"
+            progress("case", case=name, key=key, dtype=dtype, mode=mode, position=position)
+            t0 = time.perf_counter()
+            try:
+                if args.synthetic:
+                    synthetic_case(case, iters=iters, use_compile=compile_now, seed=args.seed, position=position, exclude=exclude)
+                else:
+                    run_case(case, device, warmup=warmup, iters=iters, use_compile=compile_now, use_ort=args.ort, seed=args.seed,
+                             threads=threads, exclude=exclude)
+            except ContextLost as lost:
+                case["seconds"] = round(time.perf_counter() - t0, 2)
+                case["status"] = "faulted"
+                case["fault"] = {"impl": lost.impl, **lost.record}
+                case["faults"] = [*earlier_faults, case["fault"]]
+                case["results"] = {impl: lost.results.get(impl, {"status": "not measured",
+                                                                 "reason": "the CUDA context was lost in this case"})
+                                   for impl in IMPLS}
+                case["ratios"] = {}
+                attach_prediction(case, predictions, prediction_status)
+                _put_case(report, case)
+                report["stopped"] = (f"CUDA context lost in {name} {dtype} {mode} by {lost.impl} ({lost.record['phase']}): "
+                                     f"{lost.record['reason']}; the rest needs a fresh process (--resume)")
+                report["seconds"] = round(time.perf_counter() - started, 1)
+                write_json(json_path, report)
+                progress("done", case=name, dtype=dtype, mode=mode)
+                print(f"FAULT {report['stopped']}", flush=True)
+                return EXIT_CONTEXT_LOST
+            case["seconds"] = round(time.perf_counter() - t0, 2)
+            compiled = case["results"].get("torch-compile", {})
+            if compiled.get("compile_s"):
+                case["compile_s"] = compiled["compile_s"]
+                compile_times.append(compiled["compile_s"])
+                compile_spent += compiled["compile_s"]
+            longest_case_s = max(longest_case_s, case["seconds"] - case.get("compile_s", 0.0))
+            if compiled.get("status") == "failed":  # it would fail again, at a compile's cost each time
+                compile_failed = f"{case['name']} {dtype} {mode}"
+            if earlier_faults:
+                case["fault"], case["faults"] = earlier_faults[-1], earlier_faults
+                case["status"] = "measured in a fresh process after the fault"
+            attach_prediction(case, predictions, prediction_status)
+            _put_case(report, case)
+            print(_line(case), flush=True)
+            write_json(json_path, report)  # a run stopped from outside keeps what it measured
+            progress("done", case=name, dtype=dtype, mode=mode)
+            current.clear()
+            if device == "cuda" and not args.synthetic:
+                torch.cuda.empty_cache()
+
+        report["complete"] = not report["skipped_cases"] and not any(c.get("status") == "faulted" for c in report["cases"])
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        plot(report, stem.with_suffix(".png"))
+        write_json(json_path, report)
+        for skipped in report["skipped_cases"]:
+            print(f"skipped {skipped['name']} {skipped['dtype']} {skipped['mode']}: {skipped['reason']}")
+        print(f"wrote {stem}.json and {stem}.png")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def compile_decision(use_compile: bool, *, failed_on: str, spent_s: float, compile_budget_s: float | None,
+                     time_budget_s: float | None, elapsed_s: float, longest_case_s: float,
+                     compile_times: list[float]) -> str | bool:
+    """Whether the next case compiles (True), or why not: torch.compile failed before, its
+    budget is spent, or the time left holds the case's other timings but not a compile too.
+
+    ``longest_case_s`` is the longest case so far without its compile; the next compile is
+    expected to take as long as the last warm one (the first, cold one says nothing of it).
+    Either way the case's eager / plugin / copy timings still run.
+    """
+    if not use_compile:
+        return False
+    if failed_on:
+        return f"skipped: torch.compile failed on an earlier case ({failed_on})"
+    if compile_budget_s is not None and spent_s >= compile_budget_s:
+        return f"skipped: compile budget of {compile_budget_s:g} s spent"
+    expected_s = compile_times[-1] if len(compile_times) > 1 else 0.0
+    if time_budget_s is not None and elapsed_s + longest_case_s + expected_s > time_budget_s:
+        return f"skipped: too little time left to compile (~{expected_s:.0f} s) as well"
+    return True
+
+
+def _put_case(report: dict[str, Any], case: dict[str, Any]) -> None:
+    """Add ``case`` to the report, in the place of its earlier (faulted) row if there is one."""
+    ident = (case["name"], case["dtype"], case["mode"])
+    for i, other in enumerate(report["cases"]):
+        if (other["name"], other["dtype"], other["mode"]) == ident:
+            report["cases"][i] = case
+            return
+    report["cases"].append(case)
 
 
 def _profile(plan: list[tuple[str, str, str]], table: dict, device: str, launches: int, seed: int) -> int:

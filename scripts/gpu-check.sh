@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU check in one command, from a bare GPU machine to result files in $OUT (or --out DIR):
-# environment, the carried wheels, the sm_90 plugin build, `pytest -m gpu`, the sampler benchmark
-# against copy/eager/compile with the static prediction beside it, an Nsight Compute profile.
-# Every step has its own time limit inside a 360 s wall budget (--budget-s), so a rerun fits.
+# environment, the carried wheels, the sm_90 plugin build, the kernel parity tests, the sampler
+# benchmark against copy/eager/compile with the static prediction beside it, an Nsight Compute
+# profile, the other gpu tests. Every step has its own time limit inside a 300 s wall budget
+# (--budget-s), so a rerun fits; results are written as they are measured, and SIGTERM leaves
+# the summary (complete: false, and why). Exit 0: the main results (parity, sampler) measured.
 #
 #   scripts/gpu-check.sh                    # on the GPU machine (device run, carry [".whl"])
 #   scripts/gpu-check.sh --dry-run --out D  # here, no CUDA: every step that needs none

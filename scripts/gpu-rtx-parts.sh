@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# OPTIONAL, not part of the GPU check: TensorRT-RTX on the GPU machine, which has no TensorRT.
+# OPTIONAL, not part of the GPU check and not in the first device run (benchmarks/README.md: only
+# with 5+ device minutes left after a check that exited 0): TensorRT-RTX on the GPU machine.
 # Its libraries come as a 95 MB wheel, more than one device run takes along (64 MiB with the
 # working tree), so they travel in two parts over two back-to-back runs on the same machine:
 #

@@ -26,6 +26,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The real-model corpus of tests/test_corpus.py: its libraries with --no-deps beside our CPU
+# torch (what they declare would pull torchvision, a CUDA build that breaks beside it).
+corpus_req=tests/corpus/requirements.txt
+corpus_stamp=$VENV/.stn-deploy-corpus
+corpus_want=$(sha256sum "$corpus_req" | cut -d' ' -f1)
+if [ "$(cat "$corpus_stamp" 2>/dev/null)" != "$corpus_want" ]; then
+  log "installing the test corpus libraries ($corpus_req, --no-deps)"
+  "$VPY" -m pip install -q --no-deps -r "$corpus_req"
+  echo "$corpus_want" > "$corpus_stamp"
+fi
+
 # TensorRT-RTX's ONNX parser dlopens libtensorrt_rtx.so (unversioned): provide the symlink.
 rtx_libs=$("$VPY" - <<'PYEOF'
 import importlib.util, os

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 JOBS = {
     "train": ("stn_deploy.train", "train"),
     "export": ("stn_deploy.export", "export"),
-    "rewrite": ("stn_deploy.graph", "rewrite"),
+    "rewrite": ("stn_deploy.rewriter", "rewrite"),
     "doctor": ("stn_deploy.doctor", "doctor"),
     "build": ("stn_deploy.trt.builder", "build"),
     "validate": ("stn_deploy.validate", "validate"),
@@ -40,7 +40,7 @@ _MODULE_JOBS = frozenset({"train", "export", "doctor", "validate", "run", "bench
 OPTIONS = {
     "TrainOptions": "stn_deploy.train",
     "ExportOptions": "stn_deploy.export",
-    "RewriteOptions": "stn_deploy.graph",
+    "RewriteOptions": "stn_deploy.rewriter",
     "BuildOptions": "stn_deploy.trt.options",
     "ValidateOptions": "stn_deploy.validate",
     "BenchOptions": "stn_deploy.bench.options",

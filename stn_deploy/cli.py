@@ -236,34 +236,49 @@ def visualize_command(checkpoint, output, dataset, count, seed):
 @click.option("--dynamic-hw", type=_NameChoice(["auto", "yes", "no"]), default="auto", show_default=True,
               help="Dynamic input H/W; auto = where the model allows.")
 def export_command(checkpoint, output, ops, opset, dynamic_batch, dynamic_hw):
-    """Export a checkpoint to ONNX with standard or plugin grid-sample ops."""
+    """Export a checkpoint, or your own model saved as a torch.export program (.pt2), to ONNX
+    with standard, plugin or native grid-sample ops. A program keeps the dynamic dims of its
+    dynamic_shapes."""
     from stn_deploy.export import ExportOptions, export
 
     hw = {"auto": None, "yes": True, "no": False}[dynamic_hw]
     res = export(ExportOptions(checkpoint, output, ops=ops, opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=hw))
     samplers = ", ".join(f"{s['generator']}/{s['mode']}" for s in res.samplers) or "none"
-    click.echo(f"wrote {res.path}: {ops} ops, opset {res.opset}, input {res.input_name} "
-               f"[{', '.join(map(str, res.input_shape))}], samplers: {samplers}")
+    inputs = ", ".join(f"{k} [{', '.join(map(str, v))}]" for k, v in res.inputs.items())
+    click.echo(f"wrote {res.path}: {ops} ops, opset {res.opset}, input{'s' if len(res.inputs) > 1 else ''} {inputs}, "
+               f"samplers: {samplers if res.samplers or not res.op_counts else _sampler_ops(res.op_counts)}")
+
+
+def _sampler_ops(op_counts: dict[str, int]) -> str:
+    """``2 STNAffineGridSample, 1 GridSample``: the sampler ops of an exported program."""
+    names = ("STNAffineGridSample", "STNGridSample", "AffineGrid", "GridSample")
+    return ", ".join(f"{op_counts[n]} {n}" for n in names if op_counts.get(n)) or "none"
 
 
 @main.command("rewrite")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="File: the plugin ONNX to write.")
+              help="File: the rewritten ONNX to write.")
 @click.option("--fuse/--no-fuse", default=True, show_default=True,
-              help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample.")
+              help="Fuse AffineGrid -> GridSample pairs into STNAffineGridSample (an AffineGrid not fused "
+                   "is lowered to standard ops).")
 @click.option("--to", "to", type=click.Choice(["plugin", "native"]), default="plugin", show_default=True,
               help="plugin: our plugin ops; native: ops stock TensorRT imports (AffineGrid as MatMul on a "
-                   "base grid, opset-16 GridSample names), no plugin.")
+                   "base grid, opset 17 where the graph allows it), no plugin.")
+@click.option("--target", type=_NameChoice(DOCTOR_TARGETS), default=None,
+              help="Runtime the result must pass doctor for (nothing is written otherwise)  "
+                   "[default: what build would use]")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def rewrite_command(model, output, fuse, to, as_json):
-    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops (or native ops)."""
+def rewrite_command(model, output, fuse, to, target, as_json):
+    """Replace GridSample / AffineGrid of a third-party ONNX with our plugin ops (or native ops).
+
+    The result is linted by doctor for the target before it is written (exit 1 if it would fail).
+    """
     import json
 
-    from stn_deploy.graph import RewriteOptions, rewrite
-    from stn_deploy.native import rewrite_native
+    from stn_deploy.rewriter import RewriteOptions, rewrite
 
-    report = rewrite_native(model, output) if to == "native" else rewrite(RewriteOptions(model, output, fuse=fuse))
+    report = rewrite(RewriteOptions(model, output, fuse=fuse, to=to, target=target))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -273,8 +288,9 @@ def rewrite_command(model, output, fuse, to, as_json):
 
 @main.command("doctor", epilog="\b\nRules:\n" + "\n".join(f"  {k:24s} {v}" for k, v in DOCTOR_RULES.items()))
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--target", type=_NameChoice(DOCTOR_TARGETS), default="trt10", show_default=True,
-              help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime.")
+@click.option("--target", type=_NameChoice(DOCTOR_TARGETS), default=None,
+              help="Runtime to lint for: TensorRT 10, TensorRT 11, TensorRT-RTX 1.7, ONNX Runtime  "
+                   "[default: what build would use: the installed TensorRT's major, else rtx, else trt11]")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 def doctor_command(model, target, as_json):
     """Lint an ONNX model for known STN deployment traps (exit 1 on an error).
@@ -286,7 +302,7 @@ def doctor_command(model, target, as_json):
     report = doctor(model, target)
     click.echo(report.to_json() if as_json else "\n".join(report.lines()))
     if not report.ok:
-        raise ValidationFailed(f"doctor found {len(report.errors)} error(s) for {target}")
+        raise ValidationFailed(f"doctor found {len(report.errors)} error(s) for {report.target}")
 
 
 @main.command("run")
@@ -300,19 +316,24 @@ def doctor_command(model, target, as_json):
 @click.option("--backend", type=_NameChoice(RUN_BACKENDS), default=None,
               help="torch (checkpoint), ort (ONNX), trt (engine), triton (served)  [default: by model kind]")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch of random inputs.")
+@click.option("--shapes", "shapes", multiple=True, metavar="NAME:SHAPE",
+              help="Shape of a random input with dynamic dims, e.g. image:1x3x64x64; repeatable  "
+                   "[default: the program's example inputs, the export's recorded shape]")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of random inputs.")
 @click.option("--url", default=None, help="With --backend triton: the server, HOST:PORT (gRPC) or http://HOST:PORT.")
 @click.option("--model-name", default=None, help="With --backend triton: the served model  [default: MODEL]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def run_command(model, inputs, output, backend, batch, seed, url, model_name, as_json):
-    """Run a checkpoint, ONNX model or engine on its inputs, or a model served by Triton
-    (--backend triton --url HOST:PORT; MODEL is then the served model's name), and save the outputs."""
+def run_command(model, inputs, output, backend, batch, shapes, seed, url, model_name, as_json):
+    """Run a checkpoint, torch.export program (.pt2), ONNX model or engine on its inputs, or a model
+    served by Triton (--backend triton --url HOST:PORT; MODEL is then the served model's name), and
+    save the outputs."""
     import json
 
     from stn_deploy.run import RunOptions, run
+    from stn_deploy.user_model import parse_shapes
 
     res = run(RunOptions(model, output, inputs=inputs, backend=backend, batch=batch, seed=seed, url=url,
-                         model_name=model_name))
+                         model_name=model_name, shapes=parse_shapes(shapes)))
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
         return
@@ -382,7 +403,9 @@ def plugins_group() -> None:
     "--tensorrt-include",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Folder with NvInferRuntime.h. [default: third_party/tensorrt/include]",
+    help="Folder with TensorRT's C++ headers (NvInferRuntime.h; TensorRT 10 or 11). [default: $TENSORRT_ROOT/include, "
+    "else a system install (/usr/include/x86_64-linux-gnu, /usr/include, /usr/local/tensorrt/include), "
+    "else third_party/tensorrt/include]",
 )
 @click.option("--verbose", is_flag=True, help="Show CMake's output.")
 def plugins_build(
@@ -401,7 +424,8 @@ def plugins_build(
 
 @plugins_group.command("path")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the path with the library's version, CUDA runtime, minimum driver and architectures.")
+              help="Print the path with the library's version, CUDA runtime, minimum driver, architectures, "
+              "TensorRT headers and supported TensorRT runtimes.")
 def plugins_path(as_json: bool) -> None:
     """Print the plugin library's path ($STN_DEPLOY_PLUGIN_LIBRARY overrides); exit 2 if it is missing."""
     from stn_deploy import kernels
@@ -526,15 +550,20 @@ def build_command(model, output, precision, shapes, min_shapes, opt_shapes, max_
     click.echo(f"built {result.engine} ({side['engine']['bytes']} bytes) with "
                f"{'TensorRT-RTX' if side['backend']['name'] == 'rtx' else 'TensorRT'} {side['backend']['version']} "
                f"in {result.seconds:.2f} s; sidecar {result.sidecar_path}")
+    targets = side["gpu_targets"]
+    if targets["plugin"] is not None and not targets["plugin"]["ok"]:
+        click.echo(f"warning: {side['warnings'][0]}", err=True)
 
 
 @main.command("inspect")
 @click.argument("engine", type=click.Path(path_type=Path))
 @click.option("--trt", "flavour", type=_NameChoice(trt_options.FLAVOUR_CHOICES), default="auto", show_default=True,
               help="TensorRT flavour (auto: from the engine header).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect_command(engine, flavour, as_json):
-    """Show ENGINE's inputs, outputs, profiles, layers (plugin layers named) and sidecar.
+@click.option("--layers", "all_layers", is_flag=True, help="Also list every layer (the summary counts them by type).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report (every layer included) as JSON.")
+def inspect_command(engine, flavour, all_layers, as_json):
+    """Summarise ENGINE: inputs, outputs, profiles, plugin layers, layer counts by type, precision,
+    sidecar; every layer with --layers.
 
     Without a GPU, what only a deserialised engine can tell is marked as needing one.
     """
@@ -546,14 +575,14 @@ def inspect_command(engine, flavour, as_json):
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        for line in trt.format_report(report):
+        for line in trt.format_report(report, layers=all_layers):
             click.echo(line)
 
 
 @main.command("validate")
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--reference", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with, or "
+              help="Checkpoint or torch.export .pt2 (run in PyTorch) or ONNX model (run in ONNX Runtime) to compare with, or "
                    "a Polygraphy outputs JSON (polygraphy run --save-outputs) of the --inputs given.")
 @click.option("--atol", multiple=True, metavar="[OUTPUT:]VALUE",
               help="Absolute tolerance, for all outputs or one; repeatable  [default: per dtype of the candidate]")
@@ -571,20 +600,30 @@ def inspect_command(engine, flavour, as_json):
               help="Images per inference (capped by an engine's profile).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Allowed task-accuracy difference, percentage points  [default: 0.1; 0.5 for an INT8 candidate]")
+@click.option("--shapes", "shapes", multiple=True, metavar="NAME:SHAPE",
+              help="Shape of a generated input with dynamic dims, e.g. image:2x3x64x64; repeatable (models "
+                   "without a digit test set)  [default: the program's example inputs, the export's record]")
+@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batch of generated inputs (models without a digit test set).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (progress goes to stderr).")
 def validate_command(candidate, reference, atol, rtol, inputs, dataset, report, adversarial, max_images,
-                     batch_size, max_accuracy_drop, as_json):
-    """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime) with PyTorch.
+                     batch_size, max_accuracy_drop, shapes, batch, as_json):
+    """Compare CANDIDATE (engine on the GPU, plugin or standard ONNX in ONNX Runtime, a torch.export
+    .pt2) with PyTorch (a checkpoint or your .pt2) or another ONNX.
 
+    Models with any inputs, or a .pt2 on either side, are compared on generated inputs: random
+    ones per kind of input and adversarial ones for every image, grid, theta or displacement.
     Exit code 0 when every output of every input set is within tolerance and the task
     accuracies agree, 1 when not, 2 on bad input.
     """
     from stn_deploy import validate as _validate
+    from stn_deploy.user_model import parse_shapes
 
     options = _validate.ValidateOptions(
         candidate=candidate, reference=reference, atol=_validate.parse_tolerance(atol, "--atol"),
         rtol=_validate.parse_tolerance(rtol, "--rtol"), inputs=inputs, dataset=dataset, report=report,
-        adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
+        adversarial=adversarial, max_images=max_images, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop,
+        shapes=parse_shapes(shapes), batch=batch)
     result = _validate.validate(options, progress=_step_lines("validate", err=as_json))
     if as_json:
         import json
@@ -630,7 +669,7 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
               help=f"Folder of the JSON and PNG  [default: a new folder {_bench.DEFAULT_OUTPUT_DIR}/bench-<model>-<UTC time>]")
 @click.option("--name", default=None, help="File stem of the outputs  [default: bench-<model stem>]")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
-              help="ONNX for the ort backend when MODEL is a checkpoint  [default: export a standard ONNX to a temp folder]")
+              help="ONNX for the ort backend when MODEL is a checkpoint or a .pt2  [default: export a standard ONNX to a temp folder]")
 @click.option("--engine", type=click.Path(path_type=Path), default=None, help="Engine for the trt backend when MODEL is not one.")
 @click.option("--device", type=_NameChoice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the torch backends run.")
@@ -642,13 +681,17 @@ def timing_options(backends: tuple[str, ...], batches: tuple[int, ...], warmup: 
               help="With --backends triton: requests in flight, comma-separated; --iters requests each.")
 @click.option("--compare-ops", is_flag=True,
               help="Also build plugin and native engines of the checkpoint: build time, size, layers (latency on a GPU).")
+@click.option("--shapes", "shapes", multiple=True, metavar="NAME:SHAPE",
+              help="Input shape for dynamic dims other than the batch, e.g. image:1x3x64x64; repeatable  "
+                   "[default: a .pt2's example inputs, the export's record]")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 def bench_command(model, backends, batches, warmup, iters, output_dir, name, onnx_path, engine, device, sampler, seed,
-                  threads, url, model_name, concurrency, compare_ops, as_json):
+                  threads, url, model_name, concurrency, compare_ops, shapes, as_json):
     """Latency of MODEL per backend and batch: p50/p90/p99, throughput, speedup vs torch eager.
 
-    MODEL is a checkpoint (.pt: runs torch, torch-compile, and ort on a standard ONNX exported
-    to a temporary folder unless --onnx is given), an ONNX (.onnx: ort; a plugin ONNX runs its
+    MODEL is a checkpoint (.pt) or a torch.export program (.pt2: any inputs; eager = the
+    program's module), run by torch and torch-compile, and ort on a standard ONNX exported
+    to a temporary folder unless --onnx is given; an ONNX (.onnx: ort; a plugin ONNX runs its
     plugin ops as Python ops, a validation path, not serving) or an engine (.engine/.plan:
     trt). trt needs a GPU and is reported "skipped: needs a GPU" without one; a backend that
     cannot run MODEL is reported skipped with the reason. CUDA events time GPU runs.
@@ -660,11 +703,14 @@ def bench_command(model, backends, batches, warmup, iters, output_dir, name, onn
     """
     from rich.console import Console
 
+    from stn_deploy.user_model import parse_shapes
+
     options = _bench.BenchOptions(
         model=model, backends=_bench.parse_backends(backends), batches=_bench.parse_batches(batches),
         warmup=warmup, iters=iters, output_dir=output_dir, name=name, onnx=onnx_path, engine=engine,
         device=device, sampler=sampler, seed=seed, threads=threads, url=url, model_name=model_name,
         concurrency=_bench.parse_batches(concurrency, "--concurrency"), compare_ops=compare_ops,
+        shapes=parse_shapes(shapes),
     )
     result = _bench.bench(options, progress=_step_lines("bench", err=True))
     if as_json:
@@ -808,13 +854,18 @@ def serve_command(repository, http_port, grpc_port, metrics_port, address, serve
                   python_env):
     """Serve REPOSITORY with a real Triton Inference Server until Ctrl-C / SIGTERM.
 
-    Python-backend models run with the numpy<2 + onnxruntime environment set-up made.
+    Loads every model the server has a backend for and names the ones it skips (the bundled
+    server has only the python backend). Python-backend models run with the numpy<2 +
+    onnxruntime environment set-up made.
     Stopping stops the server and its python-backend stubs.
     """
     from stn_deploy.triton.server import ServerOptions, serve
 
     def ready(s):
-        click.echo(f"tritonserver ready (pid {s.pid}, log {s.log_path})")
+        for model, why in s.selection.skipped.items():
+            click.echo(f"skipped  {model}: {why}")
+        click.echo(f"tritonserver ready (pid {s.pid}, log {s.log_path})"
+                   + (f"; serving {', '.join(s.selection.load)}" if s.selection.load else ""))
         click.echo(f"  HTTP     http://{s.http_url}")
         click.echo(f"  gRPC     {s.grpc_url}")
         click.echo(f"  metrics  {s.metrics_url}")

@@ -6,9 +6,10 @@ What is an error depends on the target runtime (``--target``).
 
 | rule | trap |
 |---|---|
-| ``trt-gridsample-mode`` | opset-20 GridSample ``linear``/``cubic`` become nearest in TensorRT 10's parser (NVIDIA/TensorRT#4646) |
-| ``trt-affinegrid`` | no AffineGrid importer in TensorRT 10 / TensorRT-RTX 1.7 |
+| ``trt-gridsample-mode`` | opset-20 GridSample ``linear``/``cubic`` become nearest in TensorRT 10's and 11's parser (NVIDIA/TensorRT#4646, open) |
+| ``trt-affinegrid`` | no AffineGrid importer in TensorRT 10, 11 or TensorRT-RTX 1.7 |
 | ``trt-gridsample-5d`` | native GridSample is 4-D only before TensorRT 11.2 (#3890); TensorRT-RTX 1.7 parses and builds it (GPU results unchecked) |
+| ``plugin-gpu-targets`` | the plugin library has no SASS/PTX for some GPU the engine will target |
 | ``bicubic-outside-plugin`` | bicubic sampling by anything but our plugin (mmdeploy falls back to bilinear; TensorRT/ORT border reads differ) |
 | ``decomposed-affine-grid`` | the dynamo exporter's Mul+ReduceSum affine grid: fixed H/W, 200x slower in ONNX Runtime |
 | ``fp16-large-coordinates`` | fp16 grid coordinates on inputs wider or taller than 2048 |
@@ -58,7 +59,10 @@ RULES: dict[str, str] = {
     "plugin-attribute": "a plugin attribute its creator rejects (range, missing, combination)",
     "plugin-input-rank": "a plugin input of a rank the plugin rejects",
     "plugin-library": "the plugin library cannot be loaded",
+    "plugin-gpu-targets": "the plugin library cannot run on some GPU the engine targets",
 }
+#: First TensorRT 11 release whose ONNX parser imports 5-D GridSample.
+TRT11_NATIVE_5D = (11, 2)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,31 @@ class DoctorReport:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _installed_tensorrt() -> tuple[int, int]:
+    """(major, minor) of the installed ``tensorrt`` distribution, (0, 0) when there is none
+    (read from its metadata: importing TensorRT is slow and needs its libraries)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("tensorrt").split(".")
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    except (PackageNotFoundError, ValueError):
+        return 0, 0
+
+
+def default_target(flavour: str = "auto") -> str:
+    """The target a build with ``--trt flavour`` would meet: the installed full TensorRT's major
+    (``trt10`` / ``trt11``), else ``rtx`` where only TensorRT-RTX is installed, else ``trt11``
+    (what ``pip install tensorrt`` installs today)."""
+    from stn_deploy.trt.flavour import available_flavours
+
+    name = flavour if flavour != "auto" else (available_flavours() or ["tensorrt"])[0]
+    if name == "rtx":
+        return "rtx"
+    major = _installed_tensorrt()[0]
+    return "trt10" if major == 10 else "trt11"
 
 
 def _name(node) -> str:
@@ -182,9 +211,10 @@ def _rules(model, target: str, report: DoctorReport) -> None:
         if node.op_type == "GridSample" and _is_onnx_domain(node):
             mode = attr_value(node, "mode", "linear" if opset >= 20 else "bilinear")
             interp = ONNX_MODE_NAMES.get(mode)
-            if target == "trt10" and opset >= 20 and mode in ("linear", "cubic"):
+            if target in ("trt10", "trt11") and opset >= 20 and mode in ("linear", "cubic"):
                 add(Finding("trt-gridsample-mode", name, "error",
-                            f"opset-{opset} GridSample mode {mode!r} becomes 'nearest' in TensorRT 10's parser",
+                            f"opset-{opset} GridSample mode {mode!r} becomes 'nearest' in TensorRT {target[3:]}'s "
+                            "parser (NVIDIA/TensorRT#4646, still open)",
                             "stn-deploy rewrite (plugin op), or rewrite --to native / export --ops native "
                             "(opset 17, mode names bilinear/bicubic)"))
             elif target == "rtx" and opset >= 20 and mode in ("linear", "cubic"):
@@ -200,19 +230,25 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                                 "5-D GridSample: TensorRT-RTX 1.7 parses and builds it (native flavour), "
                                 "but its GPU results are unverified; TensorRT 10 rejects it",
                                 "validate the engine on a GPU, or stn-deploy rewrite (the plugin samples 5-D)"))
+                elif target == "trt11" and _installed_tensorrt() >= TRT11_NATIVE_5D:
+                    add(Finding("trt-gridsample-5d", name, "info",
+                                "5-D GridSample: native in TensorRT 11.2+ (installed: "
+                                f"{'.'.join(map(str, _installed_tensorrt()))})",
+                                "validate the engine on a GPU; stn-deploy rewrite gives the plugin's 5-D sampler"))
                 else:
-                    sev = "warning" if target == "trt11" else "error"
+                    installed = _installed_tensorrt()
+                    sev = "warning" if target == "trt11" and installed == (0, 0) else "error"
                     add(Finding("trt-gridsample-5d", name, sev,
-                                "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2",
+                                "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2"
+                                + (f" (installed: {'.'.join(map(str, installed))})" if installed != (0, 0) else ""),
                                 "stn-deploy rewrite (the plugin samples 5-D); the native flavour needs TensorRT 11.2+"))
             if interp == schema.InterpolationMode.BICUBIC:
                 add(Finding("bicubic-outside-plugin", name, "warning" if trt else "info",
                             "bicubic GridSample outside our plugin: runtimes differ from PyTorch at the 2-pixel border",
                             "stn-deploy rewrite, then validate against PyTorch"))
         elif node.op_type == "AffineGrid" and _is_onnx_domain(node) and trt:
-            sev = "warning" if target == "trt11" else "error"
-            add(Finding("trt-affinegrid", name, sev,
-                        "AffineGrid: TensorRT 10 and TensorRT-RTX 1.7 have no importer (UNSUPPORTED_NODE)",
+            add(Finding("trt-affinegrid", name, "error",
+                        "AffineGrid: TensorRT 10, 11 and TensorRT-RTX 1.7 have no importer (UNSUPPORTED_NODE)",
                         "stn-deploy rewrite (fuses AffineGrid+GridSample into STNAffineGridSample), or "
                         "rewrite --to native (MatMul on a base grid, no plugin)"))
         elif node.op_type.lower() in MMDEPLOY_SAMPLERS and node.domain != schema.PLUGIN_DOMAIN:
@@ -286,18 +322,42 @@ def _plugin_rules(model, dims: dict, report: DoctorReport) -> None:
             what = "theta" if node.op_type == schema.AFFINE_GRID_SAMPLE_OP else "grid"
             add(Finding("plugin-input-rank", name, "error", f"input {what} has rank {len(coords)}; the plugin takes {want}",
                         "theta is [N,2,3] / [N,3,3] / [N,3,4]; a grid has X's rank"))
+    _gpu_target_rule(model, report)
     if plugin_nodes(model) and report.plugin_versions_source.startswith("schema.PLUGIN_VERSION (the plugin library could"):
         add(Finding("plugin-library", "-", "error" if report.target != "ort" else "warning",
                     report.plugin_versions_source.split("(", 1)[1].rstrip(")"),
                     "stn-deploy plugins build, or point STN_DEPLOY_PLUGIN_LIBRARY at a library it built"))
 
 
-def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
+def _gpu_target_rule(model, report: DoctorReport) -> None:
+    """Plugin ops whose library has no code for the GPUs an engine for this target runs on:
+    TensorRT-RTX's default targets, or this machine's GPU for full TensorRT (skipped without one)."""
+    if report.target == "ort" or not plugin_nodes(model):
+        return
+    from stn_deploy import kernels
+    from stn_deploy.trt import targets
+
+    ccs, source = targets.engine_targets("rtx" if report.target == "rtx" else "tensorrt", ())
+    if not ccs:
+        return
+    checked = targets.check_library(ccs, source, str(kernels.library_path()))
+    if checked is not None and not checked.ok:
+        report.findings.append(Finding(
+            "plugin-gpu-targets", "-", "warning",
+            f"the plugin library has no code for {', '.join(checked.plugin_missing)} "
+            f"(built for {','.join(checked.library_architectures)}), which {source} engines target",
+            "stn-deploy plugins build (every architecture)"
+            + (f", or build for the GPUs it has: --compute-capability {' '.join(sorted(checked.plugin_runs))}"
+               if report.target == "rtx" and checked.plugin_runs else "")))
+
+
+def doctor(path: Path | str, target: str | None = None) -> DoctorReport:
     """Lint an ONNX model for spatial-transformer deployment traps.
 
     Args:
         path: the ``.onnx`` file.
-        target: ``trt10``, ``trt11``, ``rtx`` (TensorRT-RTX 1.7) or ``ort``; default ``trt10``.
+        target: ``trt10``, ``trt11``, ``rtx`` (TensorRT-RTX 1.7) or ``ort``; default
+            :func:`default_target` (the installed TensorRT's major, as ``build`` would meet it).
 
     Returns:
         The report; ``report.ok`` is False when any finding is an error.
@@ -307,11 +367,17 @@ def doctor(path: Path | str, target: str = "trt10") -> DoctorReport:
     """
     from stn_deploy.errors import UserError
 
+    if target is None:
+        target = default_target()
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    model = load_onnx(path)
+    return lint(load_onnx(path), target, str(path))
+
+
+def lint(model: onnx.ModelProto, target: str, label: str) -> DoctorReport:
+    """``doctor`` on a loaded model (``rewrite`` checks what it would write with it)."""
     versions, source = library_plugin_versions()
-    report = DoctorReport(model=str(path), target=target, plugin_versions=versions, plugin_versions_source=source)
+    report = DoctorReport(model=label, target=target, plugin_versions=versions, plugin_versions_source=source)
     _rules(model, target, report)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     report.findings.sort(key=lambda f: (order[f.severity], f.rule, f.node))

@@ -11,6 +11,11 @@ slower in ONNX Runtime, and fixes the output H/W silently (DESIGN.md, "Export").
 ``transform=0``; projective [N,3,3]: ``transform=1``), else ``STNGridSample`` on the
 generator's grid (thin-plate spline). Attribute names come from ``schema``, the same names
 the plugin's creators list as fields.
+
+A user's own model, a ``torch.export`` program (``.pt2``), has no spatial transformer modules to
+swap: ``export_program`` exports it with the dynamo exporter (the program is already a graph,
+dynamic dims included) and maps ATen's grid ops itself (``user_model.program_to_onnx``); the
+plugin and native flavours are then graph rewrites (``graph.rewrite_model``, ``native.to_native``).
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ class ExportOptions:
     """Options of ``export``.
 
     Attributes:
-        checkpoint: a checkpoint written by ``stn-deploy train``.
+        checkpoint: a checkpoint written by ``stn-deploy train``, or the user's own model as a
+            ``torch.export`` program (``.pt2``, ``user_model.save_program``), whose dynamic
+            dims come from its ``dynamic_shapes`` (``dynamic_batch``/``dynamic_hw`` left at
+            their defaults).
         output: the ``.onnx`` file to write (atomically).
         ops: ``standard`` (AffineGrid + GridSample), ``plugin`` (our TensorRT plugin ops) or
             ``native`` (ops stock TensorRT imports, ``stn_deploy.native``).
@@ -79,6 +87,8 @@ class ExportResult:
     output_names: list[str]
     dynamic_hw: bool
     samplers: list[dict] = field(default_factory=list)
+    #: Every graph input: name -> dims (ints and dimension names).
+    inputs: dict[str, list] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -371,7 +381,16 @@ def export(options: ExportOptions) -> ExportResult:
     """
     ckpt = Path(options.checkpoint)
     check_outputs_distinct([options.output], [ckpt])
-    require_kind(ckpt, ModelKind.CHECKPOINT, hint="stn-deploy train writes those")
+    kind = require_kind(ckpt, ModelKind.CHECKPOINT, ModelKind.PROGRAM,
+                        hint="stn-deploy train writes checkpoints, torch.export.save programs (.pt2)")
+    if kind == ModelKind.PROGRAM:
+        if not options.dynamic_batch or options.dynamic_hw is not None:
+            raise UserError(f"{ckpt.name} is a torch.export program: its dynamic dims are those of its "
+                            "dynamic_shapes; drop --static-batch / --dynamic-hw")
+        from stn_deploy.user_model import load_program
+
+        return export_program(load_program(ckpt), options.output, ops=options.ops, opset=options.opset,
+                              source=ckpt, model_name=ckpt.stem)
     model, config = load_model(ckpt)
     from stn_deploy.train import read_checkpoint
 
@@ -430,8 +449,98 @@ def export_module(
         path=str(output), ops=ops, opset=opset_version(proto), input_name=INPUT_NAME, input_shape=dims,
         output_names=[o.name for o in proto.graph.output], dynamic_hw=hw,
         samplers=_samplers_meta(model), op_counts=counts,
-        metadata={p.key: p.value for p in proto.metadata_props},
+        metadata={p.key: p.value for p in proto.metadata_props}, inputs={INPUT_NAME: dims},
     )
+
+
+def export_program(
+    program,
+    output: Path,
+    *,
+    ops: str = "standard",
+    opset: int = DEFAULT_OPSET,
+    source: Path | None = None,
+    model_name: str = "",
+) -> ExportResult:
+    """``export`` of a ``torch.export`` program (``user_model.program_to_onnx``): any inputs,
+    dynamic dims as its ``dynamic_shapes`` made them. The example inputs' shapes are recorded
+    (metadata ``stn_deploy.input_shapes``) so that ``run``/``validate``/``bench`` fill the
+    dynamic dims from them.
+
+    Raises:
+        UserError: unknown ``ops``, an opset outside 20..21, a failed export, samplers the
+            requested flavour could not convert, an unwritable output.
+    """
+    import onnx
+
+    from stn_deploy.graph import check_model, opset_version, register_onnx_schemas
+    from stn_deploy.io import atomic_path
+    from stn_deploy.user_model import program_example_feed, program_to_onnx
+
+    if ops not in OPS_CHOICES:
+        raise UserError(f"unknown --ops {ops!r}; choose from {', '.join(OPS_CHOICES)}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserError(f"opset {opset}: use {MIN_OPSET}..{MAX_OPSET} (AffineGrid exists from {MIN_OPSET})")
+    register_onnx_schemas()
+    proto = program_to_onnx(program, ops=ops, opset=opset)
+    examples = {k: list(v.shape) for k, v in program_example_feed(program).items()}
+    meta = {
+        f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}plugin_version": schema.PLUGIN_VERSION,
+        f"{META_PREFIX}ops": ops,
+        f"{META_PREFIX}source_sha256": file_sha256(source) if source else "",
+        f"{META_PREFIX}source": Path(source).name if source else "",
+        f"{META_PREFIX}model": model_name,
+        f"{META_PREFIX}input_shapes": json.dumps(examples),
+    }
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    check_model(proto)
+    _check_program_flavour(proto, ops)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, str(tmp))
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in proto.graph.input if i.name not in initializers}
+    counts: dict[str, int] = {}
+    for n in proto.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    first = next(iter(inputs), "")
+    return ExportResult(
+        path=str(output), ops=ops, opset=opset_version(proto), input_name=first, input_shape=inputs.get(first, []),
+        output_names=[o.name for o in proto.graph.output], dynamic_hw=False, op_counts=counts,
+        metadata={p.key: p.value for p in proto.metadata_props}, inputs=inputs,
+    )
+
+
+def _check_program_flavour(model: onnx.ModelProto, ops: str) -> None:
+    """A plugin export has no standard sampler left, a native one nothing TensorRT cannot import."""
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    if ops == "plugin":
+        left = {k: counts[k] for k in ("GridSample", "AffineGrid") if counts.get(k)}
+        if left:
+            raise UserError(f"plugin export left standard ops {left} (stn-deploy rewrite --json names the reason)")
+    elif ops == "native":
+        from stn_deploy.native import native_problems
+
+        if native_problems(model):
+            raise UserError(f"native export left {'; '.join(native_problems(model))}")
+
+
+def export_user_module(module: nn.Module, example_inputs, output: Path, *, ops: str = "standard",
+                       opset: int = DEFAULT_OPSET, dynamic_shapes=None) -> ExportResult:
+    """``export`` of an ``nn.Module`` given directly (Python API): ``torch.export`` it with
+    ``example_inputs`` (by name or in order) and ``dynamic_shapes``, then ``export_program``.
+
+    Raises:
+        UserError: as ``export_program``, or ``torch.export`` could not capture the module.
+    """
+    from stn_deploy.user_model import export_module_program
+
+    program = export_module_program(module, example_inputs, dynamic_shapes)
+    return export_program(program, output, ops=ops, opset=opset, model_name=type(module).__name__)
 
 
 # Last: the job must be defined when the module becomes callable.

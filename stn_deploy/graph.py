@@ -1,6 +1,7 @@
 """ONNX graphs: our plugin ops' schemas, safe loading, and the rewrite of third-party graphs.
 
-``rewrite`` turns the samplers of any ONNX graph into our plugin ops:
+``rewrite_model`` turns the samplers of any ONNX graph into our plugin ops (``stn_deploy.rewriter``
+is the ``rewrite`` job around it):
 
 - ``GridSample`` (opset 16 names ``bilinear|nearest|bicubic`` and opset 20 names
   ``linear|nearest|cubic``, 4-D and 5-D) -> ``stn_deploy::STNGridSample``;
@@ -245,22 +246,6 @@ def require_valid_plugin_nodes(model: onnx.ModelProto, where: str) -> None:
 # --------------------------------------------------------------------------- rewrite
 
 
-@dataclass(frozen=True)
-class RewriteOptions:
-    """Options of ``rewrite``.
-
-    Attributes:
-        input: the ONNX model to rewrite.
-        output: where to write the plugin ONNX (atomically).
-        fuse: fuse ``AffineGrid`` -> ``GridSample`` pairs into ``STNAffineGridSample``;
-            default True.
-    """
-
-    input: Path
-    output: Path
-    fuse: bool = True
-
-
 @dataclass
 class RewriteEntry:
     node: str
@@ -278,6 +263,9 @@ class RewriteReport:
     output: str | None
     replaced: list[RewriteEntry] = field(default_factory=list)
     left: list[RewriteEntry] = field(default_factory=list)
+    #: The doctor target the written graph was checked for, and its warnings/errors as lines.
+    target: str | None = None
+    doctor: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -288,7 +276,15 @@ class RewriteReport:
             out.append(f"  replaced {e.op} {e.node!r} -> {e.replaced_by}" + (f" ({e.reason})" if e.reason else ""))
         for e in self.left:
             out.append(f"  left     {e.op} {e.node!r}: {e.reason}")
-        return out
+        return out + doctor_lines(self.target, self.doctor)
+
+
+def doctor_lines(target: str | None, findings: list[str]) -> list[str]:
+    """The doctor's verdict on a rewritten graph, for a report's ``lines``."""
+    if target is None:
+        return []
+    return [f"doctor for {target}: no errors" + (f", {len(findings)} warning(s):" if findings else "")] + \
+        [f"  {line}" for line in findings]
 
 
 def tensor_table(model: onnx.ModelProto) -> tuple[dict, dict]:
@@ -410,6 +406,92 @@ def _match_projective(grid, graph_outputs: set):
     return theta, ag_xy, ag_w
 
 
+#: Ops that may stand between an AffineGrid and its GridSample and still let the two fuse, when
+#: ``_pass_through_step`` finds that they keep the grid's values (see there).
+PASS_THROUGH_OPS = frozenset({"Identity", "Cast", "Expand", "Reshape", "Squeeze", "Unsqueeze", "Flatten"})
+
+
+def _pass_through_step(node, dims: dict) -> tuple[bool, bool]:
+    """Whether ``node`` (between an AffineGrid and its sampler) keeps the grid's values:
+    (passes, broadcasts the batch).
+
+    Identity passes. Cast passes to float32/float16 (the fused op computes the grid in the
+    sampler's type). Reshape/Squeeze/Unsqueeze/Flatten pass when their output shape is their
+    input shape (a no-op, e.g. kornia's reshape to the same size). Expand passes when it changes
+    at most the batch dimension (kornia's ``warp_affine`` expands the grid to the image batch);
+    theta is then broadcast the same way.
+    """
+    import onnx
+
+    src, out = node.inputs[0].name, node.outputs[0].name
+    if node.op == "Identity":
+        return True, False
+    if node.op == "Cast":
+        return int(node.attrs.get("to", 0)) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16), False
+    a, b = dims.get(src), dims.get(out)
+    if a is None or b is None or len(a) != len(b) or len(a) not in (4, 5):
+        return False, False
+    if any(x is None or y is None or x != y for x, y in zip(a[1:], b[1:])):
+        return False, False
+    if node.op == "Expand":
+        shape_len = (dims.get(node.inputs[1].name) or [None])[0]
+        # A shape as long as the grid may broadcast the batch; a shorter one leaves it as it is.
+        return shape_len is not None and shape_len <= len(a), shape_len == len(a)
+    # Same rank, same dims past the batch: these ops keep the element count, so the batch is the same too.
+    return True, False
+
+
+def _through_pass_through(grid, dims: dict, graph_outputs: set):
+    """Where ``grid`` comes from through a chain of ``PASS_THROUGH_OPS`` that keep its values (each
+    output read only by the next step), and the Expand nodes on the way (theta is broadcast by
+    their shapes). Returns (source tensor, expands); (grid, []) when nothing passes."""
+    expands: list = []
+    t = grid
+    for _ in range(8):
+        node = _producer(t)
+        if node is None or node.op not in PASS_THROUGH_OPS or (node.domain or "") not in ("", "ai.onnx"):
+            break
+        if t is not grid and not _single_consumer(t, graph_outputs):
+            break
+        passes, broadcast = _pass_through_step(node, dims)
+        if not passes:
+            break
+        if broadcast:
+            expands.append(node)
+        t = node.inputs[0]
+    return t, expands
+
+
+def _chain_ops(grid, source) -> list[str]:
+    """Op types from ``source`` to ``grid`` (the pass-through chain), in graph order."""
+    ops = []
+    t = grid
+    while t is not source and _producer(t) is not None:
+        ops.append(_producer(t).op)
+        t = _producer(t).inputs[0]
+    return ops[::-1]
+
+
+def _broadcast_theta(graph, theta, expands: list, name: str):
+    """theta [N, r, c] expanded over the batch the way ``expands`` expand the grid: the first
+    entry of each Expand's shape, the other dims kept (Expand broadcasts 1s)."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    for i, node in enumerate(expands):
+        first = gs.Variable(f"{name}/theta_batch_{i}", dtype=np.int64, shape=[1])
+        shape = gs.Variable(f"{name}/theta_shape_{i}", dtype=np.int64, shape=[3])
+        out = gs.Variable(f"{name}/theta_expanded_{i}", dtype=theta.dtype)
+        graph.nodes.append(gs.Node("Slice", name=f"{name}/theta_batch_{i}", inputs=[
+            node.inputs[1], gs.Constant(f"{name}/zero_{i}", np.array([0], np.int64)),
+            gs.Constant(f"{name}/one_{i}", np.array([1], np.int64))], outputs=[first]))
+        graph.nodes.append(gs.Node("Concat", name=f"{name}/theta_shape_{i}", attrs={"axis": 0}, inputs=[
+            first, gs.Constant(f"{name}/ones_{i}", np.array([1, 1], np.int64))], outputs=[shape]))
+        graph.nodes.append(gs.Node("Expand", name=f"{name}/theta_expand_{i}", inputs=[theta, shape], outputs=[out]))
+        theta = out
+    return theta
+
+
 def _same_source(a, b, depth: int = 4) -> bool:
     """Whether two tensors are computed by identical chains of single-input-shaped ops
     (e.g. Unsqueeze(Gather(Shape(x), 0)) twice)."""
@@ -484,34 +566,6 @@ def _match_decomposed(grid, dims: dict):
     return None
 
 
-def rewrite(options: RewriteOptions) -> RewriteReport:
-    """Replace the samplers of a third-party ONNX graph with our plugin ops.
-
-    Args:
-        options: input/output paths and whether to fuse grid generation.
-
-    Returns:
-        A report listing each replaced node and each sampler-related node left, with reasons.
-
-    Raises:
-        UserError: the input is not a loadable ONNX model, or nothing could be written.
-    """
-    import onnx
-
-    from stn_deploy.io import atomic_path, check_outputs_distinct
-
-    check_outputs_distinct([options.output], [options.input])
-    model = load_onnx(options.input)
-    report = RewriteReport(input=str(options.input), output=None)
-    new_model = rewrite_model(model, report, fuse=options.fuse)
-    require_valid_plugin_nodes(new_model, str(options.input))
-    check_model(new_model)
-    with atomic_path(options.output) as tmp:
-        onnx.save(new_model, str(tmp))
-    report.output = str(options.output)
-    return report
-
-
 def rewrite_model(model: onnx.ModelProto, report: RewriteReport | None = None, *, fuse: bool = True) -> onnx.ModelProto:
     """In-memory ``rewrite``: returns a new model; fills ``report`` when given."""
     import onnx
@@ -548,7 +602,10 @@ def rewrite_model(model: onnx.ModelProto, report: RewriteReport | None = None, *
 
         attrs: dict[str, int | str] = dict(fields)
         new_op, new_inputs, note = schema.GRID_SAMPLE_OP, [x, grid], ""
-        ag = _producer(grid, "AffineGrid")
+        source, expands = _through_pass_through(grid, dims, outputs)
+        ag = _producer(source, "AffineGrid")
+        if ag is None:
+            source, expands = grid, []
         proj = None if ag is not None else _match_projective(grid, outputs)
         gen = ag if ag is not None else (proj[1] if proj else None)
         decomposed = _match_decomposed(grid, dims) if gen is None and fuse else None
@@ -574,7 +631,7 @@ def rewrite_model(model: onnx.ModelProto, report: RewriteReport | None = None, *
             spatial = size_vals[2:] if size_vals else [d for d in out_dims[1:-1]]
             if ac_grid != fields[schema.FIELD_ALIGN_CORNERS]:
                 note = "AffineGrid kept: its align_corners differs from the sampler's"
-            elif not _single_consumer(grid, outputs):
+            elif not _single_consumer(source, outputs) or not _single_consumer(grid, outputs):
                 note = "AffineGrid kept: its grid has other consumers"
             elif not spatial or any(not isinstance(s, int) or s <= 0 for s in spatial):
                 note = "AffineGrid kept: its output size is not static (the fused op takes out_h/out_w attributes)"
@@ -586,10 +643,11 @@ def rewrite_model(model: onnx.ModelProto, report: RewriteReport | None = None, *
                     schema.FIELD_OUT_H: int(spatial[-2]),
                     schema.FIELD_OUT_W: int(spatial[-1]),
                 })
-                theta = proj[0] if proj else gen.inputs[0]
+                theta = proj[0] if proj else _broadcast_theta(graph, gen.inputs[0], expands, name)
                 new_op, new_inputs = schema.AFFINE_GRID_SAMPLE_OP, [x, theta]
                 fused_grids.add(grid.name)
-                note = "fused with its projective grid (2 AffineGrid + Div)" if proj else f"fused with AffineGrid {gen.name!r}"
+                via = "" if source is grid else f" through {' -> '.join(_chain_ops(grid, source))}"
+                note = "fused with its projective grid (2 AffineGrid + Div)" if proj else f"fused with AffineGrid {gen.name!r}{via}"
         elif gen is None and _producer(grid) is not None and decomposed is None:
             note = f"grid made by {_producer(grid).op}: sampler replaced, grid kept"
 

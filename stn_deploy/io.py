@@ -186,6 +186,33 @@ def output_folder(directory: Path | str) -> Iterator[Path]:
             raise
 
 
+@contextlib.contextmanager
+def temporary_folder(prefix: str, directory: Path | str | None = None, suffix: str = "") -> Iterator[Path]:
+    """A new folder (in ``directory``, default ``$TMPDIR``) removed with everything in it when the
+    body ends, fails, or the CLI is stopped by a signal (which ``tempfile.TemporaryDirectory``
+    alone misses: the CLI's signal handler leaves with ``os._exit``). A body that renames the
+    folder into place keeps it."""
+    import shutil
+
+    path: Path | None = None
+
+    def remove() -> None:
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+    with interrupts.on_abort(remove):
+        try:
+            with interrupts.deferred():  # the folder exists only once the clean-up can see it
+                try:
+                    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=directory))
+                except OSError as exc:
+                    raise UserError(f"cannot create a temporary folder in {directory or tempfile.gettempdir()}: "
+                                    f"{exc.strerror}") from None
+            yield path
+        finally:
+            remove()
+
+
 def write_bytes(target: Path | str, data: bytes) -> Path:
     """Atomically write ``data`` to ``target``."""
     with atomic_path(target) as tmp:

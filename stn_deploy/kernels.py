@@ -25,6 +25,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ ARCHS_ENV = "STN_CUDA_ARCHS"
 CUDA12_HOME_ENV = "STN_CUDA12_HOME"
 #: C ABI version this module was written for (STN_ABI_VERSION).
 ABI_VERSION = 1
+#: The TensorRT 10.14 headers scripts/setup.sh fetches (kernel-lens wheel).
+BUNDLED_TENSORRT_INCLUDE = REPO_ROOT / "third_party" / "tensorrt" / "include"
+#: Environment variable naming an unpacked TensorRT tarball (its ``include/`` holds the headers).
+TENSORRT_ROOT_ENV = "TENSORRT_ROOT"
+#: Where TensorRT's Debian/RPM packages (libnvinfer-headers-dev, NGC containers) and the usual
+#: tarball location put NvInferRuntime.h.
+SYSTEM_TENSORRT_INCLUDES: tuple[Path, ...] = (
+    Path("/usr/include/x86_64-linux-gnu"),
+    Path("/usr/include/aarch64-linux-gnu"),
+    Path("/usr/include"),
+    Path("/usr/local/tensorrt/include"),
+)
+#: The oldest headers the plugins compile against (IPluginV3 arrived in TensorRT 10.0).
+MIN_TENSORRT_HEADERS = (10, 0)
 
 _DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
 _SEMANTICS = {"device": -1, "cuda": 0, "cpu": None}  # cpu: 1 (4-D) or 2 (5-D)
@@ -86,13 +101,23 @@ class _Desc(ctypes.Structure):
 def library_path() -> Path:
     """Path of ``libstn_deploy_plugins.so``.
 
-    ``$STN_DEPLOY_PLUGIN_LIBRARY`` overrides the default ``<repo>/plugins/build/libstn_deploy_plugins.so``.
-    The file may not exist yet (see :func:`build_library`).
+    ``$STN_DEPLOY_PLUGIN_LIBRARY`` when set; else the library inside the installed package (what
+    ``pip install`` of a wheel or sdist puts there); else the source tree's
+    ``<repo>/plugins/build/libstn_deploy_plugins.so``, built by :func:`build_library`. The file may
+    not exist yet: then the source tree's path where there are plugin sources, the package's otherwise.
     """
     env = os.environ.get(LIBRARY_ENV)
     if env:
         return Path(env).expanduser().resolve()
+    packaged = Path(str(resources.files("stn_deploy") / LIBRARY_NAME))
+    if packaged.is_file() or not _has_plugin_sources():
+        return packaged
     return DEFAULT_BUILD_DIR / LIBRARY_NAME
+
+
+def _has_plugin_sources() -> bool:
+    """Whether this install sits in a source tree (a checkout, an editable install) that can build the library."""
+    return (PLUGIN_SOURCE_DIR / "CMakeLists.txt").is_file()
 
 
 def _cmake_archs(archs: Sequence[str] | str) -> str:
@@ -201,8 +226,8 @@ def build_library(
             wheel's CUDA major, else the nvcc on PATH). The CUDA runtime is linked statically,
             so this sets the oldest driver the library runs on (13: r580, 12: r525).
         jobs: parallel build jobs (default: CPU count).
-        tensorrt_include: folder with ``NvInferRuntime.h`` (default ``<repo>/third_party/tensorrt/include``,
-            fetched by ``scripts/setup.sh``).
+        tensorrt_include: folder with ``NvInferRuntime.h`` (default: found by :func:`find_tensorrt_include`:
+            ``$TENSORRT_ROOT/include``, a system install, else the headers ``scripts/setup.sh`` fetched).
         build_type: CMake build type.
         verbose: stream CMake's output instead of capturing it.
 
@@ -210,10 +235,17 @@ def build_library(
         Path of the built ``libstn_deploy_plugins.so``.
 
     Raises:
-        UserError: cmake/nvcc missing or the build failed (one line; the log's last error line).
+        UserError: no plugin sources (a wheel install: the message says how to rebuild), cmake/nvcc
+            missing or the build failed (one line; the log's last error line).
     """
+    if not _has_plugin_sources():
+        raise UserError(
+            f"no plugin sources here: this stn-deploy was installed from a wheel, whose library is {library_path()}; "
+            f"to build it for other GPUs, reinstall from the sources (a clone or the sdist): "
+            f"{ARCHS_ENV}=86,90 pip install --force-reinstall --no-deps <source folder or sdist>")
     if shutil.which("cmake") is None:
         raise UserError("cmake not found on PATH; install CMake >= 3.24 to build the plugins")
+    include_dir, _ = find_tensorrt_include(tensorrt_include)
     build_dir = Path(build_dir) if build_dir is not None else DEFAULT_BUILD_DIR
     if cuda_major is None:
         cuda_major = installed_tensorrt_cuda_major()
@@ -227,9 +259,10 @@ def build_library(
         f"-DCMAKE_BUILD_TYPE={build_type}",
         f"-DSTN_CUDA_ARCHITECTURES={_cmake_archs(archs if archs is not None else _default_archs(release))}",
         f"-DCMAKE_CUDA_COMPILER={nvcc}",  # CMake finds the toolkit (and its cudart) from it
+        # Always passed: CMake caches it, so a build without --tensorrt-include after one with it
+        # would otherwise keep the old headers.
+        f"-DSTN_TENSORRT_INCLUDE_DIR={include_dir}",
     ]
-    if tensorrt_include is not None:
-        configure.append(f"-DSTN_TENSORRT_INCLUDE_DIR={Path(tensorrt_include).resolve()}")
     build = ["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2)]
     for step, cmd in (("configure", configure), ("build", build)):
         proc = subprocess.run(cmd, capture_output=not verbose, text=True)
@@ -240,6 +273,69 @@ def build_library(
     if not path.exists():
         raise UserError(f"the build finished but {path} is missing")
     return path
+
+
+def tensorrt_header_version(include_dir: Path) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of the TensorRT headers in a folder (``NvInferVersion.h``), None if unreadable.
+
+    10.x headers define ``TRT_MAJOR_ENTERPRISE`` and friends (older ones ``NV_TENSORRT_MAJOR``
+    directly); both spellings are read.
+    """
+    try:
+        text = (Path(include_dir) / "NvInferVersion.h").read_text(errors="replace")
+    except OSError:
+        return None
+    parts = []
+    for part in ("MAJOR", "MINOR", "PATCH"):
+        m = (re.search(rf"#define\s+TRT_{part}_ENTERPRISE\s+(\d+)", text)
+             or re.search(rf"#define\s+NV_TENSORRT_{part}\s+(\d+)", text))
+        if m is None:
+            return None
+        parts.append(int(m.group(1)))
+    return parts[0], parts[1], parts[2]
+
+
+def find_tensorrt_include(given: Path | None = None) -> tuple[Path, tuple[int, int, int]]:
+    """The TensorRT headers to build against and their version.
+
+    Order: ``given`` (``--tensorrt-include``), ``$TENSORRT_ROOT/include`` (an unpacked tarball), a
+    system install (:data:`SYSTEM_TENSORRT_INCLUDES`: Debian/RPM packages, NGC containers), then the
+    TensorRT 10.14 headers scripts/setup.sh fetched. The user's own TensorRT wins over the bundled
+    headers; the library calls every runtime through that runtime's own layout whichever headers it
+    was built with (plugins/README.md).
+
+    Raises:
+        UserError: the named folder has no NvInferRuntime.h, its version cannot be read or is
+            older than 10.0, or no headers were found at all.
+    """
+    def usable(folder: Path) -> bool:
+        return (folder / "NvInferRuntime.h").is_file()
+
+    if given is not None:
+        folder = Path(given).expanduser().resolve()
+        if not usable(folder):
+            raise UserError(f"--tensorrt-include {folder}: no NvInferRuntime.h there (give the folder of "
+                            "TensorRT's C++ headers, e.g. <TensorRT tarball>/include or /usr/include/x86_64-linux-gnu)")
+    else:
+        root = os.environ.get(TENSORRT_ROOT_ENV)
+        candidates = [Path(root) / "include"] if root else []
+        candidates += [*SYSTEM_TENSORRT_INCLUDES, BUNDLED_TENSORRT_INCLUDE]
+        # A system TensorRT too old for IPluginV3 (8.x) is passed over, not an error.
+        found = next((c for c in candidates
+                      if usable(c) and (tensorrt_header_version(c) or (0,))[:2] >= MIN_TENSORRT_HEADERS), None)
+        if found is None:
+            raise UserError("no TensorRT 10+ headers found (looked in $TENSORRT_ROOT/include, "
+                            f"{', '.join(map(str, SYSTEM_TENSORRT_INCLUDES))} and {BUNDLED_TENSORRT_INCLUDE}); "
+                            "run scripts/setup.sh, which fetches them, or pass --tensorrt-include")
+        folder = found.resolve()
+    version = tensorrt_header_version(folder)
+    if version is None:
+        raise UserError(f"cannot read the TensorRT version from {folder / 'NvInferVersion.h'} "
+                        "(TensorRT-RTX headers are not supported for building; use TensorRT 10 or 11 headers)")
+    if version[:2] < MIN_TENSORRT_HEADERS:
+        raise UserError(f"TensorRT headers {'.'.join(map(str, version))} in {folder}: the plugins need TensorRT 10.0 "
+                        "or newer headers (IPluginV3)")
+    return folder, version
 
 
 def _last_error_line(log: str) -> str:
@@ -258,7 +354,7 @@ _NO_TENSORRT_LOAD = "STN_DEPLOY_PLUGINS_LOAD_TENSORRT"
 @contextlib.contextmanager
 def no_tensorrt_load() -> Iterator[None]:
     """While loading the library for its kernel API or version only: keep its load-time
-    registration from loading a TensorRT by name (plugins/register.cpp); a TensorRT already
+    registration from loading a TensorRT (pip's or by name; plugins/register.cpp); a TensorRT already
     loaded in the process is still used."""
     previous = os.environ.get(_NO_TENSORRT_LOAD)
     os.environ[_NO_TENSORRT_LOAD] = "0"
@@ -334,9 +430,11 @@ def plugin_versions(path: Path | None = None) -> dict[str, list[str]]:
 
 def build_info(path: Path | None = None) -> dict[str, Any]:
     """What the library was built with and needs: ``version``, ``cuda_runtime`` ("13.0"),
-    ``min_driver`` ("580.65.06"), ``architectures`` (CMake syntax) and ``driver_cuda`` (the
-    installed driver's CUDA version, None without a driver). Libraries built before these
-    entry points existed give None for them."""
+    ``min_driver`` ("580.65.06"), ``architectures`` (CMake syntax), ``driver_cuda`` (the
+    installed driver's CUDA version, None without a driver), ``tensorrt_headers`` (the TensorRT
+    headers it was compiled with, "10.14.1") and ``runtimes`` (the TensorRT runtimes whose
+    interface layouts it calls through: "TensorRT 10", "TensorRT 11", "TensorRT-RTX 1").
+    Libraries built before these entry points existed give None for them."""
     lib = load_library(path)
 
     def text(name: str) -> str | None:
@@ -357,6 +455,8 @@ def build_info(path: Path | None = None) -> dict[str, Any]:
         return f"{v // 1000}.{(v % 1000) // 10}" if v else None
 
     archs = text("stn_cuda_architectures")
+    headers = number("stn_tensorrt_header_version")
+    runtimes = text("stn_supported_runtimes")
     return {
         "path": str(Path(path) if path is not None else library_path()),
         "version": text("stn_library_version"),
@@ -364,6 +464,8 @@ def build_info(path: Path | None = None) -> dict[str, Any]:
         "min_driver": text("stn_cuda_min_driver"),
         "architectures": archs.split(",") if archs else None,
         "driver_cuda": version(number("stn_cuda_driver_version")),
+        "tensorrt_headers": f"{headers // 10000}.{headers // 100 % 100}.{headers % 100}" if headers else None,
+        "runtimes": runtimes.split(",") if runtimes else None,
     }
 
 

@@ -39,6 +39,8 @@ class ModelKind(StrEnum):
     """The kinds of model file the pipeline reads; the value is what reports print."""
 
     CHECKPOINT = "checkpoint"
+    #: A user's own model: a ``torch.export`` program (``.pt2``, ``user_model``).
+    PROGRAM = "program"
     ONNX_STANDARD = "onnx-standard"
     ONNX_PLUGIN = "onnx-plugin"
     ENGINE = "engine"
@@ -50,6 +52,11 @@ class ModelKind(StrEnum):
         return self in (ModelKind.ONNX_STANDARD, ModelKind.ONNX_PLUGIN)
 
     @property
+    def is_torch(self) -> bool:
+        """A model PyTorch runs: a checkpoint or a ``torch.export`` program."""
+        return self in (ModelKind.CHECKPOINT, ModelKind.PROGRAM)
+
+    @property
     def family(self) -> str:
         """``checkpoint``, ``onnx`` or ``engine``: the kind without the op flavour."""
         return "onnx" if self.is_onnx else self.value
@@ -58,12 +65,14 @@ class ModelKind(StrEnum):
 def detect_kind(path: Path | str) -> ModelKind:
     """Which kind of model ``path`` is.
 
-    Engines are told by suffix, checkpoints by suffix or content, ONNX models by parsing
-    them (a plugin ONNX holds our plugin ops).
+    Engines are told by suffix, ``torch.export`` programs by their archive's records,
+    checkpoints by suffix or content, ONNX models by parsing them (a plugin ONNX holds our
+    plugin ops).
 
     Raises:
-        UserError: missing file, or neither a checkpoint, an ONNX model nor an engine
-            (including a truncated ONNX file).
+        UserError: missing file, a TorchScript archive (with how to make a ``.pt2``), or
+            neither a checkpoint, a program, an ONNX model nor an engine (including a
+            truncated ONNX file).
     """
     p = require_file(path)
     if p.suffix.lower() in ENGINE_SUFFIXES:
@@ -74,7 +83,15 @@ def detect_kind(path: Path | str) -> ModelKind:
                         "Polygraphy inputs go in --inputs, recorded outputs in validate --reference")
     with open(p, "rb") as f:
         head = f.read(8)
+    from stn_deploy.user_model import PROGRAM_SUFFIXES, foreign_format, is_program_file, is_torchscript_file
+
+    if head.startswith(b"PK\x03\x04") and is_program_file(p):
+        return ModelKind.PROGRAM
+    if p.suffix.lower() in PROGRAM_SUFFIXES:
+        raise UserError(f"{p} is not a torch.export program (no archive_format record)")
     if p.suffix.lower() in CHECKPOINT_SUFFIXES or head.startswith(_CHECKPOINT_MAGIC):
+        if head.startswith(b"PK\x03\x04") and is_torchscript_file(p):
+            raise UserError(foreign_format(p) or f"{p} is a TorchScript archive")
         return ModelKind.CHECKPOINT
     from stn_deploy.graph import load_onnx
     from stn_deploy.ort_ops import has_plugin_ops
@@ -101,11 +118,20 @@ def load_model(checkpoint: Path | str) -> tuple[nn.Module, ModelConfig]:
     """(model in eval mode on the CPU, its ``ModelConfig``) from a training checkpoint.
 
     Raises:
-        UserError: a missing, foreign or mismatched checkpoint (``train.load_checkpoint``).
+        UserError: a missing, foreign or mismatched checkpoint (``train.load_checkpoint``);
+            a state dict or a pickled module is named as such, with how to make a ``.pt2``.
     """
     from stn_deploy.train import load_checkpoint
+    from stn_deploy.user_model import foreign_format
 
-    model, config = load_checkpoint(require_file(checkpoint, "checkpoint"))
+    path = require_file(checkpoint, "checkpoint")
+    try:
+        model, config = load_checkpoint(path)
+    except UserError as exc:
+        if "not an stn-deploy checkpoint" not in str(exc):
+            raise
+        raise UserError(foreign_format(path) or f"{exc}; a model of your own goes in as a torch.export "
+                        "program (.pt2)") from None
     return model.eval(), config
 
 
@@ -127,3 +153,17 @@ def sample_shape(path: Path | str, kind: ModelKind | None = None) -> tuple[int, 
         return tuple(int(v) for v in json.loads(text)) if text else None
     except (ValueError, TypeError):
         return None
+
+
+def recorded_input_shapes(path: Path | str, kind: ModelKind | None = None) -> dict[str, list[int]]:
+    """Example input shapes by name that an export of a ``.pt2`` recorded ({} if none): what
+    fills the dynamic dims of generated inputs."""
+    kind = kind or detect_kind(path)
+    if not kind.is_onnx:
+        return {}
+    text = onnx_metadata(path).get("input_shapes")
+    try:
+        shapes = json.loads(text) if text else {}
+        return {str(k): [int(d) for d in v] for k, v in shapes.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}

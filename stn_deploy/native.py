@@ -18,14 +18,19 @@ therefore has
   A 5-D ``GridSample`` exists only from opset 20 (with ``linear|nearest``), so a graph with
   one keeps its opset; only TensorRT >= 11.2 imports it (``doctor`` says so per target).
 
+The default-domain opset then goes down to 17 wherever every node has an opset-17 form: ONNX's
+version converter for the ops it has adapters for (Resize, ScatterND, Reduce* with constant axes,
+...), our own for those whose newer versions only added types or unused attributes, and the
+GridSample mode names; the converted graph is checked in ONNX Runtime against the opset-20 one,
+and what could not be converted is reported per node.
+
 ``to_native`` is the one transform behind ``export --ops native`` (standard export, then this)
-and ``rewrite --to native``.
+and ``rewrite --to native`` (``stn_deploy.rewriter``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stn_deploy import schema
@@ -63,6 +68,9 @@ class NativeReport:
     opset_out: int = 0
     replaced: list[NativeChange] = field(default_factory=list)
     left: list[NativeChange] = field(default_factory=list)
+    #: The doctor target the written graph was checked for, and its warnings/errors as lines.
+    target: str | None = None
+    doctor: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +82,9 @@ class NativeReport:
             out.append(f"  replaced {c.op} {c.node!r} -> {c.replaced_by}" + (f" ({c.note})" if c.note else ""))
         for c in self.left:
             out.append(f"  left     {c.op} {c.node!r}: {c.note}")
-        return out
+        from stn_deploy.graph import doctor_lines
+
+        return out + doctor_lines(self.target, self.doctor)
 
 
 class _Emitter:
@@ -182,15 +192,19 @@ def _attr(node, name: str, default=None):
 
 
 #: Ops whose newer versions (18-21) only add element types (float8, int4, ...) or attributes
-#: that keep the old meaning at their defaults: a float graph means the same at opset 17.
+#: that keep the old meaning at their defaults: a float graph means the same at opset 17, so the
+#: node is kept as it is (ONNX's version converter has no down-adapter for most of them).
 _TYPE_ONLY_CHANGES = frozenset({
     "Cast", "CastLike", "Constant", "ConstantOfShape", "Equal", "Identity", "Reshape", "Shape", "Size",
     "Flatten", "Squeeze", "Unsqueeze", "Transpose",
 })
+#: Private domain that hides nodes from the version converter while it runs (restored after).
+_HIDDEN_DOMAIN = "stn_deploy.hidden"
 
 
 def _same_at(node, target: int) -> bool:
-    """Whether ``node`` (newer than ``target``) means the same at ``target``."""
+    """Whether ``node`` (newer than ``target``) means the same at ``target`` as it stands (our own
+    adapter: keep it unchanged)."""
     attrs = {a.name for a in node.attribute}
     if node.op_type in _TYPE_ONLY_CHANGES:
         return True
@@ -199,17 +213,19 @@ def _same_at(node, target: int) -> bool:
     if node.op_type == "Split":  # 18 added num_outputs
         return "num_outputs" not in attrs
     if node.op_type == "Pad":  # 18 added the axes input, 19 the wrap mode
-        from stn_deploy.graph import attr_value
-
-        return len(node.input) <= 3 and attr_value(node, "mode", "constant") != "wrap"
+        return len(node.input) <= 3 and _attr(node, "mode", "constant") != "wrap"
     return False
 
 
-def _opset_change(model: onnx.ModelProto, opset: int, target: int) -> str | None:
-    """None when every default-domain node means the same at ``target`` as at ``opset``
-    (GridSample aside, whose names change), else the first op that does not."""
+def _changed_nodes(model: onnx.ModelProto, opset: int, target: int) -> tuple[list, list, list[tuple]]:
+    """Default-domain nodes whose op changed between ``target`` and ``opset`` (GridSample aside):
+    (kept as they are by ``_same_at``, left to ONNX's version converter, [(node, reason)] with no
+    opset-``target`` form at all)."""
     import onnx.defs as defs
 
+    own: list = []
+    converter: list = []
+    impossible: list[tuple] = []
     for n in model.graph.node:
         if (n.domain or "") not in ("", "ai.onnx") or n.op_type == "GridSample":
             continue
@@ -217,10 +233,214 @@ def _opset_change(model: onnx.ModelProto, opset: int, target: int) -> str | None
             now = defs.get_schema(n.op_type, opset).since_version
             then = defs.get_schema(n.op_type, target).since_version
         except defs.SchemaError:
-            return f"{n.op_type} (not in opset {target})"
-        if now != then and not _same_at(n, target):
-            return f"{n.op_type} (changed at opset {now})"
+            if n.op_type not in _EXPANSIONS:
+                impossible.append((n, f"{n.op_type} does not exist at opset {target}, and no adapter expands it"))
+            continue
+        if now == then:
+            continue
+        (own if _same_at(n, target) else converter).append(n)
+    return own, converter, impossible
+
+
+def _expand_gelu(node, dtype) -> tuple[list, list]:
+    """Gelu (opset 20) as the opset-13 ops it is defined by: x/2 (1 + erf(x/sqrt 2)), or with
+    ``approximate='tanh'`` x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    import math
+
+    e = _Emitter(f"{node.name or node.output[0]}/opset17")
+    x = node.input[0]
+    if _attr(node, "approximate", "none") == "tanh":
+        cube = e.op("Mul", [e.op("Mul", [x, x]), x])
+        inner = e.op("Mul", [e.op("Add", [x, e.op("Mul", [cube, e.const(0.044715, dtype)])]),
+                             e.const(math.sqrt(2.0 / math.pi), dtype)])
+        curve = e.op("Tanh", [inner])
+    else:
+        curve = e.op("Erf", [e.op("Mul", [x, e.const(1.0 / math.sqrt(2.0), dtype)])])
+    half_x = e.op("Mul", [x, e.const(0.5, dtype)])
+    e.op("Mul", [half_x, e.op("Add", [curve, e.const(1.0, dtype)])], [node.output[0]])
+    return e.nodes, e.initializers
+
+
+#: Our own adapters for ops that have no opset-17 version but an exact opset-17 expansion:
+#: op type -> (node, numpy dtype of its input) -> (nodes, initializers).
+_EXPANSIONS = {"Gelu": _expand_gelu}
+
+
+def _converter_error(exc: BaseException) -> str:
+    """The converter's reason without its C++ source location."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text.split("failed: ", 1)[-1]
+
+
+def _single_node_model(model: onnx.ModelProto, node, opset: int) -> onnx.ModelProto:
+    """``node`` alone, with its constant inputs (initializers, Constant nodes) and typed inputs,
+    to ask the version converter about this one node."""
+    from onnx import helper
+
+    from stn_deploy.graph import tensor_table
+
+    dims, types = tensor_table(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+    nodes, inputs, initializers = [], [], []
+    for name in node.input:
+        if not name:
+            continue
+        if name in inits:
+            initializers.append(inits[name])
+        elif name in consts:
+            nodes.append(consts[name])
+        else:
+            shape = dims.get(name)
+            inputs.append(helper.make_tensor_value_info(name, types.get(name, 1), shape))
+    outputs = [helper.make_tensor_value_info(o, types.get(o, 1), None) for o in node.output if o]
+    graph = helper.make_graph([*nodes, node], "one", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _random_feeds(model: onnx.ModelProto) -> dict:
+    """Seeded inputs for every graph input (symbolic dims as 2; the same name, the same size)."""
+    import numpy as np
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    inits = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else 2 for d in tt.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(shape, dtype)
+    return feeds
+
+
+def _same_in_ort(original: onnx.ModelProto, converted: onnx.ModelProto) -> str | None:
+    """None when both graphs give the same outputs in ONNX Runtime on seeded inputs, else why not."""
+    import numpy as np
+    import onnxruntime as ort
+
+    feeds = _random_feeds(original)
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        want = ort.InferenceSession(original.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception as exc:  # the original does not run on these inputs: nothing to compare
+        return f"not checked in ONNX Runtime (the opset-20 graph does not run on seeded inputs: {_converter_error(exc)})"
+    try:
+        got = ort.InferenceSession(converted.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)
+    except Exception as exc:
+        return f"the converted graph fails in ONNX Runtime: {_converter_error(exc)}"
+    for out, a, b in zip(converted.graph.output, want, got):
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
+            return f"output {out.name!r} differs from the opset-20 graph's in ONNX Runtime"
     return None
+
+
+def _expanded(model: onnx.ModelProto, report: NativeReport) -> onnx.ModelProto:
+    """A copy of ``model`` with every op of ``_EXPANSIONS`` replaced by its expansion."""
+    import onnx
+    from onnx import helper
+
+    from stn_deploy.graph import tensor_table
+
+    work = onnx.ModelProto.FromString(model.SerializeToString())
+    if not any(n.op_type in _EXPANSIONS for n in work.graph.node):
+        return work
+    _, types = tensor_table(work)
+    nodes = []
+    for n in work.graph.node:
+        if n.op_type in _EXPANSIONS and (n.domain or "") in ("", "ai.onnx"):
+            dtype = helper.tensor_dtype_to_np_dtype(types.get(n.input[0], onnx.TensorProto.FLOAT))
+            new_nodes, inits = _EXPANSIONS[n.op_type](n, dtype)
+            nodes.extend(new_nodes)
+            work.graph.initializer.extend(inits)
+            report.replaced.append(NativeChange(n.name or n.output[0], n.op_type, " ".join(sorted({m.op_type for m in new_nodes})),
+                                                f"no opset-{NATIVE_OPSET} {n.op_type}: its definition in opset-{NATIVE_OPSET} ops"))
+        else:
+            nodes.append(n)
+    del work.graph.node[:]
+    work.graph.node.extend(nodes)
+    return work
+
+
+def _down_convert(model: onnx.ModelProto, opset: int, report: NativeReport) -> onnx.ModelProto | None:
+    """``model`` (opset ``opset`` > 17, no AffineGrid, no plugin op, GridSample 4-D) at opset 17,
+    checked in ONNX Runtime against ``model``; None (and the reasons per node in ``report.left``)
+    where some node has no opset-17 form.
+
+    Nodes whose meaning did not change (``_same_at``) and GridSample (no converter adapter; its
+    mode names are renamed by the caller) are hidden from ONNX's version converter in a private
+    domain; it converts the rest (Resize, ScatterND, Reduce* with constant axes, ...).
+    """
+    import onnx.version_converter as vc
+    from onnx import helper
+
+    own, by_converter, impossible = _changed_nodes(model, opset, NATIVE_OPSET)
+    failed = [(n, why) for n, why in impossible]
+    for n in by_converter:
+        try:
+            vc.convert_version(_single_node_model(model, n, opset), NATIVE_OPSET)
+        except Exception as exc:  # the converter raises RuntimeError / ConvertError / C++ asserts
+            failed.append((n, f"no opset-{NATIVE_OPSET} form: {_converter_error(exc)}"))
+    for n, why in failed:
+        report.left.append(NativeChange(n.name or n.output[0], n.op_type, n.op_type, why))
+    if failed:
+        return None
+    work = _expanded(model, report)
+    own_outputs = {tuple(n.output) for n in own}
+    hidden_nodes = [n for n in work.graph.node if (n.domain or "") in ("", "ai.onnx")
+                    and (n.op_type == "GridSample" or tuple(n.output) in own_outputs)]
+    for n in hidden_nodes:
+        n.domain = _HIDDEN_DOMAIN
+    work.opset_import.append(helper.make_opsetid(_HIDDEN_DOMAIN, 1))
+    try:
+        converted = vc.convert_version(work, NATIVE_OPSET)
+    except Exception as exc:
+        report.left.append(NativeChange("<graph>", "opset", "opset", f"ONNX's version converter failed: {_converter_error(exc)}"))
+        return None
+    for n in converted.graph.node:
+        if n.domain == _HIDDEN_DOMAIN:
+            n.domain = ""
+    keep = [i for i in converted.opset_import if i.domain != _HIDDEN_DOMAIN]
+    del converted.opset_import[:]
+    converted.opset_import.extend(keep)
+    for n in by_converter:
+        report.replaced.append(NativeChange(n.name or n.output[0], n.op_type, f"{n.op_type} (opset {NATIVE_OPSET})",
+                                            "ONNX's version converter"))
+    return converted
+
+
+def _rename_modes(model: onnx.ModelProto, names: dict[str, str], opset: int, report: NativeReport) -> None:
+    """Write every default-domain GridSample's mode with the spelling ``names`` maps it to (the
+    mode it had under ``opset``'s default when the attribute was absent)."""
+    from onnx import helper
+
+    for n in model.graph.node:
+        if n.op_type != "GridSample" or (n.domain or "") not in ("", "ai.onnx"):
+            continue
+        mode = _attr(n, "mode", "linear" if opset >= 20 else "bilinear")
+        new_mode = names.get(mode)
+        if new_mode is None:
+            raise UserError(f"GridSample {n.name!r}: unknown mode {mode!r}")
+        for a in list(n.attribute):
+            if a.name == "mode":
+                n.attribute.remove(a)
+        n.attribute.append(helper.make_attribute("mode", new_mode))
+        if new_mode != mode and n.name:
+            report.replaced.append(NativeChange(n.name, "GridSample", "GridSample", f"mode {mode} -> {new_mode}"))
+
+
+def _opset_change(model: onnx.ModelProto, opset: int, target: int) -> str | None:
+    """For a graph below opset 16 lifted to ``target``: None when every default-domain node means
+    the same there, else the first op that does not."""
+    _, changed, impossible = _changed_nodes(model, target, opset)
+    first = changed[:1] or [n for n, _ in impossible[:1]]
+    return f"{first[0].op_type} (changed after opset {opset})" if first else None
 
 
 def to_native(model: onnx.ModelProto, report: NativeReport | None = None) -> onnx.ModelProto:
@@ -327,36 +547,73 @@ def to_native(model: onnx.ModelProto, report: NativeReport | None = None) -> onn
         report.left.append(NativeChange("<graph>", "GridSample", "GridSample",
                                         "5-D GridSample exists from opset 20 only (mode linear|nearest); "
                                         "TensorRT imports it from 11.2"))
-    elif 16 <= opset < 20:  # GridSample-16 is current up to opset 19
+    elif 16 <= opset <= NATIVE_OPSET:
         names, target = OPSET16_MODE_NAMES, opset
+    elif opset > NATIVE_OPSET:
+        del model.graph.value_info[:]  # stale shapes of replaced tensors; the converter infers them again
+        n_replaced = len(report.replaced)  # what the conversion adds goes again if it is not kept
+        converted = _down_convert(model, opset, report)
+        if converted is None:
+            del report.replaced[n_replaced:]
+            names, target = OPSET20_MODE_NAMES, opset
+            report.left.append(NativeChange("<graph>", "opset", "opset",
+                                            f"kept opset {opset}: the node(s) above have no opset-{NATIVE_OPSET} form, so "
+                                            "GridSample keeps the opset-20 names (#4646 in TensorRT 10)"))
+        else:
+            before = onnx.ModelProto.FromString(model.SerializeToString())
+            _rename_modes(converted, OPSET16_MODE_NAMES, opset, report)
+            mismatch = _same_in_ort(before, converted)
+            if mismatch is None or mismatch.startswith("not checked"):
+                if mismatch:
+                    report.left.append(NativeChange("<graph>", "opset", "opset", mismatch))
+                model, names, target = converted, OPSET16_MODE_NAMES, NATIVE_OPSET
+            else:
+                names, target = OPSET20_MODE_NAMES, opset
+                del report.replaced[n_replaced:]
+                report.left.append(NativeChange("<graph>", "opset", "opset", f"kept opset {opset}: {mismatch}"))
     elif (why := _opset_change(model, opset, NATIVE_OPSET)) is None:
         names, target = OPSET16_MODE_NAMES, NATIVE_OPSET
-    elif opset > NATIVE_OPSET:
-        names, target = OPSET20_MODE_NAMES, opset
-        report.left.append(NativeChange("<graph>", "opset", "opset",
-                                        f"kept opset {opset}: {why} has no opset-{NATIVE_OPSET} form, so GridSample "
-                                        "keeps the opset-20 names (#4646 in TensorRT 10)"))
     else:
         raise UserError(f"opset {opset} graph: {why} differs at opset {NATIVE_OPSET}, which its GridSample needs")
-    for n in model.graph.node:
-        if n.op_type != "GridSample" or (n.domain or "") not in ("", "ai.onnx"):
-            continue
-        mode = _attr(n, "mode", "linear" if opset >= 20 else "bilinear")
-        new_mode = names.get(mode)
-        if new_mode is None:
-            raise UserError(f"GridSample {n.name!r}: unknown mode {mode!r}")
-        for a in list(n.attribute):
-            if a.name == "mode":
-                n.attribute.remove(a)
-        n.attribute.append(helper.make_attribute("mode", new_mode))
-        if new_mode != mode and n.name:
-            report.replaced.append(NativeChange(n.name, "GridSample", "GridSample", f"mode {mode} -> {new_mode}"))
+    _rename_modes(model, names, opset, report)
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             imp.version = target
     report.opset_out = target
     del model.graph.value_info[:]  # stale shapes of replaced tensors; check_model infers them again
     return check_model(model)
+
+
+def lower_affine_grids(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[NativeChange]]:
+    """Every default-domain ``AffineGrid`` of ``model`` (in place) as the ops ``to_native`` builds
+    it from (a Range base grid and a MatMul, batch and H/W dynamic); the rest of the graph, plugin
+    ops included, stays. What ``rewrite`` does with an AffineGrid it could not fuse.
+
+    Raises:
+        UserError: an AffineGrid whose output rank is unknown.
+    """
+    from stn_deploy.graph import tensor_table
+
+    dims, _ = tensor_table(model)
+    nodes, inits, changes = [], [], []
+    for node in model.graph.node:
+        if node.op_type != "AffineGrid" or (node.domain or "") not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        label = node.name or node.output[0]
+        rank = _affine_grid_rank(node, dims)
+        if not rank:
+            raise UserError(f"AffineGrid {label!r}: unknown output rank; cannot build its grid from standard ops")
+        e = _Emitter(f"{label}/native")
+        emit_affine_grid(e, node.input[0], node.input[1], rank, bool(_attr(node, "align_corners", 0)), node.output[0])
+        nodes.extend(e.nodes)
+        inits.extend(e.initializers)
+        changes.append(NativeChange(label, "AffineGrid", "MatMul on a Range base grid"))
+    if changes:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        model.graph.initializer.extend(inits)
+    return model, changes
 
 
 def _projective_grids(model: onnx.ModelProto) -> dict[str, tuple[str, str, set[str]]]:
@@ -430,24 +687,3 @@ def native_problems(model: onnx.ModelProto) -> list[str]:
             if mode in ("linear", "cubic") and len(dims.get(n.input[0]) or [0] * 4) != 5:
                 out.append(f"GridSample {label!r}: opset-20 mode {mode!r} (#4646)")
     return out
-
-
-# --------------------------------------------------------------------------- files
-
-
-def rewrite_native(input: Path, output: Path) -> NativeReport:
-    """``rewrite --to native``: read ``input``, write its native form to ``output`` (atomically)."""
-    import onnx
-
-    from stn_deploy.graph import load_onnx
-    from stn_deploy.io import atomic_path
-
-    if Path(input).resolve() == Path(output).resolve():
-        raise UserError(f"{output}: the output would overwrite the input")
-    model = load_onnx(input)
-    report = NativeReport(input=str(input), output=None)
-    new = to_native(model, report)
-    with atomic_path(output) as tmp:
-        onnx.save(new, str(tmp))
-    report.output = str(output)
-    return report

@@ -288,12 +288,11 @@ def _toposort(nodes: list, model: onnx.ModelProto) -> list:
 def quantize_model(model: onnx.ModelProto, images: np.ndarray, *, quantize_regression: bool = False,
                    label: str = "the model") -> tuple[onnx.ModelProto, QuantizeReport]:
     """In-memory ``quantize`` on calibration ``images``; returns (INT8 model, report)."""
-    import tempfile
-
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from stn_deploy.graph import check_model, register_onnx_schemas
+    from stn_deploy.io import temporary_folder
     from stn_deploy.native import to_native
 
     register_onnx_schemas()
@@ -307,8 +306,8 @@ def quantize_model(model: onnx.ModelProto, images: np.ndarray, *, quantize_regre
     if not chosen:
         raise UserError(f"{label}: no node left to quantise")
     input_name = next(i.name for i in work.graph.input if i.name not in {t.name for t in work.graph.initializer})
-    with tempfile.TemporaryDirectory(prefix="stn-quant-") as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+    with temporary_folder("stn-quant-") as tmp:
+        src, dst = tmp / "float.onnx", tmp / "int8.onnx"
         onnx.save(work, str(src))
         # ORT logs "consider pre-processing" on the root logger; our graphs arrive shape-
         # inferred (graph.check_model) and have no BatchNorm to fold, so it is noise here.

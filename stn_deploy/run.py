@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from stn_deploy.model_files import (
     ModelKind,
     detect_kind,
     load_model,
+    recorded_input_shapes,
     sample_shape,
 )
 
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from polygraphy.common import TensorMetadata
 
 BACKENDS = ("torch", "ort", "trt", "triton")
-DEFAULT_BACKEND = {ModelKind.CHECKPOINT: "torch", ModelKind.ONNX_STANDARD: "ort", ModelKind.ONNX_PLUGIN: "ort",
-                   ModelKind.ENGINE: "trt"}
+DEFAULT_BACKEND = {ModelKind.CHECKPOINT: "torch", ModelKind.PROGRAM: "torch", ModelKind.ONNX_STANDARD: "ort",
+                   ModelKind.ONNX_PLUGIN: "ort", ModelKind.ENGINE: "trt"}
 
 
 # --------------------------------------------------------------------------- runners
@@ -46,41 +47,79 @@ def _torch_runner_class():
     from polygraphy.backend.base import BaseRunner
 
     class TorchRunner(BaseRunner):
-        """A checkpoint in PyTorch, on the CPU (or ``device``). Polygraphy's ``PytRunner``
-        calls ``.cuda()`` and splits a single output tensor along the batch, so it is not used.
+        """A checkpoint or a ``torch.export`` program (``.pt2``) in PyTorch, on the CPU (or
+        ``device``). Polygraphy's ``PytRunner`` calls ``.cuda()`` and splits a single output
+        tensor along the batch, so it is not used.
 
         Args:
-            checkpoint: a checkpoint written by ``stn-deploy train``.
+            path: a checkpoint written by ``stn-deploy train`` or a ``.pt2`` program.
             device: ``cpu`` (default) or ``cuda``.
         """
 
-        def __init__(self, checkpoint: Path | str, device: str = "cpu", name: str | None = None) -> None:
+        def __init__(self, path: Path | str, device: str = "cpu", name: str | None = None) -> None:
+            from stn_deploy import user_model
+
             super().__init__(name=name, prefix="stn-torch-runner")
-            self.checkpoint = Path(checkpoint)
+            self.checkpoint = Path(path)
             self.device = device
-            self.model, self.config = load_model(self.checkpoint)
-            self.input_shape = tuple(self.config.input_shape)
-            self.input_name, self.output_names = INPUT_NAME, [OUTPUT_NAME]
+            self.program: Any = None
+            self.config: Any = None
+            self.model: Any
+            if detect_kind(self.checkpoint) == ModelKind.PROGRAM:
+                self.program = user_model.load_program(self.checkpoint)
+                self.model = self.program.module()
+                self.specs = user_model.program_input_specs(self.program)
+                self.output_names = user_model.program_output_names(self.program)
+            else:
+                self.model, self.config = load_model(self.checkpoint)
+                self.specs = [user_model.InputSpec(INPUT_NAME, "float32", ("batch", *self.config.input_shape))]
+                self.output_names = [OUTPUT_NAME]
+            self.input_name = self.specs[0].name
+
+        @property
+        def input_shape(self) -> tuple:
+            """Per-sample dims of the first input (a checkpoint's (C, H, W))."""
+            return tuple(self.specs[0].dims[1:])
+
+        def example_shapes(self) -> dict[str, tuple[int, ...]]:
+            """Shapes of the program's saved example inputs ({} for a checkpoint)."""
+            from stn_deploy.user_model import program_example_feed
+
+            return {k: v.shape for k, v in program_example_feed(self.program).items()} if self.program else {}
 
         def activate_impl(self):
-            self.model = self.model.to(self.device).eval()
+            if self.program is None:
+                self.model = self.model.to(self.device).eval()
+            elif self.device != "cpu":
+                self.model = self.model.to(self.device)
 
         def get_input_metadata_impl(self):
             from polygraphy.common import TensorMetadata
             from polygraphy.datatype import DataType
 
-            return TensorMetadata().add(self.input_name, DataType.FLOAT32, ("batch", *self.input_shape))
+            meta = TensorMetadata()
+            for spec in self.specs:
+                meta.add(spec.name, DataType.from_dtype(np.dtype(spec.dtype)), spec.dims)
+            return meta
 
         def infer_impl(self, feed_dict):
-            x = torch.from_numpy(np.ascontiguousarray(feed_dict[self.input_name])).to(self.device)
+            from stn_deploy.user_model import call_program
+
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in feed_dict.items()}
             with torch.no_grad():
                 start = time.perf_counter()
-                out = self.model(x)
+                if self.program is not None:
+                    outs = call_program(self.model, self.program, tensors)
+                else:
+                    out = self.model(tensors[self.input_name])
+                    outs = list(out) if isinstance(out, (tuple, list)) else [out]
                 if self.device != "cpu":
                     torch.cuda.synchronize()
                 end = time.perf_counter()
-            outs = out if isinstance(out, (tuple, list)) else [out]
-            names = self.output_names if len(outs) == 1 else [f"{self.output_names[0]}_{i}" for i in range(len(outs))]
+            if self.program is not None:
+                names = self.output_names
+            else:
+                names = self.output_names if len(outs) == 1 else [f"{OUTPUT_NAME}_{i}" for i in range(len(outs))]
             self.inference_time = end - start
             return OrderedDict((n, o.detach().cpu().numpy()) for n, o in zip(names, outs))
 
@@ -91,7 +130,7 @@ def _torch_runner_class():
 
 
 def torch_runner(checkpoint: Path | str, device: str = "cpu") -> BaseRunner:
-    """A Polygraphy runner for a checkpoint in PyTorch (CPU by default)."""
+    """A Polygraphy runner for a checkpoint or a ``torch.export`` program in PyTorch (CPU by default)."""
     return _torch_runner_class()(checkpoint, device=device)
 
 
@@ -125,8 +164,9 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> BaseRunne
     """A Polygraphy runner for any model of the pipeline.
 
     Args:
-        model_path: a checkpoint, a standard or plugin ONNX model, or an engine.
-        backend: ``torch``, ``ort`` or ``trt``; default by kind (checkpoint -> torch,
+        model_path: a checkpoint, a ``torch.export`` program (``.pt2``), a standard or
+            plugin ONNX model, or an engine.
+        backend: ``torch``, ``ort`` or ``trt``; default by kind (checkpoint, program -> torch,
             ONNX -> ort, engine -> trt).
 
     Returns:
@@ -143,12 +183,12 @@ def open_runner(model_path: Path | str, backend: str | None = None) -> BaseRunne
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "torch":
-        if kind != ModelKind.CHECKPOINT:
-            raise UserError(f"--backend torch runs checkpoints; {Path(model_path).name} is {kind}")
+        if not kind.is_torch:
+            raise UserError(f"--backend torch runs checkpoints and torch.export programs; {Path(model_path).name} is {kind}")
         return torch_runner(model_path)
     if backend == "ort":
         if not kind.is_onnx:
-            hint = "export it first (stn-deploy export)" if kind == ModelKind.CHECKPOINT else "run its ONNX model"
+            hint = "export it first (stn-deploy export)" if kind.is_torch else "run its ONNX model"
             raise UserError(f"--backend ort runs ONNX models; {Path(model_path).name} is {kind}: {hint}")
         return ort_runner(model_path)
     if kind != ModelKind.ENGINE:
@@ -257,20 +297,6 @@ def load_run_results(path: Path | str) -> tuple[str, list[dict[str, np.ndarray]]
     return name, [{k: np.asarray(v) for k, v in it.items()} for it in iterations]
 
 
-def _static_shape(shape, batch: int, fallback: tuple[int, ...] | None) -> tuple[int, ...]:
-    out = []
-    for i, d in enumerate(shape):
-        if isinstance(d, int) and d >= 0:
-            out.append(d)
-        elif i == 0:
-            out.append(batch)
-        elif fallback is not None and i - 1 < len(fallback):
-            out.append(int(fallback[i - 1]))
-        else:
-            raise UserError(f"input dimension {i} is dynamic ({d}); give --inputs")
-    return tuple(out)
-
-
 def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
     """Refuse, before allocating, an array larger than the memory this machine has free.
 
@@ -290,25 +316,31 @@ def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None
 
 
 def random_inputs(metadata: TensorMetadata, batch: int = 1, seed: int = 0,
-                  sample_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
-    """Seeded standard-normal inputs for every input in ``metadata`` (dynamic batch -> ``batch``).
+                  sample_shape: tuple[int, ...] | None = None, *,
+                  shapes: Mapping[str, Sequence[int]] | None = None,
+                  examples: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every input in ``metadata``, fit for each input's kind
+    (``user_model.random_feed``: standard-normal images, grids partly outside the image,
+    thetas near the identity, ...).
 
     Args:
         metadata: a Polygraphy ``TensorMetadata`` (``runner.get_input_metadata()``).
         batch: size of a dynamic first dimension; default 1.
         seed: numpy seed; default 0.
-        sample_shape: (C, H, W) used for other dynamic dimensions.
+        sample_shape: (C, H, W) for the other dynamic dims of a single input (an export's record).
+        shapes: full shapes by input name (``--shapes``), first choice for dynamic dims.
+        examples: shapes by input name to take other dynamic dims from (a program's examples).
+
+    Raises:
+        UserError: a dynamic dim nothing fixes, a bad ``shapes`` entry, an input too large.
     """
-    # Not Polygraphy's DataLoader: it draws uniform values in one range; standard-normal
-    # images (negative values, the spread of normalised inputs) are what these models meet.
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for name, meta in metadata.items():
-        shape = _static_shape(list(meta.shape), batch, sample_shape)
-        dtype = np.dtype(meta.dtype.numpy() if hasattr(meta.dtype, "numpy") else meta.dtype)
-        check_fits_in_memory(shape, dtype.itemsize, f"input {name!r}")
-        feed[name] = rng.standard_normal(shape).astype(dtype)
-    return feed
+    # Not Polygraphy's DataLoader: it draws uniform values in one range whatever the input;
+    # a sampling grid, a theta and an image need different ones.
+    from stn_deploy.user_model import random_feed, resolve_shapes, specs_from_metadata
+
+    specs = specs_from_metadata(metadata)
+    resolved = resolve_shapes(specs, batch=batch, shapes=shapes, examples=examples, sample_shape=sample_shape)
+    return random_feed(specs, resolved, seed)
 
 
 def check_inputs(feed: Mapping[str, np.ndarray], metadata: TensorMetadata) -> None:
@@ -347,7 +379,10 @@ class RunOptions:
             or ``<iteration>/<output name>`` (several).
         inputs: ``.npz`` or Polygraphy JSON (every iteration is run); default seeded random inputs.
         backend: ``torch``, ``ort`` or ``trt``; default by model kind.
-        batch: batch size of random inputs; default 1.
+        batch: batch size of random inputs (a dynamic first dim); default 1.
+        shapes: shapes of random inputs by input name (``--shapes image:1x3x64x64``), for
+            dynamic dims other than the batch; default: the program's example inputs, the
+            export's recorded input shape.
         seed: seed of random inputs; default 0.
         url: with backend ``triton``: the server, ``HOST:PORT`` (gRPC) or ``http://HOST:PORT``.
         model_name: with backend ``triton``: the served model; default ``model`` read as a name.
@@ -361,6 +396,7 @@ class RunOptions:
     seed: int = 0
     url: str | None = None
     model_name: str | None = None
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("model", "output", "inputs"):  # str paths from the Python API
@@ -422,8 +458,11 @@ def run(options: RunOptions) -> RunResult:
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feeds is None:
-            recorded = sample_shape(options.model, kind)
-            feeds = [random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded)]
+            recorded = sample_shape(options.model, kind) if kind != ModelKind.SERVED else None
+            examples = runner.example_shapes() if hasattr(runner, "example_shapes") else None
+            examples = examples or (recorded_input_shapes(options.model, kind) if kind != ModelKind.SERVED else None)
+            feeds = [random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded,
+                                   shapes=options.shapes, examples=examples)]
         for feed in feeds:
             check_inputs(feed, meta)
         for feed in feeds:

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,13 @@ def save_checkpoint(path: Path | str, model, config, extra: dict[str, Any] | Non
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "train": dict(extra or {}),
     }
+    # Serialised in memory, then written by Python: torch.save to a path reports a full disk as
+    # a RuntimeError from its zip writer ("unexpected pos"); a plain write raises OSError(ENOSPC),
+    # which the CLI turns into one line, and atomic_path keeps the old checkpoint.
+    buffer = BytesIO()
+    torch.save(payload, buffer)
     with io.atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

@@ -26,6 +26,12 @@ Runtime) see the same inputs, in sets that are compared and reported separately:
 ``inputs-file``
     Inputs from ``--inputs`` (``.npz`` or Polygraphy JSON), when given.
 
+Models with any number of inputs, or a ``torch.export`` program (``.pt2``) on either side, or
+an image size no test set has, are compared on generated inputs instead (``_validate_generated``):
+random inputs drawn per kind of input, adversarial cases for every input recognisable as an
+image, grid, theta or displacement, inputs crafted so that a theta or grid a program computes
+becomes extreme, and ``--inputs``; the report names which inputs each set perturbed and how.
+
 Each output of each set is compared with the per-dtype tolerance of the candidate's compute
 precision (``tolerances.TOLERANCES``; fp16/bf16 engines get looser ones), reporting max /
 mean / median absolute and relative error and the worst index. Runners come from
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +50,7 @@ import numpy as np
 
 from stn_deploy import _callable_module
 from stn_deploy.errors import UserError
-from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata
+from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata, recorded_input_shapes
 from stn_deploy.schema import PRECISION_NAMES, Precision
 from stn_deploy.tolerances import TOLERANCES, ErrorStats, Tolerance, compare, tolerance_for
 
@@ -60,8 +66,9 @@ class ValidateOptions:
     """What ``validate`` compares and how strictly.
 
     Attributes:
-        candidate: an engine (.engine/.plan), a plugin ONNX or a standard ONNX.
-        reference: a checkpoint (PyTorch), an ONNX model (ONNX Runtime), or a Polygraphy
+        candidate: an engine (.engine/.plan), a plugin ONNX, a standard ONNX or a
+            ``torch.export`` program (``.pt2``).
+        reference: a checkpoint or a ``.pt2`` (PyTorch), an ONNX model (ONNX Runtime), or a Polygraphy
             ``RunResults`` JSON of recorded outputs (then ``inputs`` are the inputs they
             came from, and only those are compared).
         atol, rtol: tolerances for every output, by output name ("" = all outputs);
@@ -76,6 +83,9 @@ class ValidateOptions:
             None = 0.1, or ``quantize.INT8_ACCURACY_DROP`` (0.5) for an INT8 candidate.
         crafted_steps: gradient steps of the crafted inputs; default 60.
         seed: seed of the random adversarial images.
+        shapes: shapes of generated inputs by input name (``--shapes image:2x3x64x64``) for
+            dynamic dims; models without a test set (any inputs, ``.pt2`` programs) only.
+        batch: batch (a dynamic first dim) of generated inputs; default 2.
     """
 
     candidate: Path
@@ -91,6 +101,8 @@ class ValidateOptions:
     max_accuracy_drop: float | None = 0.1
     crafted_steps: int = 60
     seed: int = 0
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    batch: int = 2
 
     def __post_init__(self) -> None:
         for name in ("candidate", "reference", "inputs", "report"):  # str paths from the Python API
@@ -101,7 +113,7 @@ class ValidateOptions:
         if drop is not None and not (math.isfinite(drop) and drop >= 0):
             raise UserError(f"--max-accuracy-drop must be a finite number >= 0, got {self.max_accuracy_drop}")
         for what, value in (("--batch-size", self.batch_size), ("--max-images", self.max_images or 1),
-                            ("crafted_steps", self.crafted_steps)):
+                            ("crafted_steps", self.crafted_steps), ("--batch", self.batch)):
             if value < 1:
                 raise UserError(f"{what} must be at least 1, got {value}")
 
@@ -154,6 +166,8 @@ class ValidationReport:
     sets: list[SetResult]
     accuracy: dict
     seconds: float = 0.0
+    #: Generated inputs: name -> dtype, shape, kind (image, grid, theta, ...); {} otherwise.
+    inputs: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -177,6 +191,7 @@ class ValidationReport:
         return {"format": "stn-deploy-validation", "version": 1, "passed": self.passed,
                 "candidate": self.candidate, "reference": self.reference, "dataset": self.dataset,
                 "tolerances": self.tolerances, "accuracy": self.accuracy,
+                **({"inputs": self.inputs} if self.inputs else {}),
                 "sets": [s.to_dict() for s in self.sets], "failures": self.failures(),
                 "seconds": round(self.seconds, 3)}
 
@@ -184,9 +199,13 @@ class ValidationReport:
         """Human-readable summary."""
         out = [f"candidate {self.candidate['path']} ({self.candidate['kind']}, {self.candidate['precision']}) "
                f"vs reference {self.reference['path']} ({self.reference['kind']}), dataset {self.dataset}"]
+        if self.inputs:
+            out.append("inputs: " + ", ".join(f"{k} {v['dtype']}{v['shape']} ({v['kind']})" for k, v in self.inputs.items()))
         for s in self.sets:
             for name, st in s.outputs.items():
                 out.append(f"{'ok  ' if st.passed else 'FAIL'} {s.name:<20} {name} [{s.count}]: {st.line()}")
+            if s.notes.get("perturbed"):
+                out.append(f"     {'':<20} perturbed: " + "; ".join(f"{k}: {v}" for k, v in s.notes["perturbed"].items()))
         acc = self.accuracy
         if acc:
             out.append(f"{'ok  ' if acc['passed'] else 'FAIL'} accuracy: candidate {acc['candidate']:.2f}%, "
@@ -496,12 +515,14 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
         return _validate_against_outputs(options, say, started)
     cand_kind, precision = _describe(options.candidate)
     if cand_kind == ModelKind.CHECKPOINT:
-        raise UserError(f"{options.candidate.name} is a checkpoint: the candidate is an engine or an ONNX model")
+        raise UserError(f"{options.candidate.name} is a checkpoint: the candidate is an engine, an ONNX model "
+                        "or a torch.export program")
     ref_kind, _ = _describe(options.reference)
     if ref_kind == ModelKind.ENGINE:
-        raise UserError(f"{options.reference.name} is an engine: the reference is a checkpoint or an ONNX model")
+        raise UserError(f"{options.reference.name} is an engine: the reference is a checkpoint, a torch.export "
+                        "program or an ONNX model")
     model, config, train_info = _reference_model(options.reference)
-    if not train_info.get("dataset"):
+    if not train_info.get("dataset") and cand_kind.is_onnx:
         train_info["dataset"] = onnx_metadata(options.candidate).get("dataset")
 
     cand_runner = run.open_runner(options.candidate)
@@ -510,9 +531,9 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
         cand_meta = cand_runner.get_input_metadata(use_numpy_dtypes=False)
     with ref_runner:
         ref_meta = ref_runner.get_input_metadata(use_numpy_dtypes=False)
-    if len(cand_meta) != 1 or len(ref_meta) != 1:
-        raise UserError("validate compares single-input image models; "
-                        f"candidate inputs {list(cand_meta)}, reference inputs {list(ref_meta)}")
+    if not _has_test_set(options, cand_kind, ref_kind, cand_meta, ref_meta, train_info, config):
+        return _validate_generated(options, say, started, (cand_kind, precision, cand_runner, cand_meta),
+                                   (ref_kind, ref_runner, ref_meta))
     cand_name, cand_info = next(iter(cand_meta.items()))
     ref_name, ref_info = next(iter(ref_meta.items()))
     _check_same_input(list(cand_info.shape), list(ref_info.shape))
@@ -593,6 +614,136 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
 
         write_json(options.report, report.to_dict())
     return report
+
+
+def _has_test_set(options: ValidateOptions, cand_kind: ModelKind, ref_kind: ModelKind, cand_meta, ref_meta,
+                  train_info: dict, config) -> bool:
+    """Whether the pair is validated on a distorted-digit test set (with task accuracy): one
+    image input on both sides, no ``torch.export`` program, and a test set that fits (named,
+    recorded, or told by the image size). Anything else is validated on generated inputs."""
+    if ModelKind.PROGRAM in (cand_kind, ref_kind) or len(cand_meta) != 1 or len(ref_meta) != 1:
+        return False
+    if options.dataset or config is not None or train_info.get("dataset"):
+        return True
+    shape = list(next(iter(cand_meta.values())).shape)
+    hw = tuple(shape[-2:])
+    return len(shape) == 4 and hw in _DATASET_BY_SIZE
+
+
+def _validate_generated(options: ValidateOptions, say: Callable[[str], None], started: float,
+                        candidate: tuple, reference: tuple) -> ValidationReport:
+    """Any inputs, any number of them: the candidate and the reference on generated inputs.
+
+    Sets: ``random`` and ``random-2`` (two seeds; ``user_model.random_feed``: each input
+    drawn for its kind), one ``adversarial:<input>:<case>`` set per case of every input
+    recognisable as an image, grid, theta or displacement (``user_model.adversarial_feeds``;
+    the set notes which input was perturbed and how), ``crafted:<tensor>:<target>`` when a
+    ``.pt2`` is compared (inputs steered so that a theta or grid the program computes becomes
+    extreme, ``user_model.crafted_feeds``), and ``inputs-file`` (every iteration of
+    ``--inputs``). Dynamic dims: ``--shapes``, the batch (``options.batch``), a program's
+    example inputs, an export's recorded input shapes.
+    """
+    from stn_deploy import run, user_model
+
+    cand_kind, precision, cand_runner, cand_meta = candidate
+    ref_kind, ref_runner, ref_meta = reference
+    cand_specs = user_model.specs_from_metadata(cand_meta)
+    ref_specs = user_model.specs_from_metadata(ref_meta)
+    rename: dict[str, str] = {}
+    if len(cand_specs) == len(ref_specs) == 1 and cand_specs[0].name != ref_specs[0].name:
+        rename = {cand_specs[0].name: ref_specs[0].name}  # one input each: paired by position
+        ref_specs = [user_model.InputSpec(cand_specs[0].name, ref_specs[0].dtype, ref_specs[0].dims)]
+    problem = user_model.describe_mismatch(cand_specs, ref_specs)
+    if problem:
+        raise UserError(f"the candidate and the reference do not take the same inputs: {problem}")
+
+    examples: dict = {}
+    for runner in (cand_runner, ref_runner):
+        if hasattr(runner, "example_shapes"):
+            examples.update(runner.example_shapes())
+    recorded = None
+    for path, kind in ((options.candidate, cand_kind), (options.reference, ref_kind)):
+        recorded = recorded or _recorded_sample_shape(path, kind)
+        if kind.is_onnx:
+            examples = {**recorded_input_shapes(path, kind), **examples}
+    # A dim fixed on either side is fixed for both (a static-batch program vs a dynamic ONNX).
+    ref_dims = {s.name: s.dims for s in ref_specs}
+    both = [user_model.InputSpec(s.name, s.dtype, tuple(r if isinstance(r, int) else c for c, r in zip(s.dims, ref_dims[s.name])))
+            for s in cand_specs]
+    shapes = user_model.resolve_shapes(both, batch=options.batch, shapes=options.shapes, examples=examples,
+                                       sample_shape=recorded)
+
+    # (set name, feeds, notes); every feed is one inference of both models.
+    plan: list[tuple[str, list[dict[str, np.ndarray]], dict]] = []
+    base = user_model.random_feed(cand_specs, shapes, options.seed)
+    plan.append(("random", [base], {"seed": options.seed}))
+    plan.append(("random-2", [user_model.random_feed(cand_specs, shapes, options.seed + 1)], {"seed": options.seed + 1}))
+    if options.adversarial:
+        for case, feed, how in user_model.adversarial_feeds(cand_specs, base, options.seed):
+            plan.append((f"adversarial:{case}", [feed], {"perturbed": how}))
+        if len(plan) == 2:
+            say("adversarial: no input is recognisably an image, grid, theta or displacement")
+        program = next((r.program for r in (ref_runner, cand_runner) if getattr(r, "program", None) is not None), None)
+        if program is not None:
+            say("adversarial: crafting inputs for extreme thetas / grids inside the program")
+            for case, feed, how, reached in user_model.crafted_feeds(program, cand_specs, base, options.crafted_steps):
+                plan.append((f"crafted:{case}", [feed], {"perturbed": how, "reached": reached}))
+    if options.inputs is not None:
+        feeds = run.load_input_iterations(options.inputs)
+        plan.append(("inputs-file", feeds, {"iterations": len(feeds)}))
+
+    say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} input feeds "
+        f"({', '.join(f'{k} {list(v)}' for k, v in shapes.items())})")
+    def joined(iterations: list[dict]) -> dict[str, np.ndarray]:
+        """One feed's outputs as they are (the worst index keeps its meaning); several feeds'
+        (an inputs file's iterations, shapes may differ) flattened and concatenated."""
+        if len(iterations) == 1:
+            return iterations[0]
+        return {k: np.concatenate([it[k].reshape(-1) for it in iterations]) for k in iterations[0]}
+
+    results = []
+    with cand_runner, ref_runner:
+        for name, feeds, _notes in plan:
+            c_iters, r_iters = [], []
+            for feed in feeds:
+                if name == "inputs-file":
+                    run.check_inputs(feed, cand_meta)
+                # Copies: runners may reuse their output buffers between calls.
+                c_iters.append({k: np.array(v, copy=True) for k, v in cand_runner.infer(feed, check_inputs=False).items()})
+                r_feed = {rename.get(k, k): v for k, v in feed.items()}
+                r_iters.append({k: np.array(v, copy=True) for k, v in ref_runner.infer(r_feed, check_inputs=False).items()})
+            results.append((joined(c_iters), joined(r_iters)))
+    cand_out = results[0][0]
+    unknown = sorted({k for k in (*options.atol, *options.rtol) if k and k not in cand_out})
+    if unknown:
+        raise UserError(f"--atol/--rtol name output(s) {', '.join(unknown)}; the candidate's outputs are "
+                        f"{', '.join(cand_out)}")
+    tols = {name: _tolerance(cand_out[name], precision, options, name) for name in cand_out}
+    sets = [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, results)]
+    for result, (_, feeds, _notes) in zip(sets, plan):
+        result.count = sum(len(next(iter(f.values()))) if f else 0 for f in feeds)
+    report = ValidationReport(
+        candidate={"path": str(options.candidate), "kind": cand_kind.value, "precision": precision.dtype},
+        reference={"path": str(options.reference), "kind": ref_kind.value},
+        dataset="none (generated inputs)",
+        tolerances={k: {"atol": v.atol if math.isfinite(v.atol) else None,
+                        "rtol": v.rtol if math.isfinite(v.rtol) else None, "dtype": precision.dtype}
+                    for k, v in tols.items()},
+        sets=sets, accuracy={}, seconds=time.perf_counter() - started,
+        inputs={s.name: {"dtype": s.dtype, "shape": list(shapes[s.name]),
+                         "kind": user_model.input_kind(s.name, s.dtype, shapes[s.name])} for s in cand_specs})
+    if options.report is not None:
+        from stn_deploy.io import write_json
+
+        write_json(options.report, report.to_dict())
+    return report
+
+
+def _recorded_sample_shape(path: Path, kind: ModelKind) -> tuple[int, ...] | None:
+    """The per-sample input shape an stn-deploy export recorded in an ONNX (None otherwise)."""
+    from stn_deploy.model_files import sample_shape
+
+    return sample_shape(path, kind) if kind.is_onnx else None
 
 
 def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], None],

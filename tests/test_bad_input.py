@@ -420,6 +420,25 @@ def test_disk_full_is_one_line_and_leaves_nothing(ws, tmp_path):
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+@pytest.mark.slow
+def test_disk_full_in_train_keeps_the_old_checkpoint(tmp_path):
+    """torch.save reported a full disk as a RuntimeError from its zip writer (a traceback)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        (mnt / "model.pt").write_bytes(OLD)
+        result = invoke("train", "--model", "tutorial-stn", "--dataset", "R", "--epochs", "1", "--no-progress",
+                        "-o", mnt)
+        assert_one_line_error(result, 2, "No space left")
+        assert sorted(p.name for p in mnt.iterdir()) == ["model.pt"] and (mnt / "model.pt").read_bytes() == OLD
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
 # --------------------------------------------------------------------------- interrupts
 
 
@@ -448,6 +467,29 @@ INTERRUPT_JOBS = {
     "bench": (["bench", "{ws}/m.pt", "-o", "{out}", "--name", "b", "--iters", "100000", "--backends", "torch",
                "--no-sampler"], "b.json"),
 }
+
+
+@pytest.mark.slow
+def test_sigterm_while_bench_exports_leaves_no_temporary_folder(ws, tmp_path):
+    """bench exports the checkpoint into a temporary folder first; a stop signal there removed
+    nothing (the handler leaves with os._exit, past TemporaryDirectory's clean-up)."""
+    private_tmp = tmp_path / "tmpdir"
+    private_tmp.mkdir()
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "stn_deploy.cli", "bench", str(ws / "m.pt"), "-o", str(out),
+                             "--name", "b", "--backends", "ort", "--no-sampler"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(private_tmp)})
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not list(private_tmp.glob("stn-bench-*")):
+        time.sleep(0.002)
+    if proc.poll() is not None:
+        pytest.skip(f"bench ended before its temporary folder appeared (exit {proc.returncode})")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:"), err
+    assert list(private_tmp.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -98,7 +98,10 @@ def mmdeploy_bicubic():
 TRAPS = [
     ("opset20-linear-trt10", lambda: grid_sample("linear"), "trt10", "trt-gridsample-mode", "error"),
     ("opset20-cubic-trt10", lambda: grid_sample("cubic"), "trt10", "trt-gridsample-mode", "error"),
+    # NVIDIA/TensorRT#4646 is still open in 11.x.
+    ("opset20-linear-trt11", lambda: grid_sample("linear"), "trt11", "trt-gridsample-mode", "error"),
     ("affinegrid-trt10", affine_grid, "trt10", "trt-affinegrid", "error"),
+    ("affinegrid-trt11", affine_grid, "trt11", "trt-affinegrid", "error"),
     ("affinegrid-rtx", affine_grid, "rtx", "trt-affinegrid", "error"),
     ("gridsample-5d-trt10", lambda: grid_sample("nearest", rank=5), "trt10", "trt-gridsample-5d", "error"),
     ("gridsample-5d-trt11", lambda: grid_sample("nearest", rank=5), "trt11", "trt-gridsample-5d", "warning"),
@@ -136,8 +139,55 @@ def test_doctor_finds_trap(case, build, target, rule, severity, tmp_path):
 
 
 def test_every_rule_is_tested():
-    # plugin-library: its own test below (it needs a library path, not a graph).
-    assert {t[3] for t in TRAPS} | {"plugin-library"} == set(RULES)
+    # plugin-library, plugin-gpu-targets: their own tests below (they need a library, not a graph).
+    assert {t[3] for t in TRAPS} | {"plugin-library", "plugin-gpu-targets"} == set(RULES)
+
+
+@pytest.mark.parametrize("installed,severity", [((0, 0), "warning"), ((11, 1), "error"), ((11, 2), "info"),
+                                                 ((11, 4), "info")])
+def test_trt11_5d_follows_the_installed_minor(installed, severity, tmp_path, monkeypatch):
+    """5-D GridSample is native from TensorRT 11.2: an error for 11.0/11.1, a warning when unknown."""
+    import stn_deploy.doctor as doctor_mod
+
+    monkeypatch.setattr(doctor_mod, "_installed_tensorrt", lambda: installed)
+    onnx.save(grid_sample("nearest", rank=5), tmp_path / "v.onnx")
+    (hit,) = [f for f in doctor(tmp_path / "v.onnx", "trt11").findings if f.rule == "trt-gridsample-5d"]
+    assert hit.severity == severity
+
+
+@pytest.mark.parametrize("installed,flavours,target", [
+    ((10, 14), ["tensorrt", "rtx"], "trt10"), ((11, 4), ["tensorrt"], "trt11"),
+    ((0, 0), ["rtx"], "rtx"), ((0, 0), [], "trt11")])
+def test_default_target_follows_the_installed_tensorrt(installed, flavours, target, tmp_path, monkeypatch):
+    import stn_deploy.doctor as doctor_mod
+    import stn_deploy.trt.flavour as flavour_mod
+
+    monkeypatch.setattr(doctor_mod, "_installed_tensorrt", lambda: installed)
+    monkeypatch.setattr(flavour_mod, "available_flavours", lambda: flavours)
+    onnx.save(grid_sample("nearest"), tmp_path / "m.onnx")
+    assert doctor(tmp_path / "m.onnx").target == target
+    res = CliRunner().invoke(main, ["doctor", str(tmp_path / "m.onnx"), "--json"])
+    assert json.loads(res.output)["target"] == target
+
+
+@pytest.mark.parametrize("archs,target,missing", [
+    (["90-real", "90-virtual"], "rtx", ["sm80", "sm86", "sm89"]),  # a quick STN_CUDA_ARCHS=90 build
+    (["75-real", "80-real", "86-real", "89-real", "90-real", "120-real", "75-virtual"], "rtx", []),
+    (["80-real"], "rtx", ["sm120"]),  # no PTX: nothing for Blackwell
+])
+def test_plugin_gpu_targets_against_the_library(archs, target, missing, tmp_path, monkeypatch):
+    """The library's SASS/PTX against the GPUs an RTX engine targets by default."""
+    from stn_deploy import kernels
+
+    monkeypatch.setattr(kernels, "build_info", lambda path=None: {"architectures": archs})
+    onnx.save(plugin_op(), tmp_path / "p.onnx")
+    hits = [f for f in doctor(tmp_path / "p.onnx", target).findings if f.rule == "plugin-gpu-targets"]
+    if not missing:
+        assert hits == []
+    else:
+        (hit,) = hits
+        assert hit.severity == "warning" and all(m in hit.message for m in missing)
+        assert not any(m in hit.message.split("(built")[0] for m in {"sm80", "sm86", "sm89", "sm120"} - set(missing))
 
 
 def test_garbage_plugin_library_is_an_error(tmp_path, monkeypatch):
@@ -172,7 +222,8 @@ def test_our_plugin_export_is_clean_for_every_trt_target(tmp_path):
     config = ModelConfig("st-cnn-projective")
     res = export_module(build_model(config), config.input_shape, tmp_path / "p.onnx", ops="plugin")
     for target in ("trt10", "trt11", "rtx"):
-        assert doctor(res.path, target).findings == [], target
+        # plugin-gpu-targets depends on how this library was built (a quick one-arch build warns).
+        assert [f for f in doctor(res.path, target).findings if f.rule != "plugin-gpu-targets"] == [], target
 
 
 def test_cli_doctor_exit_codes_and_json(tmp_path):

@@ -1,4 +1,4 @@
-"""stn_deploy.graph.rewrite: hand-built graphs and a user's own torch.onnx.export of an STN."""
+"""stn_deploy.graph.rewrite_model and the rewrite job (stn_deploy.rewriter): hand-built graphs and a user's own torch.onnx.export of an STN."""
 
 from __future__ import annotations
 
@@ -19,14 +19,13 @@ from stn_deploy.errors import UserError
 from stn_deploy.export import export_module, transformers
 from stn_deploy.graph import (
     PLUGIN_VERSION_ATTR,
-    RewriteOptions,
     attr_value,
     load_onnx,
-    rewrite,
     rewrite_model,
 )
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
+from stn_deploy.rewriter import RewriteOptions, rewrite
 
 FLOAT = TensorProto.FLOAT
 
@@ -334,7 +333,138 @@ class _NotProjectiveSTN(UserSTN):
 
 def test_projective_lookalike_is_not_fused(tmp_path):
     src = tmp_path / "lookalike.onnx"
-    onnx.save(user_export(_NotProjectiveSTN().eval()), src)
+    torch.manual_seed(0)
+    model = _NotProjectiveSTN().eval()
+    onnx.save(user_export(model), src)
     report = rewrite(RewriteOptions(src, tmp_path / "out.onnx"))
-    assert [e.replaced_by for e in report.replaced] == [schema.GRID_SAMPLE_OP]
-    assert [e.op for e in report.left] == ["AffineGrid", "AffineGrid"]
+    # Not fused: the sampler becomes STNGridSample and both AffineGrids standard ops TensorRT imports.
+    assert [e.replaced_by for e in report.replaced][0] == schema.GRID_SAMPLE_OP
+    assert [e.op for e in report.replaced[1:]] == ["AffineGrid", "AffineGrid"] and not report.left
+    new = onnx.load(report.output)
+    assert "AffineGrid" not in {n.op_type for n in new.graph.node}
+    _assert_rewritten_matches_torch(new, model, torch.randn(2, 1, 24, 24), "lookalike rewritten")
+
+
+# --------------------------------------------------------------------------- always buildable
+
+
+def _affine_grid_through(chain: list[str], batch_theta: int = 1, x_batch="N") -> onnx.ModelProto:
+    """AffineGrid(theta [batch_theta, 2, 3], [batch_theta, 1, 4, 5]) -> ``chain`` -> GridSample(x):
+    the ops a library puts between the two (kornia's warp_affine: an Expand to the image batch)."""
+    nodes = [helper.make_node("AffineGrid", ["theta", "size"], ["g0"], name="ag", align_corners=1)]
+    inits = [helper.make_tensor("size", TensorProto.INT64, [4], [batch_theta, 1, 4, 5])]
+    t = "g0"
+    for i, op in enumerate(chain):
+        out = f"g{i + 1}"
+        if op == "Expand":  # to x's batch: shape [N, 4, 5, 2] from Shape(x)
+            nodes += [helper.make_node("Shape", ["x"], ["xs"], start=0, end=1),
+                      helper.make_node("Concat", ["xs", "tail"], ["eshape"], axis=0),
+                      helper.make_node("Expand", [t, "eshape"], [out], name="expand")]
+            inits.append(helper.make_tensor("tail", TensorProto.INT64, [3], [4, 5, 2]))
+        elif op == "Reshape":
+            nodes.append(helper.make_node("Reshape", [t, "same"], [out], name="reshape"))
+            inits.append(helper.make_tensor("same", TensorProto.INT64, [4], [0, 4, 5, 2]))
+        elif op == "Cast":
+            nodes.append(helper.make_node("Cast", [t], [out], to=TensorProto.FLOAT, name="cast"))
+        else:
+            nodes.append(helper.make_node(op, [t], [out], name=op.lower()))
+        t = out
+    nodes.append(helper.make_node("GridSample", ["x", t], ["y"], name="gs", mode="linear", align_corners=1))
+    graph = helper.make_graph(
+        nodes, "through",
+        [helper.make_tensor_value_info("x", FLOAT, [x_batch, 2, 7, 8]),
+         helper.make_tensor_value_info("theta", FLOAT, [batch_theta, 2, 3])],
+        [_out("y")], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+@pytest.mark.parametrize("chain", [["Expand"], ["Identity", "Cast", "Reshape"], ["Reshape", "Expand", "Identity"]],
+                         ids=lambda c: "-".join(c))
+def test_affine_grid_fused_through_pass_through_nodes(chain):
+    """kornia's warp_affine expands the AffineGrid's grid to the image batch before sampling:
+    the pair still fuses (theta broadcast the same way), and nothing else is left."""
+    from stn_deploy.graph import RewriteReport
+
+    original = _affine_grid_through(chain)
+    report = RewriteReport("<memory>", None)
+    new = rewrite_model(original, report)
+    (node,) = _plugin_nodes(new)
+    assert node.op_type == schema.AFFINE_GRID_SAMPLE_OP and not report.left
+    assert "through" in report.replaced[0].reason and chain[-1] in report.replaced[0].reason
+    assert [attr_value(node, k) for k in (schema.FIELD_OUT_H, schema.FIELD_OUT_W)] == [4, 5]
+    assert not {"AffineGrid", "GridSample"} & {n.op_type for n in new.graph.node}
+    _skip_without_kernels()
+    batch = 3 if "Expand" in chain else 1  # one theta for the whole batch, as kornia allows
+    feed = {"x": np.random.default_rng(1).standard_normal((batch, 2, 7, 8)).astype(np.float32),
+            "theta": (np.eye(2, 3) + 0.2 * np.random.default_rng(2).standard_normal((1, 2, 3))).astype(np.float32)}
+    expected = ort_session(original).run(None, feed)[0]
+    assert_close(ort_session(new).run(None, feed)[0], expected, tol=PLUGIN_TOL, what="fused through " + "-".join(chain))
+
+
+def test_grid_changed_on_the_way_is_not_fused_but_lowered(tmp_path):
+    """A Pad between AffineGrid and GridSample changes the grid: no fusion; the job lowers
+    the AffineGrid to standard ops so the result still builds."""
+    original = _affine_grid_through([])
+    g = original.graph
+    gs_node = g.node[-1]
+    g.node.insert(len(g.node) - 1, helper.make_node("Expand", ["g0", "wide"], ["gw"], name="widen"))
+    g.initializer.append(helper.make_tensor("wide", TensorProto.INT64, [4], [1, 4, 5, 2]))
+    g.initializer.append(helper.make_tensor("pad", TensorProto.INT64, [8], [0, 0, 0, 0, 0, 1, 0, 0]))
+    g.node.insert(len(g.node) - 1, helper.make_node("Pad", ["gw", "pad"], ["gp"], name="pad"))
+    gs_node.input[1] = "gp"
+    src = tmp_path / "pad.onnx"
+    onnx.save(original, src)
+    report = rewrite(RewriteOptions(src, tmp_path / "out.onnx"))
+    assert [e.replaced_by for e in report.replaced][0] == schema.GRID_SAMPLE_OP
+    lowered = [e for e in report.replaced if e.op == "AffineGrid"]
+    assert len(lowered) == 1 and "lowered to standard ops" in lowered[0].reason and not report.left
+    new = onnx.load(report.output)
+    assert "AffineGrid" not in {n.op_type for n in new.graph.node}
+    _skip_without_kernels()
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 2, 7, 8)).astype(np.float32),
+            "theta": (np.eye(2, 3) + 0.2 * np.random.default_rng(2).standard_normal((1, 2, 3))).astype(np.float32)}
+    expected = ort_session(original).run(None, feed)[0]
+    assert_close(ort_session(new).run(None, feed)[0], expected, tol=PLUGIN_TOL, what="lowered AffineGrid")
+
+
+@pytest.mark.parametrize("flag", ["--fuse", "--no-fuse"])
+def test_cli_rewrite_leaves_no_affine_grid(flag, tmp_path):
+    """With or without fusion the written graph passes doctor for the build target: an AffineGrid
+    that is not fused is lowered in the same rewrite, and the report says so."""
+    from stn_deploy.doctor import doctor
+
+    src = tmp_path / "ag.onnx"
+    onnx.save(_affine_grid_model([2, 3, 4, 5], align_x=1, align_s=0 if flag == "--fuse" else 1), src)
+    out = tmp_path / "out.onnx"
+    res = CliRunner().invoke(main, ["rewrite", str(src), "-o", str(out), flag, "--target", "trt10"])
+    assert res.exit_code == 0, res.output
+    assert "lowered to standard ops" in res.output and "doctor for trt10: no errors" in res.output
+    assert doctor(out, "trt10").ok and doctor(out, "rtx").ok
+    assert "AffineGrid" not in {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+def test_cli_rewrite_refuses_what_the_target_rejects(tmp_path):
+    """A 5-D GridSample has no native form TensorRT 10 imports: ``rewrite --to native --target
+    trt10`` writes nothing and says what to do instead (never 'rewrite' again); the plugin form
+    of the same graph is fine for trt10, and the native one for rtx."""
+    from helpers_cli import assert_one_line_error
+
+    src = tmp_path / "g5.onnx"
+    onnx.save(_grid_sample_model(20, "linear", rank=5), src)
+    out = tmp_path / "out.onnx"
+    res = CliRunner().invoke(main, ["rewrite", str(src), "-o", str(out), "--to", "native", "--target", "trt10"])
+    assert_one_line_error(res, 1, "trt-gridsample-5d", "nothing written", "--to plugin")
+    assert "stn-deploy rewrite" not in res.stderr and not out.exists()
+    for args in (["--target", "trt10"], ["--to", "native", "--target", "rtx"]):
+        res = CliRunner().invoke(main, ["rewrite", str(src), "-o", str(out), *args])
+        assert res.exit_code == 0, res.output
+        out.unlink()
+
+
+def test_rewrite_default_target_is_what_build_uses(tmp_path):
+    from stn_deploy.doctor import default_target
+
+    src = tmp_path / "gs.onnx"
+    onnx.save(_grid_sample_model(20, "linear"), src)
+    report = rewrite(RewriteOptions(src, tmp_path / "out.onnx"))
+    assert report.target == default_target()

@@ -74,3 +74,82 @@ def test_plugins_path_json_reports_runtime_driver_and_architectures():
     assert info["architectures"] and all(re.fullmatch(r"\d+-(real|virtual)", a) for a in info["architectures"])
     assert any(a.endswith("-virtual") for a in info["architectures"])
     assert info["driver_cuda"] is None or re.fullmatch(r"\d+\.\d+", info["driver_cuda"])
+    if info["tensorrt_headers"] is None:
+        pytest.skip("library built before stn_tensorrt_header_version existed; rebuild it")
+    assert re.fullmatch(r"1[01]\.\d+\.\d+", info["tensorrt_headers"])
+    assert info["runtimes"] == ["TensorRT 10", "TensorRT 11", "TensorRT-RTX 1"]
+
+
+def _headers(folder, major: int, minor: int, patch: int, style: str = "enterprise"):
+    """A TensorRT include folder whose NvInferVersion.h spells the version as 10.x+ (TRT_*_ENTERPRISE)
+    or as 8.x did (NV_TENSORRT_* numbers)."""
+    folder.mkdir(parents=True)
+    (folder / "NvInferRuntime.h").write_text("// stand-in\n")
+    if style == "enterprise":
+        text = (f"#define TRT_MAJOR_ENTERPRISE {major}\n#define TRT_MINOR_ENTERPRISE {minor}\n"
+                f"#define TRT_PATCH_ENTERPRISE {patch}\n#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n")
+    else:
+        text = f"#define NV_TENSORRT_MAJOR {major}\n#define NV_TENSORRT_MINOR {minor}\n#define NV_TENSORRT_PATCH {patch}\n"
+    (folder / "NvInferVersion.h").write_text(text)
+    return folder
+
+
+def test_bundled_headers_version_is_read():
+    if not (kernels.BUNDLED_TENSORRT_INCLUDE / "NvInferVersion.h").exists():
+        pytest.skip("TensorRT headers not fetched (scripts/setup.sh)")
+    assert kernels.tensorrt_header_version(kernels.BUNDLED_TENSORRT_INCLUDE) == (10, 14, 1)
+
+
+def test_users_tensorrt_headers_are_found_before_the_bundled_ones(monkeypatch, tmp_path):
+    bundled = _headers(tmp_path / "bundled", 10, 14, 1)
+    old_system = _headers(tmp_path / "usr-include", 8, 6, 1, style="old")  # a Debian TensorRT 8: passed over
+    debian = _headers(tmp_path / "usr-include-x86_64", 11, 1, 0)
+    monkeypatch.setattr(kernels, "BUNDLED_TENSORRT_INCLUDE", bundled)
+    monkeypatch.delenv(kernels.TENSORRT_ROOT_ENV, raising=False)
+    monkeypatch.setattr(kernels, "SYSTEM_TENSORRT_INCLUDES", (old_system,))
+    assert kernels.find_tensorrt_include() == (bundled, (10, 14, 1))
+    monkeypatch.setattr(kernels, "SYSTEM_TENSORRT_INCLUDES", (old_system, debian))
+    assert kernels.find_tensorrt_include() == (debian, (11, 1, 0))
+    tarball = _headers(tmp_path / "TensorRT-11.4.0" / "include", 11, 4, 0)
+    monkeypatch.setenv(kernels.TENSORRT_ROOT_ENV, str(tarball.parent))
+    assert kernels.find_tensorrt_include() == (tarball, (11, 4, 0))
+    assert kernels.find_tensorrt_include(bundled) == (bundled, (10, 14, 1))  # --tensorrt-include wins
+
+
+def test_unusable_tensorrt_headers_are_refused(monkeypatch, tmp_path):
+    with pytest.raises(UserError, match="no NvInferRuntime.h there"):
+        kernels.find_tensorrt_include(tmp_path)
+    old = _headers(tmp_path / "trt8", 8, 6, 1, style="old")
+    with pytest.raises(UserError, match="8.6.1 .* need TensorRT 10.0 or newer"):
+        kernels.find_tensorrt_include(old)
+    (tmp_path / "rtx").mkdir()
+    (tmp_path / "rtx" / "NvInferRuntime.h").write_text("")
+    with pytest.raises(UserError, match="cannot read the TensorRT version"):
+        kernels.find_tensorrt_include(tmp_path / "rtx")
+    monkeypatch.delenv(kernels.TENSORRT_ROOT_ENV, raising=False)
+    monkeypatch.setattr(kernels, "SYSTEM_TENSORRT_INCLUDES", (old,))
+    monkeypatch.setattr(kernels, "BUNDLED_TENSORRT_INCLUDE", tmp_path / "missing")
+    with pytest.raises(UserError, match="no TensorRT 10\\+ headers found"):
+        kernels.find_tensorrt_include()
+
+
+def test_build_passes_the_headers_it_found_to_cmake(monkeypatch, tmp_path):
+    """Always passed, so a build without --tensorrt-include after one with it does not keep CMake's cached folder."""
+    headers = _headers(tmp_path / "include", 11, 1, 0)
+    commands = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "", ""
+
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(kernels, "find_nvcc", lambda major: ("/usr/bin/nvcc", (13, 0)))
+    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: commands.append(cmd) or Done())
+    with pytest.raises(UserError, match="is missing"):  # nothing was really built
+        kernels.build_library(build_dir=tmp_path / "build", archs="90", tensorrt_include=headers)
+    assert f"-DSTN_TENSORRT_INCLUDE_DIR={headers.resolve()}" in commands[0]
+
+
+def test_cli_names_a_header_folder_without_headers(tmp_path):
+    result = CliRunner().invoke(main, ["plugins", "build", "--tensorrt-include", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: --tensorrt-include")

@@ -49,9 +49,27 @@ def test_detect_kind(models, tmp_path):
 
 
 def test_kind_families_and_values():
-    assert [k.family for k in ModelKind] == ["checkpoint", "onnx", "onnx", "engine", "served"]
+    assert [k.family for k in ModelKind] == ["checkpoint", "program", "onnx", "onnx", "engine", "served"]
     assert f"{ModelKind.ONNX_PLUGIN}" == "onnx-plugin"  # what reports print
     assert ModelKind.ONNX_STANDARD.is_onnx and not ModelKind.ENGINE.is_onnx
+    assert [k for k in ModelKind if k.is_torch] == [ModelKind.CHECKPOINT, ModelKind.PROGRAM]
+
+
+def test_programs_and_other_pytorch_files(tmp_path):
+    import torch
+
+    from stn_deploy.user_model import save_program
+
+    save_program(torch.nn.Linear(2, 3), (torch.zeros(1, 2),), tmp_path / "m.pt2")
+    assert detect_kind(tmp_path / "m.pt2") == ModelKind.PROGRAM
+    (tmp_path / "m.pt2").rename(tmp_path / "renamed.pt")  # told by content, not suffix
+    assert detect_kind(tmp_path / "renamed.pt") == ModelKind.PROGRAM
+    torch.save({"w": torch.zeros(2)}, tmp_path / "fake.pt2")
+    with pytest.raises(UserError, match="not a torch.export program"):
+        detect_kind(tmp_path / "fake.pt2")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 3)), tmp_path / "ts.pt")
+    with pytest.raises(UserError, match=r"TorchScript archive .*torch.export.save"):
+        detect_kind(tmp_path / "ts.pt")
 
 
 def test_require_kind_names_both(models):

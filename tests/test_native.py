@@ -204,20 +204,84 @@ def test_to_native_mixed_plugin_and_affine_grid():
     assert_close(_session(native).run(None, {"x": x, "h": h, "theta": theta})[0], expected, what="mixed graph")
 
 
-def test_to_native_keeps_opset_20_when_an_op_changed_meaning():
-    """A graph whose other ops have no opset-17 form keeps opset 20 (and says why)."""
+def _mixed_opset20_graph(reduce_axes_input: bool = False) -> onnx.ModelProto:
+    """GridSample beside ops whose newest version is past 17, as the corpus's real exports have
+    them: Resize (19), ReduceMax with axes as an input (18), ScatterND (18), Gelu (20, both
+    approximations), Pad (18/19, constant mode), ConstantOfShape (20)."""
+    i64 = TensorProto.INT64
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["xr"], name="resize", mode="linear"),
+        helper.make_node("GridSample", ["xr", "grid"], ["y"], name="gs", mode="linear", align_corners=0),
+        helper.make_node("ReduceMax", ["y", "axes"], ["m"], name="reduce_max", keepdims=0),
+        helper.make_node("ScatterND", ["m", "idx", "upd"], ["ms"], name="scatter"),
+        helper.make_node("Gelu", ["ms"], ["g1"], name="gelu"),
+        helper.make_node("Gelu", ["g1"], ["g2"], name="gelu_tanh", approximate="tanh"),
+        helper.make_node("Pad", ["g2", "pads"], ["gp"], name="pad", mode="constant"),
+        helper.make_node("ConstantOfShape", ["cshape"], ["zeros"], name="zeros", value=helper.make_tensor("v", FLOAT, [1], [0.5])),
+        helper.make_node("Add", ["gp", "zeros"], ["out"], name="add"),
+    ]
+    inits = [helper.make_tensor("scales", FLOAT, [4], [1, 1, 2, 2]),
+             helper.make_tensor("idx", i64, [1, 1], [0]),
+             helper.make_tensor("upd", FLOAT, [1, 6, 6], np.linspace(-1, 1, 36).tolist()),
+             helper.make_tensor("pads", i64, [6], [0, 1, 0, 0, 1, 0]),
+             helper.make_tensor("cshape", i64, [3], [2, 8, 6])]
+    inputs = [helper.make_tensor_value_info("x", FLOAT, [2, 2, 4, 4]), helper.make_tensor_value_info("grid", FLOAT, [2, 6, 6, 2])]
+    if reduce_axes_input:  # axes known only at run time: ReduceMax-13 cannot say that
+        inputs.append(helper.make_tensor_value_info("axes", i64, [1]))
+    else:
+        inits.append(helper.make_tensor("axes", i64, [1], [1]))
+    graph = helper.make_graph(nodes, "mixed", inputs, [helper.make_tensor_value_info("out", FLOAT, [2, 8, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_to_native_converts_newer_ops_to_opset_17():
+    """Every node with an opset-17 form goes there (the version converter, our Gelu expansion,
+    nodes that only gained types kept), and the result matches the opset-20 graph in ORT."""
     from stn_deploy.native import NativeReport
 
-    model = _affine_grid_graph(4, 0, "linear")
-    g = model.graph
-    g.node.append(helper.make_node("ReduceMean", ["y", "axes"], ["m"], keepdims=0))
-    g.initializer.append(helper.make_tensor("axes", TensorProto.INT64, [1], [1]))
-    g.output.append(helper.make_tensor_value_info("m", FLOAT, ["m0", "m1", "m2"]))
+    model = _mixed_opset20_graph()
     report = NativeReport("<t>", None)
     native = to_native(model, report)
-    assert report.opset_out == 20 and any("ReduceMean" in c.note for c in report.left)
+    assert (report.opset_in, report.opset_out) == (20, NATIVE_OPSET) and not report.left
+    assert next(i.version for i in native.opset_import if i.domain == "") == NATIVE_OPSET
+    _assert_native(native)
+    ops = {n.op_type for n in native.graph.node}
+    assert "Gelu" not in ops and {"Erf", "Tanh"} <= ops
+    converted = {c.node for c in report.replaced if "version converter" in c.note}
+    assert {"resize", "reduce_max", "scatter"} <= converted
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.standard_normal((2, 2, 4, 4)).astype(np.float32),
+            "grid": rng.uniform(-1.3, 1.3, (2, 6, 6, 2)).astype(np.float32)}
+    assert_close(_session(native).run(None, feed)[0], _session(model).run(None, feed)[0], what="opset 17 vs 20")
+
+
+def test_to_native_reports_each_node_without_an_opset_17_form():
+    """ReduceMax with its axes a run-time input has no opset-17 form: opset 20 is kept, the node
+    and the converter's reason are reported, and GridSample keeps the opset-20 names."""
+    from stn_deploy.native import NativeReport
+
+    report = NativeReport("<t>", None)
+    native = to_native(_mixed_opset20_graph(reduce_axes_input=True), report)
+    assert report.opset_out == 20
+    (node,) = [c for c in report.left if c.node != "<graph>"]
+    assert node.node == "reduce_max" and node.op == "ReduceMax" and f"no opset-{NATIVE_OPSET} form" in node.note
+    assert any(c.node == "<graph>" and "kept opset 20" in c.note for c in report.left)
     gs = next(n for n in native.graph.node if n.op_type == "GridSample")
     assert next(a.s.decode() for a in gs.attribute if a.name == "mode") == "linear"
+
+
+def test_python_api_rewrites_to_native(tmp_path):
+    """``stn_deploy.rewrite`` with ``RewriteOptions(to="native")``: the native form, checked for
+    the target."""
+    import stn_deploy as sd
+
+    src = tmp_path / "mixed.onnx"
+    onnx.save(_mixed_opset20_graph(), src)
+    report = sd.rewrite(sd.RewriteOptions(src, tmp_path / "native.onnx", to="native", target="trt10"))
+    assert report.opset_out == NATIVE_OPSET and report.target == "trt10" and report.output
+    _assert_native(onnx.load(str(tmp_path / "native.onnx")))
+    with pytest.raises(sd.UserError, match="unknown rewrite form"):
+        sd.rewrite(sd.RewriteOptions(src, tmp_path / "x.onnx", to="tensorrt"))
 
 
 # --------------------------------------------------------------------------- rewrite --to native
@@ -290,10 +354,10 @@ def test_rewrite_to_native_dynamo_decomposed_grid(tmp_path):
 
     model, src = dynamo_export(tmp_path / "dynamo.onnx")
     from stn_deploy.doctor import decomposed_grid_nodes
-    from stn_deploy.native import rewrite_native
+    from stn_deploy.rewriter import RewriteOptions, rewrite
 
     assert decomposed_grid_nodes(onnx.load(src)), "the dynamo export no longer decomposes affine_grid"
-    report = rewrite_native(src, tmp_path / "native.onnx")
+    report = rewrite(RewriteOptions(Path(src), tmp_path / "native.onnx", to="native"))
     assert any("decomposed" in c.note for c in report.replaced)
     native = onnx.load(str(tmp_path / "native.onnx"))
     _assert_native(native)
@@ -304,7 +368,7 @@ def test_rewrite_to_native_dynamo_decomposed_grid(tmp_path):
     assert_close(_session(native).run(None, {"img": x.numpy()})[0], expected, what="dynamo STN, native")
 
 
-@pytest.mark.parametrize("content, words", [(b"not onnx at all", "not an ONNX model"), (None, "overwrite the input")])
+@pytest.mark.parametrize("content, words", [(b"not onnx at all", "not an ONNX model"), (None, "same file as input")])
 def test_rewrite_to_native_bad_input_is_one_line(tmp_path, content, words):
     src = tmp_path / "in.onnx"
     if content is None:
@@ -337,11 +401,11 @@ def rtx_builds(zoo_native, tmp_path_factory):
     if not HAS_RTX:
         pytest.skip("needs tensorrt_rtx")
     from stn_deploy import trt
-    from stn_deploy.native import rewrite_native
+    from stn_deploy.rewriter import RewriteOptions, rewrite
 
     d = tmp_path_factory.mktemp("native-rtx")
     ag = affine_grid_graph(d / "ag.onnx")
-    rewrite_native(ag, d / "ag.native.onnx")
+    rewrite(RewriteOptions(ag, d / "ag.native.onnx", to="native", target="rtx"))
     cases = {name: trt.BuildOptions(path, d / f"{name}.engine", flavour="rtx") for name, (_, path) in zoo_native.items()}
     cases["third-party-affine-grid"] = trt.BuildOptions(d / "ag.native.onnx", d / "ag.engine", flavour="rtx")
     cases["gridsample-5d"] = trt.BuildOptions(_five_d_graph(d / "g5.onnx"), d / "g5.engine", flavour="rtx", doctor=False)

@@ -14,20 +14,16 @@ def _module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the package modules it imports anywhere in its body (lazy imports too)."""
+    """module -> the package modules it imports anywhere in its body (lazy and type-only imports too)."""
     files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str] = set()
         tree = ast.parse(path.read_text())
-        # Imports under ``if TYPE_CHECKING:`` never run: they cannot make a circle.
-        type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                     and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
-                     for stmt in block.body for n in ast.walk(stmt)}
+        # Imports under ``if TYPE_CHECKING:`` count too: they never run, but a circle of types is
+        # still two modules that cannot be understood (or moved) one without the other.
         for node in ast.walk(tree):
-            if id(node) in type_only:
-                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -82,3 +78,14 @@ def test_no_import_circles():
     graph = import_graph()
     assert "stn_deploy.model_files" in graph["stn_deploy.run"]  # the graph sees real imports
     assert cycles(graph) == []
+
+
+def test_type_only_imports_are_edges(tmp_path, monkeypatch):
+    """An import under ``if TYPE_CHECKING:`` is an edge: the kserve <-> repository circle was one."""
+    pkg = tmp_path / "stn_deploy"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from stn_deploy import b\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from stn_deploy.a import X\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    assert cycles(import_graph()) == [["stn_deploy.a", "stn_deploy.b"]]

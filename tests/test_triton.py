@@ -396,10 +396,26 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
         port = busy.getsockname()[1]
         assert_one_line_error(invoke("serve", repo, "--http-port", port, "--grpc-port", g, "--metrics-port", m), 2,
                               f"port {port}", "in use")
-    # All models, stn-onnx included: the bundled server has no onnxruntime backend.
-    res = invoke("serve", repo, "--http-port", h, "--grpc-port", g, "--metrics-port", m)
-    assert_one_line_error(res, 2, "tritonserver exited", "stn-onnx", "onnxruntime")
+    # As the README types it, no --model: the bundled server loads stn-python and names what it
+    # skipped (stn-onnx needs the onnxruntime backend, which it lacks).
+    plain = [a for a in argv if a not in ("--model", "stn-python")]
+    with _reaped(subprocess.Popen(plain, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)) as proc:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        assert any(ln.startswith("skipped  stn-onnx: needs the onnxruntime backend") for ln in lines), lines
+        assert any("serving stn-python" in ln for ln in lines), lines
+        assert tc.infer(tc.TritonTarget(f"127.0.0.1:{g}", "stn-python"),
+                        {"input": np.zeros((1, 1, 28, 28), np.float32)})["output"].shape == (1, 10)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
     assert wait_gone(str(repo)) == []
+    # Asked for a model the server cannot load: one line before any server starts.
+    res = invoke("serve", repo, "--http-port", h, "--grpc-port", g, "--metrics-port", m, "--model", "stn-onnx")
+    assert_one_line_error(res, 2, "--model stn-onnx", "onnxruntime backend", "--server")
     # A repository whose model cannot load here: the server's own words in one line.
     broken = tmp_path / "broken"
     shutil.copytree(repo, broken)
@@ -407,6 +423,49 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     res = invoke("serve", broken, "--http-port", h, "--grpc-port", g, "--metrics-port", m, "--model", "stn-python")
     assert_one_line_error(res, 2, "tritonserver exited", "stn-python")
     assert wait_gone(str(broken)) == []
+
+
+def _fake_install(tmp_path, backends, bundled=True):
+    from stn_deploy.triton.server import ServerInstall
+
+    root = tmp_path / "tritonserver"
+    for b in backends:
+        (root / "backends" / b).mkdir(parents=True)
+    (root / "bin").mkdir(parents=True, exist_ok=True)
+    return ServerInstall(root / "bin" / "tritonserver", root / "backends" if backends else None, None, bundled)
+
+
+@pytest.mark.parametrize("backends,requested,load,skipped,error", [
+    (["python"], (), ("stn-python",), {"stn-onnx"}, None),           # the bundled server
+    (["python", "onnxruntime"], (), (), set(), None),                # a full Triton: everything, as before
+    ([], (), (), set(), None),                                       # backends unknown: load all
+    (["python"], ("stn-python",), ("stn-python",), set(), None),
+    (["python"], ("stn-onnx",), None, None, "--model stn-onnx needs the onnxruntime backend"),
+    (["tensorrt"], (), None, None, "no model of"),
+    (["python"], ("nope",), None, None, "has no model nope"),
+])
+def test_serve_selects_what_the_server_has_backends_for(repo, tmp_path, backends, requested, load, skipped, error):
+    from stn_deploy.triton.server import select_models
+
+    install = _fake_install(tmp_path, backends)
+    if error:
+        with pytest.raises(UserError, match=error):
+            select_models(repo, install, requested)
+        return
+    chosen = select_models(repo, install, requested)
+    assert chosen.load == load and set(chosen.skipped) == skipped
+    for why in chosen.skipped.values():
+        assert "onnxruntime backend" in why and "it has: python" in why
+
+
+def test_serve_with_nothing_loadable_names_the_flag(models, tmp_path):
+    """An onnxruntime-only repository on a python-only server: one line naming what to do."""
+    from stn_deploy.triton.server import select_models
+
+    out = tmp_path / "onnx-only"
+    write_repository(RepositoryOptions(models=(models["onnx"],), output=out, name="m", serve_as=("onnx",)))
+    with pytest.raises(UserError, match=r"--serve-as python\) or give --server"):
+        select_models(out, _fake_install(tmp_path, ["python"]))
 
 
 @needs_server

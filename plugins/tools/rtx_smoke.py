@@ -77,7 +77,7 @@ def main() -> int:
             detail = "built" if ok else f"rc={proc.returncode}: {log.strip().splitlines()[-1:]}"
         else:
             ok = proc.returncode not in (0, 4) and proc.returncode > 0 and expect in log
-            line = next((ln for ln in log.splitlines() if "[stn_deploy_plugins]" in ln), "no message")
+            line = next((ln for ln in log.splitlines() if expect in ln), "no message")
             detail = f"rc={proc.returncode} {line.strip()}"
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name:24s} {detail}")

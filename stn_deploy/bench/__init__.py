@@ -4,9 +4,9 @@
 writes a JSON report and a PNG plot (p50 latency against batch) atomically.
 
 Backends:
-    ``torch``          PyTorch eager (the baseline of every ratio); needs a checkpoint.
+    ``torch``          PyTorch eager (the baseline of every ratio); needs a checkpoint or a ``.pt2``.
     ``torch-compile``  ``torch.compile`` of the same module (one compile per batch size; the
-                       compile time is reported, not timed); needs a checkpoint.
+                       compile time is reported, not timed); needs a checkpoint or a ``.pt2``.
     ``ort``            ONNX Runtime on the CPU. A standard ONNX runs on plain ORT; a plugin
                        ONNX runs its plugin ops as Python ops on our CPU reference (about
                        1.7 ms per call): a validation path, not a serving one, and the report

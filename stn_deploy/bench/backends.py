@@ -84,14 +84,50 @@ class Sources:
         self._onnx: Path | None = options.onnx or (options.model if self.kind.is_onnx else None)
         self.engine: Path | None = options.engine or (options.model if self.kind == ModelKind.ENGINE else None)
         self.onnx_exported = False
-        # The checkpoint's model, loaded once by the runner `run` uses for checkpoints.
-        self.torch_runner = run.torch_runner(options.model) if self.kind == ModelKind.CHECKPOINT else None
+        # The checkpoint's or program's model, loaded once by the runner `run` uses for them.
+        self.torch_runner: Any = run.torch_runner(options.model) if self.kind.is_torch else None
 
     @property
     def module(self):
         if self.torch_runner is None:
-            raise Skip(f"needs a checkpoint (MODEL is {'an ONNX' if self.kind.is_onnx else 'an engine'})")
+            raise Skip(f"needs a checkpoint or a .pt2 (MODEL is {'an ONNX' if self.kind.is_onnx else 'an engine'})")
         return self.torch_runner.model
+
+    @property
+    def program(self):
+        """The ``torch.export`` program when MODEL is a ``.pt2``, else None."""
+        return self.torch_runner.program if self.torch_runner is not None else None
+
+    def input_specs(self) -> dict[str, list[int | str]]:
+        """Every input's dims (a batch of 1 where dynamic, the rest filled where known)."""
+        if self.program is not None:
+            from stn_deploy.user_model import resolve_shapes
+
+            try:
+                shapes = resolve_shapes(self.torch_runner.specs, batch=1, examples=self.torch_runner.example_shapes())
+            except UserError:
+                return {s.name: list(s.dims) for s in self.torch_runner.specs}
+            return {k: list(v) for k, v in shapes.items()}
+        dims, _ = self.input_shape()
+        return {"input": [1, *dims]} if self.config is not None else {}
+
+    def random_feed(self, specs, batch: int, examples: dict | None = None,
+                    recorded: Sequence[int] | None = None) -> dict:
+        """Seeded random inputs of ``batch`` for ``specs`` (``user_model.random_feed``); Skip
+        when a dynamic dim other than the batch cannot be filled or a fixed batch differs."""
+        from stn_deploy.user_model import random_feed, resolve_shapes
+
+        for spec in specs:
+            first = spec.dims[0] if spec.dims else None
+            if isinstance(first, int) and first != batch:
+                raise Skip(f"input {spec.name} has a fixed batch of {first}")
+        # --shapes fixes the other dims; the batch is the row's.
+        given = {k: (batch, *v[1:]) for k, v in self.options.shapes.items() if k in {s.name for s in specs}}
+        try:
+            shapes = resolve_shapes(specs, batch=batch, shapes=given, examples=examples, sample_shape=recorded)
+        except UserError as exc:
+            raise Skip(str(exc)) from None
+        return random_feed(specs, shapes, self.options.seed)
 
     @property
     def config(self):
@@ -106,6 +142,9 @@ class Sources:
         """Per-sample input dims (without batch) and the numpy dtype name."""
         if self.config is not None:
             return list(self.config.input_shape), "float32"
+        if self.program is not None:
+            first = self.torch_runner.specs[0]
+            return list(self.input_specs()[first.name])[1:], first.dtype
         if self._onnx is not None:
             _, dims, dtype = _onnx_input(self._onnx)
             return dims[1:], dtype
@@ -115,12 +154,15 @@ class Sources:
 
     def onnx(self) -> Path:
         if self._onnx is None:
-            if self.kind != ModelKind.CHECKPOINT:
+            if not self.kind.is_torch:
                 raise Skip("needs an ONNX (pass --onnx)")
             from stn_deploy import export
 
             target = self.workdir / "model.onnx"
-            export.export(export.ExportOptions(checkpoint=self.options.model, output=target, ops="standard"))
+            if self.program is not None:
+                export.export_program(self.program, target, ops="standard", source=self.options.model)
+            else:
+                export.export(export.ExportOptions(checkpoint=self.options.model, output=target, ops="standard"))
             self._onnx = target
             self.onnx_exported = True
         return self._onnx
@@ -164,8 +206,9 @@ class TorchBackend(Backend):
         self.device = device
         self.cuda_timing = device == "cuda"
         self.seed = seed
+        self.sources = sources
         module = sources.module.to(device)
-        self.input_dims = list(sources.config.input_shape)
+        self.input_dims = list(sources.config.input_shape) if sources.config is not None else []
         self._torch = torch
         self._fn = module
         if compiled:
@@ -175,13 +218,25 @@ class TorchBackend(Backend):
 
     def prepare(self, batch: int) -> Callable[[], Any]:
         torch = self._torch
-        gen = torch.Generator().manual_seed(self.seed)
-        x = torch.rand(_resolve_dims(self.input_dims, batch), generator=gen).to(self.device)
         fn = self._fn
+        program = self.sources.program
+        if program is not None:  # the program's module: every input, by name
+            from stn_deploy.user_model import call_program
 
-        def call():
-            with torch.inference_mode():
-                return fn(x)
+            runner = self.sources.torch_runner
+            feed = self.sources.random_feed(runner.specs, batch, runner.example_shapes())
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
+
+            def call():
+                with torch.inference_mode():
+                    return call_program(fn, program, tensors)
+        else:
+            gen = torch.Generator().manual_seed(self.seed)
+            x = torch.rand(_resolve_dims(self.input_dims, batch), generator=gen).to(self.device)
+
+            def call():
+                with torch.inference_mode():
+                    return fn(x)
 
         if self.name == "torch-compile":
             t0 = time.perf_counter()
@@ -205,22 +260,23 @@ class OrtBackend(Backend):
         if detect_kind(path) == ModelKind.ONNX_PLUGIN:
             self.note = ORT_PLUGIN_NOTE
         elif sources.onnx_exported:
-            self.note = "standard ONNX exported from the checkpoint"
+            self.note = f"standard ONNX exported from the {'program' if sources.program is not None else 'checkpoint'}"
         self.runner = run.ort_runner(path, threads=threads)
         self.runner.activate()
-        _, self.dims, self.dtype = _onnx_input(path)
+        self.sources = sources
+        self.path = path
 
     def prepare(self, batch: int) -> Callable[[], Any]:
-        import numpy as np
+        from stn_deploy.model_files import recorded_input_shapes
+        from stn_deploy.user_model import specs_from_metadata
 
-        batch_dim = self.dims[0] if self.dims else None
-        if isinstance(batch_dim, int) and batch_dim > 0 and batch_dim != batch:
-            raise Skip(f"the ONNX has a fixed batch of {batch_dim}")
-        shape = _resolve_dims(self.dims[1:], batch)
-        x = np.random.default_rng(self.seed).random(shape, dtype=np.float32).astype(self.dtype)
+        specs = specs_from_metadata(self.runner.get_input_metadata(use_numpy_dtypes=False))
+        examples = recorded_input_shapes(self.path, ModelKind.ONNX_STANDARD)
+        if not examples and self.sources.program is not None:
+            examples = self.sources.torch_runner.example_shapes()
+        feed = self.sources.random_feed(specs, batch, examples, sample_shape(self.path, ModelKind.ONNX_STANDARD))
         session = self.runner.sess
-        name = session.get_inputs()[0].name
-        return lambda: session.run(None, {name: x})
+        return lambda: session.run(None, feed)
 
     def close(self) -> None:
         self.runner.deactivate()

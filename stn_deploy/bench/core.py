@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from stn_deploy.bench.report import add_ratios, environment, plot_latency, row_l
 from stn_deploy.bench.sampler import sampler_section
 from stn_deploy.bench.timing import latency_stats, time_callable
 from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, write_json
+from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, temporary_folder, write_json
 from stn_deploy.model_files import ModelKind, detect_kind
 
 
@@ -82,8 +81,8 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
     output_dir = options.output_dir
     assert output_dir is not None  # bench() fills it in
     check_outputs_distinct(_output_paths(options, name), [options.model, options.onnx, options.engine])
-    with tempfile.TemporaryDirectory(prefix="stn-bench-") as tmp:
-        sources = Sources(options, Path(tmp))
+    with temporary_folder("stn-bench-") as tmp:
+        sources = Sources(options, tmp)
         dims, dtype = sources.input_shape()
         ensure_writable_dir(output_dir)  # after the input checks: bad input creates nothing
         report: dict[str, Any] = {
@@ -96,6 +95,7 @@ def _bench(options: BenchOptions, name: str, device: str, say: Callable[[str], N
                 "name": sources.config.name if sources.config is not None else options.model.stem,
                 "input_shape": dims,
                 "dtype": dtype,
+                "inputs": sources.input_specs(),
             },
             **environment(),
             "settings": {

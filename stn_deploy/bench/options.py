@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ class BenchOptions:
     """What ``bench`` measures and where it writes.
 
     Attributes:
-        model: a checkpoint (``.pt``), an ONNX (``.onnx``) or an engine (``.engine``/``.plan``).
+        model: a checkpoint (``.pt``), a ``torch.export`` program (``.pt2``), an ONNX (``.onnx``)
+            or an engine (``.engine``/``.plan``).
         backends: backends to run, in order; default ``DEFAULT_BACKENDS`` (all but triton).
         batches: batch sizes; default (1, 8, 64).
         warmup: untimed iterations before each measurement; default 10.
@@ -52,6 +54,8 @@ class BenchOptions:
         concurrency: requests in flight for the ``triton`` backend, one closed-loop run each.
         compare_ops: also build plugin and native engines of the checkpoint and compare them
             (build time, size, layers; latency on a GPU): ``bench.ops.compare_ops``.
+        shapes: input shapes by name (``--shapes image:1x3x64x64``) for dynamic dims other
+            than the batch; default: a ``.pt2``'s example inputs, the export's record.
     """
 
     model: Path
@@ -71,6 +75,7 @@ class BenchOptions:
     model_name: str | None = None
     concurrency: tuple[int, ...] = DEFAULT_CONCURRENCY
     compare_ops: bool = False
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", Path(self.model))

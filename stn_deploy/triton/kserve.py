@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from stn_deploy.errors import UserError
 
 if TYPE_CHECKING:
-    from stn_deploy.triton.repository import RepositoryModel
+    from stn_deploy.triton.entry import RepositoryModel
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"

@@ -21,8 +21,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from stn_deploy.errors import UserError
@@ -34,6 +33,7 @@ from stn_deploy.triton.config import (
     TensorSpec,
     render_config,
 )
+from stn_deploy.triton.entry import RepositoryModel
 
 SERVE_TENSORRT, SERVE_ONNX, SERVE_PYTHON = "tensorrt", "onnx", "python"
 SERVE_AS = (SERVE_TENSORRT, SERVE_ONNX, SERVE_PYTHON)
@@ -78,22 +78,6 @@ class RepositoryOptions:
     plugin_library: Path | None = None
     kserve: bool = False
     storage_uri: str = "pvc://stn-models/triton"
-
-
-@dataclass
-class RepositoryModel:
-    """One model entry of the repository."""
-
-    name: str
-    serve_as: str
-    source: str
-    max_batch_size: int
-    preferred_batch_sizes: list[int]
-    inputs: list[dict]
-    outputs: list[dict]
-    notes: list[str] = field(default_factory=list)
-    #: file name of the plugin library under ``<name>/plugins/`` (engines only)
-    plugin_library: str | None = None
 
 
 @dataclass
@@ -306,7 +290,7 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
         UserError: an existing output folder, an unknown model kind (a plugin ONNX, a foreign
             file), a batch larger than an engine's profile, a missing sidecar or plugin library.
     """
-    from stn_deploy.io import ensure_writable_dir
+    from stn_deploy.io import ensure_writable_dir, temporary_folder
     from stn_deploy.model_files import ModelKind, detect_kind
 
     _check_options(options)
@@ -321,8 +305,8 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
         if not _NAME_RE.match(n):
             raise UserError(f"model name {n!r} (from the file name): use --name with letters, digits, '_', '-', '.'")
     ensure_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
+    # Renamed onto ``final`` when complete; removed on any failure or stop signal.
+    with temporary_folder(f".{final.name}.", final.parent, suffix=".tmp") as tmp:
         models: list[RepositoryModel] = []
         flags: list[str] = []
         for (path, kind), name in zip(kinds, names):
@@ -358,9 +342,6 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
         except OSError as exc:
             raise UserError(f"cannot create {final}: {exc.strerror}") from None
         return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _checkpoint_entries(path: Path, name: str, options: RepositoryOptions, tmp: Path) -> list[RepositoryModel]:
@@ -368,8 +349,10 @@ def _checkpoint_entries(path: Path, name: str, options: RepositoryOptions, tmp: 
 
     if not ({SERVE_ONNX, SERVE_PYTHON} & set(options.serve_as)):
         return []
-    with tempfile.TemporaryDirectory(prefix="stn-triton-export-") as work:
-        onnx_path = Path(work) / f"{name}.onnx"
+    from stn_deploy.io import temporary_folder
+
+    with temporary_folder("stn-triton-export-") as work:
+        onnx_path = work / f"{name}.onnx"
         export(ExportOptions(path, onnx_path, ops="standard"))
         return _onnx_entries(onnx_path, name, path, options, tmp)
 
@@ -380,9 +363,9 @@ def _write_flags(tmp: Path, final: Path, flags: list[str], models: list[Reposito
     if flags:
         preload = flags[0].split("plugins=", 1)[1]
         lines += ["# Our TensorRT plugin, loaded by the tensorrt backend through getCreators:", *flags,
-                  "# The LD_PRELOAD route (LD_PRELOAD=<library> tritonserver ...) needs creators that",
-                  "# register themselves when the library is loaded; this library registers through",
-                  f"# getCreators only, so use the flag above. Preload form: LD_PRELOAD={preload}"]
+                  "# Or preload it: the library then loads the server's TensorRT (libnvinfer.so.10 /",
+                  "# .so.11 on the loader's path) and registers its creators there at load time:",
+                  f"# LD_PRELOAD={preload} tritonserver ..."]
     if any(m.serve_as == SERVE_PYTHON for m in models):
         lines += ["# python-backend models: the first python3 on the server's PATH needs numpy<2 and",
                   "# onnxruntime, and the stub needs that interpreter's libpython (LD_LIBRARY_PATH);",

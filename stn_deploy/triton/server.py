@@ -113,6 +113,80 @@ def _install(binary: Path) -> ServerInstall:
     return ServerInstall(binary, backends if backends.is_dir() else None, caches if caches.is_dir() else None, bundled)
 
 
+#: ``platform`` values of config.pbtxt -> the backend that serves them (Triton's model_config docs).
+_PLATFORM_BACKENDS = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime",
+                      "pytorch_libtorch": "pytorch", "tensorflow_savedmodel": "tensorflow",
+                      "tensorflow_graphdef": "tensorflow"}
+
+
+def server_backends(install: ServerInstall) -> frozenset[str] | None:
+    """The backends a server has (the folders of its backend directory); None when unknown."""
+    if install.backend_dir is None:
+        return None
+    return frozenset(p.name for p in install.backend_dir.iterdir() if p.is_dir())
+
+
+def model_backends(repository: Path) -> dict[str, str]:
+    """Model name -> the backend its config.pbtxt asks for, for every model of a repository.
+
+    Raises:
+        UserError: a config.pbtxt that Triton's schema rejects.
+    """
+    from stn_deploy.triton.config import parse_config
+
+    found = {}
+    for config_path in sorted(Path(repository).glob("*/config.pbtxt")):
+        name = config_path.parent.name
+        config = parse_config(config_path.read_text(), name)
+        found[name] = config.backend or _PLATFORM_BACKENDS.get(config.platform, config.platform)
+    return found
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """Which models of a repository a server loads, and why it skips the others.
+
+    Attributes:
+        load: the models to load; empty = all (the server's backends are unknown).
+        skipped: model -> why it is not loaded.
+    """
+
+    load: tuple[str, ...]
+    skipped: dict[str, str]
+
+
+def select_models(repository: Path, install: ServerInstall, requested: tuple[str, ...] = ()) -> ModelSelection:
+    """The models of ``repository`` that ``install`` has backends for (of ``requested``, when given).
+
+    Raises:
+        UserError: a requested model is not in the repository or needs a backend the server
+            lacks, or no model of the repository can load (naming ``--model`` and ``--server``).
+    """
+    needs = model_backends(repository)
+    missing = [m for m in requested if m not in needs]
+    if missing:
+        raise UserError(f"{repository} has no model {', '.join(missing)} (it has: {', '.join(needs) or 'none'})")
+    have = server_backends(install)
+    if have is None:
+        return ModelSelection(tuple(requested), {})
+    which = "the bundled tritonserver" if install.bundled else f"{install.binary}"
+    have_text = ", ".join(sorted(have)) or "none"
+    candidates = list(requested) or list(needs)
+    skipped = {m: f"needs the {needs[m]} backend, which {which} lacks (it has: {have_text})"
+               for m in candidates if needs[m] not in have}
+    if requested and skipped:
+        first = next(iter(skipped))
+        raise UserError(f"--model {first} {skipped[first]}; serve it with a full Triton (--server PATH)")
+    load = tuple(m for m in candidates if m not in skipped)
+    if not load:
+        loadable = sorted(m for m, b in needs.items() if b in have)
+        raise UserError(f"no model of {repository} can load on {which} (it has: {have_text}; the models need "
+                        f"{', '.join(sorted(set(needs.values()))) or 'nothing'}): "
+                        + (f"serve one with --model {loadable[0]}" if loadable else
+                           "write a python variant (stn-deploy triton --serve-as python) or give --server PATH"))
+    return ModelSelection(load if skipped or requested else (), skipped)
+
+
 def python_backend_env(explicit: Path | None = None) -> tuple[Path, Path] | None:
     """(bin folder, libpython folder) of the python-backend environment, or None when there is none.
 
@@ -197,6 +271,8 @@ class TritonServer:
         self.install: ServerInstall | None = None
         self._own_log = options.log_file is None
         self.log_path = options.log_file or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        #: which models ``start`` loads and which it skipped (set by ``command``)
+        self.selection = ModelSelection((), {})
 
     @property
     def http_url(self) -> str:
@@ -238,12 +314,10 @@ class TritonServer:
             argv.append(f"--backend-directory={self.install.backend_dir}")
         if self.install.cache_dir is not None:
             argv.append(f"--cache-directory={self.install.cache_dir}")
-        if o.models:
-            missing = [m for m in o.models if not (repo / m / "config.pbtxt").is_file()]
-            if missing:
-                raise UserError(f"{repo} has no model {', '.join(missing)}")
+        self.selection = select_models(repo, self.install, o.models)
+        if self.selection.load:
             argv.append("--model-control-mode=explicit")
-            argv += [f"--load-model={m}" for m in o.models]
+            argv += [f"--load-model={m}" for m in self.selection.load]
         argv += list(o.extra_args)
         env = dict(os.environ)
         found = python_backend_env(o.python_env)

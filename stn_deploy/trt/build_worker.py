@@ -93,8 +93,9 @@ def _fail(logger, *first: str) -> str:
     return "; ".join(dict.fromkeys(parts)) or "TensorRT reported no reason"
 
 
-#: Prefix of the lines our plugin library writes to stderr (TensorRT-RTX 1.7 hands plugins
-#: no logger; plugins/README.md).
+#: Prefix of the lines our plugin library writes to stderr when it has no logger to use (before
+#: any TensorRT is found, or under a runtime whose layout it does not know; plugins/README.md).
+#: Usually its messages reach the builder's logger instead.
 PLUGIN_PREFIX = "[stn_deploy_plugins]"
 
 

@@ -69,25 +69,11 @@ def plugin_ops_in(model) -> list[str]:
     return sorted({n.op_type for n in nodes if n.op_type in PLUGIN_OPS})
 
 
-def doctor_target(flavour: str) -> str:
-    """The ``doctor`` target matching a build flavour choice, without importing TensorRT."""
-    name = flavour if flavour != "auto" else (available_flavours() or ["rtx"])[0]
-    if name == "rtx":
-        return "rtx"
-    try:
-        from importlib.metadata import version
-
-        major = int(version("tensorrt").split(".")[0])
-    except Exception:  # a tensorrt without distribution metadata: assume the common one
-        major = 10
-    return "trt11" if major >= 11 else "trt10"
-
-
 def _run_doctor(path: Path, flavour: str) -> None:
     """Stop the build on the doctor's errors (``doctor.doctor``, lint of known traps)."""
-    from stn_deploy.doctor import doctor
+    from stn_deploy.doctor import default_target, doctor
 
-    report = doctor(path, target=doctor_target(flavour))
+    report = doctor(path, target=default_target(flavour))
     errors = [f"{f.node}: {f.message} (fix: {f.hint})" if getattr(f, "hint", "") else f"{f.node}: {f.message}"
               for f in report.errors]
     if errors:
@@ -232,8 +218,21 @@ def _library_version(path: str) -> str | None:
     return fn().decode(errors="replace")
 
 
+def _gpu_targets(job: BuildJob, backend: str) -> tuple[dict, str | None]:
+    """(the GPUs the engine runs on and, for a plugin engine, where the plugin's kernels run
+    there; a warning when they cannot run on some of them)."""
+    from stn_deploy.trt import targets
+
+    ccs, source = targets.engine_targets(backend, job.compute_capabilities)
+    checked = targets.check_library(ccs, source, str(job.plugin_library)) if job.plugin_library and ccs else None
+    found = {"engine": [targets.cc_name(c) for c in sorted(set(ccs))], "source": source,
+             "plugin": checked.to_dict() if checked is not None else None}
+    return found, checked.warning() if checked is not None else None
+
+
 def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path) -> dict:
     plugin = str(job.plugin_library) if job.plugin_library else None
+    gpu_targets, target_warning = _gpu_targets(job, info["backend"]["name"])
     return {
         "format": SIDECAR_FORMAT,
         "version": 1,
@@ -252,6 +251,7 @@ def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path)
         "compute_capabilities": (list(job.compute_capabilities) or
                                  (["default: sm80, sm86, sm89, sm120+ (no sm90)"]
                                   if info["backend"]["name"] == "rtx" else ["the build GPU"])),
+        "gpu_targets": gpu_targets,
         "opt_level": options.opt_level,
         "workspace_mib": options.workspace_mib,
         "timing_cache": (None if not options.timing_cache else
@@ -259,7 +259,7 @@ def _sidecar(options: BuildOptions, job: BuildJob, info: dict, engine_tmp: Path)
                           "used": info["backend"]["name"] != "rtx"}),
         "build_seconds": info["build_seconds"],
         "network": info["network"],
-        "warnings": info["warnings"],
+        "warnings": ([target_warning] if target_warning else []) + info["warnings"],
     }
 
 

@@ -60,7 +60,8 @@ def inspect(path: Path | str, flavour: str = "auto") -> dict:
     Returns:
         A dict with ``engine`` (file, bytes, sha256, flavour), ``inputs``, ``outputs``,
         ``profiles``, ``layers`` (each with ``plugin`` where it is one of ours),
-        ``layers_source`` ("engine" or "sidecar: network as parsed"), ``sidecar`` (or
+        ``layers_source`` ("engine" or "sidecar: network as parsed"), ``summary``
+        (``summarize_layers``: counts by type and output dtype, plugin layers), ``sidecar`` (or
         None) and ``needs_gpu`` (what could not be read here, or None).
 
     Raises:
@@ -80,11 +81,13 @@ def inspect(path: Path | str, flavour: str = "auto") -> dict:
         "sidecar_matches": None if sidecar is None else sidecar.get("engine", {}).get("sha256") == digest,
         "needs_gpu": None,
     }
+    report["gpu_targets"] = _gpu_targets(sidecar)
     network = (sidecar or {}).get("network", {})
     if gpu_available():
         report.update(_from_engine(path, be, sidecar))
         # The parsed network names our plugin layers even where the engine fused them.
         report["network_layers"] = network.get("layers", [])
+        report["summary"] = summarize_layers(report["layers"] if isinstance(report["layers"], list) else [])
         return report
     report.update({
         "inputs": network.get("inputs", []),
@@ -94,11 +97,80 @@ def inspect(path: Path | str, flavour: str = "auto") -> dict:
         "layers_source": "sidecar: network as parsed" if sidecar else None,
         "needs_gpu": NEEDS_GPU if sidecar else NEEDS_GPU.split(":")[0] + "; and there is no sidecar",
     })
+    report["summary"] = summarize_layers(report["layers"])
     return report
 
 
-def format_report(report: dict) -> list[str]:
-    """Human-readable lines of an ``inspect`` report."""
+def _gpu_targets(sidecar: dict | None) -> dict | None:
+    """The engine's GPUs (from the sidecar) against the plugin library's code: checked again on
+    the library the sidecar names where it is still there (it may have been rebuilt), else as
+    recorded at build time. None for engines without a sidecar or built before it was recorded."""
+    from stn_deploy.trt import targets
+
+    recorded = (sidecar or {}).get("gpu_targets")
+    if not isinstance(recorded, dict) or not recorded.get("engine"):
+        return None
+    plugin = (sidecar or {}).get("plugin_library") or {}
+    checked = None
+    if plugin.get("path") and Path(plugin["path"]).is_file():
+        fresh = targets.check_library([targets.cc_number(c) for c in recorded["engine"]], recorded.get("source", ""),
+                                      plugin["path"])
+        checked = fresh.to_dict() if fresh is not None else None
+    return {**recorded, "plugin": checked if checked is not None else recorded.get("plugin"),
+            "plugin_checked": "now" if checked is not None else "at build time"}
+
+
+def _layer_fields(layer: dict) -> tuple[str, str, dict | None, list[str]]:
+    """(name, type, our plugin or None, output dtypes) of a layer, from the sidecar's parsed network
+    (name/type/plugin/outputs) or a deserialised engine's JSON (Name/LayerType/Outputs)."""
+    name = str(layer.get("name") or layer.get("Name") or "")
+    kind = str(layer.get("type") or layer.get("LayerType") or "?")
+    plugin = layer.get("plugin") if isinstance(layer.get("plugin"), dict) and layer["plugin"].get("name") else None
+    dtypes = []
+    for out in layer.get("outputs") or layer.get("Outputs") or []:
+        if isinstance(out, str):
+            dtypes.append(out)
+        elif isinstance(out, dict) and out.get("Format/Datatype"):
+            dtypes.append(str(out["Format/Datatype"]))
+    return name, kind, plugin, dtypes
+
+
+def summarize_layers(layers: list) -> dict:
+    """Counts of layers by type and of layer outputs by dtype, and the plugin layers (name, plugin,
+    version): the part of a many-hundred-layer network worth reading first."""
+    by_type: dict[str, int] = {}
+    by_dtype: dict[str, int] = {}
+    plugins = []
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        name, kind, plugin, dtypes = _layer_fields(layer)
+        by_type[kind] = by_type.get(kind, 0) + 1
+        for d in dtypes:
+            by_dtype[d] = by_dtype.get(d, 0) + 1
+        if plugin is not None or kind.upper().startswith("PLUGIN"):
+            plugins.append({"name": name, "plugin": (plugin or {}).get("name"), "version": (plugin or {}).get("version")})
+    order = sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"layers": sum(by_type.values()), "by_type": dict(order), "output_dtypes": by_dtype, "plugin_layers": plugins}
+
+
+def _gpu_target_lines(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    lines = [f"gpus     {', '.join(found['engine'])} ({found.get('source')})"]
+    plugin = found.get("plugin")
+    if plugin:
+        runs = ", ".join(f"{cc}: {how}" for cc, how in plugin["plugin_runs"].items()) or "none of them"
+        lines.append(f"kernels  the plugin library runs on {runs} (checked {found.get('plugin_checked')})")
+        if plugin["plugin_missing"]:
+            lines.append(f"warning  the plugin library has no code for {', '.join(plugin['plugin_missing'])}: the "
+                         "engine's plugin layers fail there; rebuild it for them (stn-deploy plugins build)")
+    return lines
+
+
+def format_report(report: dict, layers: bool = False) -> list[str]:
+    """Human-readable lines of an ``inspect`` report: a summary (I/O, profiles, plugin layers,
+    layer counts by type, precision); every layer too with ``layers``."""
     eng = report["engine"]
     side = report.get("sidecar") or {}
     label = "TensorRT-RTX" if eng["backend"]["name"] == "rtx" else "TensorRT"
@@ -112,6 +184,7 @@ def format_report(report: dict) -> list[str]:
             lines.append(f"plugin   {plugin['path']} (sha256 {plugin['sha256'][:12]}…, ops {ops})")
         if report.get("sidecar_matches") is False:
             lines.append("warning  the sidecar describes another engine file (sha256 differs)")
+        lines += _gpu_target_lines(report.get("gpu_targets"))
     else:
         built = f"; header says built by {eng['header_version']}" if eng.get("header_version") else ""
         lines.append(f"sidecar  none (built by another tool, e.g. polygraphy convert or trtexec{built})")
@@ -128,18 +201,29 @@ def format_report(report: dict) -> list[str]:
     for i, profile in enumerate(report.get("profiles", [])):
         for r in profile:
             lines.append(f"profile  {i} {r['name']}: min {r['min']} opt {r['opt']} max {r['max']}")
-    layers = report.get("layers") or []
-    lines.append(f"layers   {len(layers)} ({report.get('layers_source')})")
-    for layer in layers:
-        if isinstance(layer, dict):
-            name = layer.get("name") or layer.get("Name")
-            kind = layer.get("type") or layer.get("LayerType", "")
-            plugin = layer.get("plugin")
-            extra = (f"  plugin {plugin['name']} v{plugin.get('version')}"
-                     if isinstance(plugin, dict) and plugin.get("name") else "")
-            lines.append(f"  {kind:<18} {name}{extra}")
-        else:
-            lines.append(f"  {layer}")
+    all_layers = report.get("layers") or []
+    summary = report.get("summary") or summarize_layers(all_layers)
+    lines.append(f"layers   {len(all_layers)} ({report.get('layers_source')})")
+    if summary["by_type"]:
+        lines.append("by type  " + ", ".join(f"{k} {v}" for k, v in summary["by_type"].items()))
+    dtypes = ", ".join(f"{k} {v}" for k, v in sorted(summary["output_dtypes"].items(), key=lambda kv: -kv[1]))
+    lines.append(f"precision {side.get('precision', 'unknown') if side else 'unknown'}"
+                 + (f" (layer outputs: {dtypes})" if dtypes else ""))
+    plugin_layers = summary["plugin_layers"]
+    lines.append(f"plugins  {len(plugin_layers)} layer(s)" + (":" if plugin_layers else ""))
+    for p in plugin_layers:
+        lines.append(f"  {p['name']}  plugin {p['plugin']} v{p['version']}")
+    if layers:
+        lines.append("all layers:")
+        for layer in all_layers:
+            if isinstance(layer, dict):
+                name, kind, plugin, _ = _layer_fields(layer)
+                extra = f"  plugin {plugin['name']} v{plugin.get('version')}" if plugin else ""
+                lines.append(f"  {kind:<18} {name}{extra}")
+            else:
+                lines.append(f"  {layer}")
+    elif all_layers:
+        lines.append("         (every layer: --layers; everything: --json)")
     if report.get("needs_gpu"):
         lines.append(f"note     {report['needs_gpu']}")
     return lines

@@ -257,6 +257,44 @@ def test_plugin_valid_fields_build(plugin_builds, case):
 
 @pytest.mark.plugin
 @needs_plugin
+def test_plugin_engine_records_where_the_plugin_runs(plugin_builds):
+    """The sidecar holds the engine's GPUs (RTX default) and the library's code for each; the
+    warning names exactly the targets the library cannot serve (a one-arch build misses some)."""
+    from stn_deploy import kernels
+    from stn_deploy.trt import targets
+
+    side = plugin_builds[sorted(VALID_CASES)[0]].result.sidecar
+    recorded = side["gpu_targets"]
+    assert recorded["engine"] == [targets.cc_name(c) for c in targets.RTX_DEFAULT_TARGETS]
+    expected = targets.check(targets.RTX_DEFAULT_TARGETS, "TensorRT-RTX default",
+                             kernels.build_info()["architectures"])
+    assert recorded["plugin"] == expected.to_dict()
+    assert (expected.warning() in side["warnings"]) == (not expected.ok)
+
+
+@pytest.mark.plugin
+@needs_plugin
+def test_inspect_warns_when_the_plugin_cannot_run_on_a_target(plugin_builds, monkeypatch):
+    """inspect checks the engine's GPUs again against the library the sidecar names: a library
+    rebuilt for sm90 only (STN_CUDA_ARCHS=90) cannot serve the RTX default targets sm80/86/89."""
+    from stn_deploy import kernels
+    from stn_deploy.trt import format_report, inspect
+
+    engine = plugin_builds[sorted(VALID_CASES)[0]].result.engine
+    monkeypatch.setattr(kernels, "build_info", lambda path=None: {"architectures": ["90-real", "90-virtual"]})
+    report = inspect(engine)
+    assert list(report["gpu_targets"]["plugin"]["plugin_missing"]) == ["sm80", "sm86", "sm89"]
+    lines = format_report(report)
+    assert any(line.startswith("gpus     sm80, sm86, sm89, sm120") for line in lines), lines
+    assert any(line.startswith("warning  the plugin library has no code for sm80, sm86, sm89") for line in lines), lines
+    monkeypatch.setattr(kernels, "build_info", lambda path=None: {"architectures": ["80-real", "86-real", "120-real"]})
+    lines = format_report(inspect(engine))
+    assert not any("has no code" in line for line in lines), lines
+    assert any("sm86: sass sm_86" in line for line in lines), lines
+
+
+@pytest.mark.plugin
+@needs_plugin
 @pytest.mark.parametrize("case", sorted(INVALID_CASES))
 def test_plugin_invalid_fields_fail_naming_the_field(plugin_builds, case):
     outcome = plugin_builds[case]
