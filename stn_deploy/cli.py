@@ -430,7 +430,8 @@ def plugins_path(as_json: bool) -> None:
     """Print the plugin library's path ($STN_DEPLOY_PLUGIN_LIBRARY overrides); exit 2 if it is missing."""
     from stn_deploy import kernels
 
-    path = require_file(kernels.library_path(), "plugin library", hint="run `stn-deploy plugins build`")
+    path = require_file(kernels.library_path(), "plugin library",
+                        hint="build it with `stn-deploy plugins build` (source tree) or reinstall the package")
     if as_json:
         import json
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,24 @@ def save_figure(fig, target: Path | str, fmt: str = "png", dpi: int = 100) -> Pa
     finally:
         plt.close(fig)
     return Path(target)
+
+
+def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
+    """Refuse, before allocating, an array larger than the memory this machine has free.
+
+    Raises:
+        UserError: naming the shape and the bytes it would need.
+    """
+    nbytes = itemsize
+    for d in shape:
+        nbytes *= int(d)
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # not every platform reports it
+        return
+    if nbytes > free:
+        raise UserError(f"{what} of shape {'x'.join(map(str, shape))} needs {nbytes / 2**30:,.1f} GiB; "
+                        f"this machine has {free / 2**30:,.1f} GiB free: use a smaller batch")
 
 
 def file_sha256(path: Path | str) -> str:

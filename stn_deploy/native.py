@@ -406,6 +406,12 @@ def _down_convert(model: onnx.ModelProto, opset: int, report: NativeReport) -> o
     for n in converted.graph.node:
         if n.domain == _HIDDEN_DOMAIN:
             n.domain = ""
+        elif n.op_type.startswith("Reduce"):
+            # The converter leaves Reduce*-18's noop_with_empty_axes on the opset-17 node (ONNX
+            # Runtime rejects it there); its default 0 is what opset 17 always does.
+            for a in list(n.attribute):
+                if a.name == "noop_with_empty_axes" and a.i == 0:
+                    n.attribute.remove(a)
     keep = [i for i in converted.opset_import if i.domain != _HIDDEN_DOMAIN]
     del converted.opset_import[:]
     converted.opset_import.extend(keep)

@@ -7,7 +7,6 @@ interface that ``validate``, ``bench`` and ``demo`` use for every backend.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -295,24 +294,6 @@ def load_run_results(path: Path | str) -> tuple[str, list[dict[str, np.ndarray]]
         raise UserError(f"{p}: holds no runner's outputs")
     name, iterations = items[0]
     return name, [{k: np.asarray(v) for k, v in it.items()} for it in iterations]
-
-
-def check_fits_in_memory(shape: Sequence[int], itemsize: int, what: str) -> None:
-    """Refuse, before allocating, an array larger than the memory this machine has free.
-
-    Raises:
-        UserError: naming the shape and the bytes it would need.
-    """
-    nbytes = itemsize
-    for d in shape:
-        nbytes *= int(d)
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):  # not every platform reports it
-        return
-    if nbytes > free:
-        raise UserError(f"{what} of shape {'x'.join(map(str, shape))} needs {nbytes / 2**30:,.1f} GiB; "
-                        f"this machine has {free / 2**30:,.1f} GiB free: use a smaller batch")
 
 
 def random_inputs(metadata: TensorMetadata, batch: int = 1, seed: int = 0,

@@ -82,7 +82,7 @@ def foreign_format(path: Path | str) -> str | None:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types here; only a refused pickle tells us something
-        if "Unsupported global" in str(exc) or "weights_only" in str(exc):
+        if "Unsupported global" in str(exc):
             return (f"{p.name} holds pickled Python objects (torch.save of a whole module?), which cannot be "
                     f"loaded safely: {HOW_TO_SAVE}")
         return None
@@ -339,7 +339,7 @@ def random_feed(specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]],
     """Seeded random inputs fit for each input's kind: standard-normal images and tensors
     (the spread of normalised inputs), grids U(-1.3, 1.3) (partly outside the image), thetas
     the identity plus N(0, 0.1), displacements N(0, 0.5), indices 0..3."""
-    from stn_deploy.run import check_fits_in_memory
+    from stn_deploy.io import check_fits_in_memory
 
     rng = np.random.default_rng(seed)
     feed = {}
@@ -646,50 +646,7 @@ def program_to_onnx(program: ExportedProgram, *, ops: str = "standard", opset: i
 
         proto = rewrite_model(proto)
     elif ops == "native":
-        from stn_deploy.native import native_problems, to_native
+        from stn_deploy.native import to_native
 
         proto = to_native(proto)
-        if native_problems(proto):
-            proto = _lower_to_opset17(proto)
     return proto
-
-
-def _lower_to_opset17(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The native graph at opset 17, where GridSample has the mode names every TensorRT reads
-    right (#4646). ``native.to_native`` keeps opset 20 when another op changed since 17 (the
-    dynamo exporter's ReduceMean-18 ...): ONNX's version converter lowers those, and our code
-    GridSample, which it has no adapter for (DESIGN.md "Opset down-conversion"). A graph the
-    converter cannot lower is returned unchanged (``export`` then names what is left)."""
-    import onnx
-    from onnx import helper, version_converter
-
-    from stn_deploy.graph import check_model
-    from stn_deploy.native import NATIVE_OPSET, OPSET16_MODE_NAMES
-
-    hidden = "stn_deploy.lowering"  # GridSample parked in a domain the converter leaves alone
-    work = onnx.ModelProto.FromString(model.SerializeToString())
-    for node in work.graph.node:
-        if node.op_type == "GridSample" and (node.domain or "") in ("", "ai.onnx"):
-            node.domain = hidden
-    work.opset_import.append(helper.make_opsetid(hidden, 1))
-    try:
-        lowered = version_converter.convert_version(work, NATIVE_OPSET)
-    except Exception:  # the converter's C++ errors: an op without an adapter
-        return model
-    for node in lowered.graph.node:
-        if node.domain == hidden:
-            node.domain = ""
-            for a in node.attribute:
-                if a.name == "mode":
-                    a.s = OPSET16_MODE_NAMES[a.s.decode()].encode()
-        elif node.op_type.startswith("Reduce"):  # the converter leaves the 18-only default attribute
-            for a in list(node.attribute):
-                if a.name == "noop_with_empty_axes" and a.i == 0:
-                    node.attribute.remove(a)
-    keep = [i for i in lowered.opset_import if i.domain != hidden]
-    del lowered.opset_import[:]
-    lowered.opset_import.extend(keep)
-    try:
-        return check_model(lowered)
-    except UserError:
-        return model

@@ -379,7 +379,8 @@ def test_messages_name_only_options_that_exist():
               # tritonserver's own flags, which stn-deploy serve and the repository notes pass on
               "--backend-config", "--model-repository", "--model-store", "--grpc-address", "--http-address",
               "--metrics-address", "--backend-directory", "--model-control-mode", "--exit-timeout-secs",
-              "--load-model", "--allow-gpu-metrics", "--cache-directory"}
+              "--load-model", "--allow-gpu-metrics", "--cache-directory",
+              "--force-reinstall", "--no-deps"}  # pip, in the wheel install's rebuild advice
     from pathlib import Path
 
     package = Path(stn_deploy.__file__).parent

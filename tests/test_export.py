@@ -155,6 +155,7 @@ def test_dynamic_hw_auto_follows_the_model(tmp_path, exported):
         def forward(self, x):
             return self.conv(x).mean(dim=(2, 3))
 
+    torch.manual_seed(0)  # unseeded weights and inputs failed the 1e-5 bound now and then
     st = SpatialTransformer(ConvOnlyLoc(), AffineGenerator(), (16, 16)).eval()
     res = export_module(st, (1, 28, 28), tmp_path / "dyn.onnx")
     assert res.dynamic_hw and res.input_shape[2:] == ["height", "width"]

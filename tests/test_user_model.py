@@ -372,3 +372,15 @@ def test_a_decomposed_program_still_gets_the_fused_op(program, tmp_path):
     if kernels_available() is None:
         result = invoke("validate", tmp_path / "d.onnx", "--reference", program["pt2"], "--no-adversarial")
         assert result.exit_code == 0, result.stdout + result.stderr
+
+
+def test_the_issue_command_two_onnx_models_with_two_inputs(program, tmp_path):
+    """``validate ours.onnx --reference theirs.onnx --inputs in.npz --no-adversarial`` on a
+    two-input model: compared on the file's inputs and generated ones, not refused."""
+    np.savez(tmp_path / "in.npz", **{k: v.numpy() for k, v in _examples(3).items()})
+    result = invoke("validate", program["native"], "--reference", program["standard"], "--inputs", tmp_path / "in.npz",
+                    "--no-adversarial", "--json")
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["sets"]] == ["random", "random-2", "inputs-file"]
+    assert report["sets"][-1]["count"] == 3 and report["reference"]["kind"] == "onnx-standard"

@@ -169,7 +169,7 @@ class Sources:
 
 
 def _resolve_dims(dims: Sequence[int | str], batch: int) -> list[int]:
-    from stn_deploy.run import check_fits_in_memory
+    from stn_deploy.io import check_fits_in_memory
 
     out = []
     for d in dims:
