@@ -64,8 +64,8 @@ def _inputs(shape: tuple[int, ...], out_size: tuple[int, ...], seed: int = 0):
 
 def main(argv: list[str] | None = None) -> int:
     from stn_deploy import kernels
-    from stn_deploy.bench.report import cpu_name
-    from stn_deploy.bench.timing import time_interleaved
+    from stn_deploy.jobs.bench.report import cpu_name
+    from stn_deploy.jobs.bench.timing import time_interleaved
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baseline", type=Path, required=True, help="the library to compare against")

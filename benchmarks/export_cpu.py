@@ -67,7 +67,7 @@ def _versions() -> dict:
 def _device() -> dict:
     import torch
 
-    from stn_deploy.bench.report import cpu_name
+    from stn_deploy.jobs.bench.report import cpu_name
 
     cpu = cpu_name()
     return {"kind": "cpu", "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -78,7 +78,7 @@ def bench_models(names: list[str], batches: list[int], warmup: int, iters: int, 
                  threads: int | None = None) -> list[dict]:
     import torch
 
-    from stn_deploy.export import export_module
+    from stn_deploy.jobs.export import export_module
     from stn_deploy.models import ModelConfig, build_model
     from stn_deploy.ort_ops import ort_session
 

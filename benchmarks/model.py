@@ -1,4 +1,4 @@
-"""Model benchmark: ``stn_deploy.bench`` over several zoo models, one summary.
+"""Model benchmark: ``stn_deploy.jobs.bench`` over several zoo models, one summary.
 
 For each model a freshly initialised checkpoint is written to a temporary folder (latency does
 not depend on the weights), then ``bench.bench`` times it on the requested backends and
@@ -36,8 +36,8 @@ DEFAULT_MODELS = ("cnn", "st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st
 
 
 def _checkpoint(name: str, in_size: tuple[int, int], folder: Path) -> Path:
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     config = ModelConfig(name, in_size=in_size)
     return save_checkpoint(folder / f"{name}.pt", build_model(config), config, {"note": "untrained, for timing"})
@@ -45,7 +45,8 @@ def _checkpoint(name: str, in_size: tuple[int, int], folder: Path) -> Path:
 
 def _engine(checkpoint: Path, folder: Path) -> Path | None:
     """Plugin ONNX -> engine for the trt backend (GPU machines); None when it cannot be built."""
-    from stn_deploy import export, trt
+    from stn_deploy import trt
+    from stn_deploy.jobs import export
 
     onnx_path = folder / f"{checkpoint.stem}.plugin.onnx"
     engine = folder / f"{checkpoint.stem}.engine"

@@ -75,9 +75,9 @@ def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tup
     import onnx
     import torch
 
-    from stn_deploy.export import ExportOptions, export
+    from stn_deploy.jobs.export import ExportOptions, export
+    from stn_deploy.jobs.train import TrainOptions, train
     from stn_deploy.quantize import QuantizeOptions, calibration_images, quantize, task_error, warp_shift
-    from stn_deploy.train import TrainOptions, train
 
     rows, shift = [], {}
     for name in ACCURACY_MODELS:
@@ -113,9 +113,9 @@ def accuracy_and_speed(work: Path, epochs: int, threads: int, iters: int) -> tup
 
 def flavours(work: Path, trained: Path | None, repeats: int) -> list[dict]:
     from stn_deploy import trt
-    from stn_deploy.bench.ops import compare_ops
+    from stn_deploy.jobs.bench.ops import compare_ops
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     rows = []
     for name in FLAVOUR_MODELS:
@@ -139,7 +139,7 @@ def flavours(work: Path, trained: Path | None, repeats: int) -> list[dict]:
         print(f"{name}: plugin {row['plugin']['engine_bytes']} B / {row['plugin']['build_seconds_median']:.3f} s, "
               f"native {row['native']['engine_bytes']} B / {row['native']['build_seconds_median']:.3f} s", flush=True)
     if trained is not None:  # the INT8 flavour of the trained model, as a native engine
-        from stn_deploy.export import ExportOptions, export
+        from stn_deploy.jobs.export import ExportOptions, export
         from stn_deploy.quantize import QuantizeOptions, quantize
 
         f32 = work / "st-cnn-affine.native.onnx"

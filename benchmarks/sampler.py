@@ -15,7 +15,7 @@ zeros padding, align_corners=False. Implementations, all timed in the same run:
                     the CPU, where each case compiles for seconds)
     ort             ONNX Runtime ``AffineGrid`` + ``GridSample`` (opset 20), CPU, fp32 only
 
-Effective bytes of a case (``stn_deploy.bench.sampler_bytes``): output + theta (grid for
+Effective bytes of a case (``stn_deploy.jobs.bench.sampler_bytes``): output + theta (grid for
 plugin-grid) + input actually read (taps x output pixels, capped at the input). GB/s = bytes /
 median time. Ratios (same run): ``fraction_of_copy`` = copy time / time (the fraction of the
 copy bandwidth reached), ``speedup_vs_eager`` and ``speedup_vs_compile`` = their time / the

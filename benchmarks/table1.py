@@ -91,7 +91,7 @@ def main(epochs, seeds, models, datasets, output, resume, table_only):
     import torch
 
     from stn_deploy.data import make_dataset
-    from stn_deploy.train import TrainOptions, train
+    from stn_deploy.jobs.train import TrainOptions, train
 
     torch.set_num_threads(1)  # the budget is defined on one thread; leaves the rest to others
     models = [m for m in models.split(",") if m]

@@ -37,7 +37,7 @@ MIN_REQUESTS = 10_000
 
 
 def _device() -> dict:
-    from stn_deploy.bench.report import cpu_name
+    from stn_deploy.jobs.bench.report import cpu_name
 
     cpu = cpu_name()
     return {"kind": "cpu", "cpu": cpu, "cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}
@@ -66,8 +66,8 @@ def _model(work: Path, checkpoint: Path | None, name: str, size: int) -> Path:
         return checkpoint
     import torch
 
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     torch.manual_seed(0)
     config = ModelConfig(name, in_size=(size, size))
@@ -135,8 +135,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import stn_deploy.triton.client as tc
-    from stn_deploy.export import ExportOptions, export
     from stn_deploy.io import save_figure, write_json
+    from stn_deploy.jobs.export import ExportOptions, export
     from stn_deploy.triton.repository import RepositoryOptions, write_repository
     from stn_deploy.triton.server import ServerOptions, TritonServer, free_ports
 

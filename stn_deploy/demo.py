@@ -117,8 +117,8 @@ class DemoOptions:
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
         if self.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {self.epochs}")
-        from stn_deploy.bench import BACKENDS
         from stn_deploy.data import DATASETS
+        from stn_deploy.jobs.bench import BACKENDS
         from stn_deploy.models import MODEL_NAMES
 
         # Checked here so that a typo fails before the run folder exists, not as a failed step.
@@ -248,7 +248,7 @@ class _Runner:
 
 def _train(options: DemoOptions, r: _Runner):
     def run(step: Step) -> None:
-        from stn_deploy import train
+        from stn_deploy.jobs import train
 
         metrics = train.train(train.TrainOptions(
             model=options.model, dataset=options.dataset, output_dir=r.run_dir, epochs=options.epochs,
@@ -265,7 +265,7 @@ def _train(options: DemoOptions, r: _Runner):
 def _export(r: _Runner, ops: str, key: str):
     def run(step: Step) -> None:
         r.needs("train")
-        from stn_deploy import export
+        from stn_deploy.jobs import export
 
         result = export.export(export.ExportOptions(checkpoint=r.path("checkpoint"), output=r.path(key), ops=ops))
         step.artefacts.append(ARTEFACTS[key])
@@ -282,7 +282,7 @@ DOCTOR_CHECKS = (("onnx", "ort", True), ("plugin_onnx", "rtx", True), ("onnx", "
 
 def _doctor(r: _Runner):
     def run(step: Step) -> None:
-        from stn_deploy import doctor as doctor_mod
+        from stn_deploy.jobs import doctor as doctor_mod
 
         reports, bad = {}, []
         for key, target, gating in DOCTOR_CHECKS:
@@ -341,7 +341,7 @@ def _validate(options: DemoOptions, r: _Runner):
         _require_plugin_library()  # the plugin ONNX runs its ops on the library's CPU reference
         import torch
 
-        from stn_deploy import validate
+        from stn_deploy.jobs import validate
 
         reports: dict[str, Any] = {}
         failed: list[str] = []
@@ -372,7 +372,7 @@ def _validate(options: DemoOptions, r: _Runner):
 def _bench(options: DemoOptions, r: _Runner):
     def run(step: Step) -> None:
         r.needs("train")
-        from stn_deploy import bench
+        from stn_deploy.jobs import bench
 
         onnx = r.path("onnx") if r.status("export-standard") == OK else None
         engine = r.path("engine") if r.status("build") == OK else None
@@ -442,7 +442,7 @@ def _demo(options: DemoOptions, run_dir: Path, say: Callable[[str], None]) -> De
     r.step("visualize", _visualize(options, r))
     r.step("bench", _bench(options, r))
 
-    from stn_deploy.bench import environment
+    from stn_deploy.jobs.bench import environment
 
     summary: dict[str, Any] = {
         "format": "stn-deploy-demo",
@@ -503,7 +503,7 @@ def render_summary(result: DemoResult) -> list[Any]:
                       escape(step.get("reason") or _headline(step)))
     out: list[Any] = [table]
     if result.bench_report:
-        from stn_deploy.bench import render_tables
+        from stn_deploy.jobs.bench import render_tables
 
         out.extend(render_tables(result.bench_report))
     out.append(f"run folder: {result.run_dir}  ({', '.join(s['artefacts'])})")

@@ -11,7 +11,7 @@ is the ``rewrite`` job around it):
   ``Div``) -> ``STNAffineGridSample`` with ``transform=1``.
 
 Whatever it cannot replace it leaves in place, with the reason in the report. The doctor
-(``stn_deploy.doctor``) lints what is left.
+(``stn_deploy.jobs.doctor``) lints what is left.
 """
 
 from __future__ import annotations

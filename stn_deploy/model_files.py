@@ -121,7 +121,7 @@ def load_model(checkpoint: Path | str) -> tuple[nn.Module, ModelConfig]:
         UserError: a missing, foreign or mismatched checkpoint (``train.load_checkpoint``);
             a state dict or a pickled module is named as such, with how to make a ``.pt2``.
     """
-    from stn_deploy.train import load_checkpoint
+    from stn_deploy.jobs.train import load_checkpoint
     from stn_deploy.user_model import foreign_format
 
     path = require_file(checkpoint, "checkpoint")

@@ -24,8 +24,8 @@ from stn_deploy.errors import UserError, ValidationFailed
 if TYPE_CHECKING:
     import onnx
 
-    from stn_deploy.doctor import DoctorReport
     from stn_deploy.graph import RewriteReport
+    from stn_deploy.jobs.doctor import DoctorReport
     from stn_deploy.native import NativeReport
 
 #: What ``rewrite`` writes: our plugin ops, or ops stock TensorRT imports.
@@ -83,9 +83,9 @@ def rewrite(options: RewriteOptions) -> RewriteReport | NativeReport:
     """
     import onnx
 
-    from stn_deploy import doctor as doctor_module
     from stn_deploy.graph import RewriteReport, load_onnx
     from stn_deploy.io import atomic_path, check_outputs_distinct
+    from stn_deploy.jobs import doctor as doctor_module
     from stn_deploy.native import NativeReport
 
     if options.to not in REWRITE_TARGETS:

@@ -62,8 +62,8 @@ def visualize(options: VisualizeOptions) -> Path:
 
     from stn_deploy.data import make_dataset
     from stn_deploy.io import check_outputs_distinct
+    from stn_deploy.jobs.train import load_checkpoint, resolve_dataset
     from stn_deploy.models import spatial_transformers
-    from stn_deploy.train import load_checkpoint, resolve_dataset
 
     check_outputs_distinct([options.output], [options.checkpoint])
 

@@ -58,8 +58,8 @@ def perturbed_checkpoint(path, model_name: str, seed: int, dataset: str = "R"):
     initialisation (so transformers really warp), as a trained model would be."""
     import torch
 
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     torch.manual_seed(seed)
     config = ModelConfig(model_name)

@@ -31,9 +31,42 @@ def test_every_job_and_option_is_exposed_with_a_docstring():
         fn = getattr(__import__(module, fromlist=[function]), function)
         doc = fn.__doc__ or ""
         assert "Args:" in doc and "Returns:" in doc and "Raises:" in doc, f"{name}: Google-style docstring"
-    from stn_deploy import train
 
-    assert callable(train) and train.TrainOptions is stn_deploy.TrainOptions  # still the module
+
+def test_public_jobs_are_plain_functions_with_real_signatures():
+    """``help(sd.export)`` and ``inspect.signature(sd.export)`` show the job itself: the public
+    names are the functions, never a module made callable."""
+    import importlib
+    import inspect
+
+    for name in stn_deploy.JOBS:
+        fn = getattr(stn_deploy, name)
+        assert inspect.isfunction(fn), f"sd.{name} is a {type(fn).__name__}"
+        params = inspect.signature(fn).parameters
+        assert params and all(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()), name
+        assert fn.__doc__ and fn.__name__ == name
+        unannotated = [p for p, v in params.items() if v.annotation is inspect.Parameter.empty]
+        assert not unannotated and inspect.signature(fn).return_annotation is not inspect.Signature.empty, \
+            f"sd.{name}: annotate {unannotated or 'the return type'}"
+    for name in stn_deploy.OPTIONS:
+        cls = getattr(stn_deploy, name)
+        assert inspect.isclass(cls) and cls.__doc__, name
+    # A job's module is imported under its own name; the public name stays the function.
+    importlib.import_module("stn_deploy.jobs.export")
+    assert inspect.isfunction(stn_deploy.export)
+
+
+def test_type_stub_lists_exactly_the_public_names():
+    """``__init__.pyi`` (what type checkers and editors read) names every public object, from the
+    module the lazy lookup takes it from."""
+    import ast
+    from pathlib import Path
+
+    stub = ast.parse((Path(stn_deploy.__file__).with_suffix(".pyi")).read_text())
+    imported = {a.asname: (node.module, a.name) for node in stub.body if isinstance(node, ast.ImportFrom)
+                for a in node.names}
+    public = {**{k: v for k, v in stn_deploy.JOBS.items()}, **{k: (m, k) for k, m in stn_deploy.OPTIONS.items()}}
+    assert imported == public
 
 
 #: command line -> (job, options class the CLI must hand it)

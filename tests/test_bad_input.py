@@ -39,7 +39,7 @@ def ws(tmp_path_factory) -> Path:
     import onnx
     import torch
 
-    from stn_deploy.export import export_module
+    from stn_deploy.jobs.export import export_module
     from stn_deploy.model_files import load_model
 
     d = tmp_path_factory.mktemp("bad-input")

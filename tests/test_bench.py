@@ -1,4 +1,4 @@
-"""Tests of ``stn_deploy.bench`` and ``stn-deploy bench``: report fields and their consistency,
+"""Tests of ``stn_deploy.jobs.bench`` and ``stn-deploy bench``: report fields and their consistency,
 bad input (one line, exit 2), atomic outputs. No timing is asserted: only relations that hold
 whatever the machine (p50 <= p90 <= p99, throughput = batch / p50, ratios against torch)."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stn_deploy import bench
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
+from stn_deploy.jobs import bench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,8 +22,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained ST-CNN (identity transformer) at 28x28, saved as a training checkpoint."""
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
 
     config = ModelConfig("st-cnn-affine")
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
@@ -201,7 +201,7 @@ def test_tables_render(cpu_report):
 
 
 def test_onnx_model_runs_ort_and_skips_torch(checkpoint, tmp_path):
-    from stn_deploy import export
+    from stn_deploy.jobs import export
 
     onnx_path = tmp_path / "model.onnx"
     export.export(export.ExportOptions(checkpoint=checkpoint, output=onnx_path, ops="standard"))
@@ -216,7 +216,8 @@ def test_onnx_model_runs_ort_and_skips_torch(checkpoint, tmp_path):
 
 @pytest.mark.plugin
 def test_plugin_onnx_in_ort_is_marked_a_validation_path(checkpoint, tmp_path):
-    from stn_deploy import export, kernels
+    from stn_deploy import kernels
+    from stn_deploy.jobs import export
 
     try:
         kernels.load_library()

@@ -14,7 +14,8 @@ import torch
 from helpers_cli import assert_one_line_error, invoke
 from helpers_export import perturbed_checkpoint
 from helpers_trt import HAS_RTX, affine_grid_graph, matmul_graph, needs_rtx, plugin_graph
-from stn_deploy import schema, train
+from stn_deploy import schema
+from stn_deploy.jobs import train
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model, count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -283,7 +284,7 @@ def checkpoint_and_exports(tmp_path_factory):
     pytest.importorskip("torch")
     import onnx
 
-    from stn_deploy import export
+    from stn_deploy.jobs import export
 
     d = tmp_path_factory.mktemp("cli-validate")
     perturbed_checkpoint(d / "m.pt", "st-fcn-affine", seed=1)

@@ -1,4 +1,4 @@
-"""stn_deploy.doctor: each trap found in a crafted graph, nothing in a clean one."""
+"""stn_deploy.jobs.doctor: each trap found in a crafted graph, nothing in a clean one."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stn_deploy import schema
 from stn_deploy.cli import main
-from stn_deploy.doctor import RULES, TARGETS, doctor
 from stn_deploy.errors import UserError
 from stn_deploy.graph import PLUGIN_VERSION_ATTR
+from stn_deploy.jobs.doctor import RULES, TARGETS, doctor
 
 F32, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -147,7 +147,7 @@ def test_every_rule_is_tested():
                                                  ((11, 4), "info")])
 def test_trt11_5d_follows_the_installed_minor(installed, severity, tmp_path, monkeypatch):
     """5-D GridSample is native from TensorRT 11.2: an error for 11.0/11.1, a warning when unknown."""
-    import stn_deploy.doctor as doctor_mod
+    import stn_deploy.jobs.doctor as doctor_mod
 
     monkeypatch.setattr(doctor_mod, "_installed_tensorrt", lambda: installed)
     onnx.save(grid_sample("nearest", rank=5), tmp_path / "v.onnx")
@@ -159,7 +159,7 @@ def test_trt11_5d_follows_the_installed_minor(installed, severity, tmp_path, mon
     ((10, 14), ["tensorrt", "rtx"], "trt10"), ((11, 4), ["tensorrt"], "trt11"),
     ((0, 0), ["rtx"], "rtx"), ((0, 0), [], "trt11")])
 def test_default_target_follows_the_installed_tensorrt(installed, flavours, target, tmp_path, monkeypatch):
-    import stn_deploy.doctor as doctor_mod
+    import stn_deploy.jobs.doctor as doctor_mod
     import stn_deploy.trt.flavour as flavour_mod
 
     monkeypatch.setattr(doctor_mod, "_installed_tensorrt", lambda: installed)
@@ -216,7 +216,7 @@ def test_clean_graph_has_no_findings(name, build, target, tmp_path):
 
 
 def test_our_plugin_export_is_clean_for_every_trt_target(tmp_path):
-    from stn_deploy.export import export_module
+    from stn_deploy.jobs.export import export_module
     from stn_deploy.models import ModelConfig, build_model
 
     config = ModelConfig("st-cnn-projective")

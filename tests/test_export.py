@@ -1,4 +1,4 @@
-"""stn_deploy.export: every zoo model, both flavours, parity with PyTorch in ONNX Runtime."""
+"""stn_deploy.jobs.export: every zoo model, both flavours, parity with PyTorch in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_avail
 from stn_deploy import __version__, schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
-from stn_deploy.export import ExportOptions, export, export_module, transformers
 from stn_deploy.graph import PLUGIN_VERSION_ATTR, attr_value
+from stn_deploy.jobs.export import ExportOptions, export, export_module, transformers
+from stn_deploy.jobs.train import save_checkpoint
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
-from stn_deploy.train import save_checkpoint
 
 
 def _model(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:

@@ -16,13 +16,13 @@ from helpers_export import PLUGIN_TOL, UserSTN, assert_close, dynamo_export, ker
 from stn_deploy import schema
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
-from stn_deploy.export import export_module, transformers
 from stn_deploy.graph import (
     PLUGIN_VERSION_ATTR,
     attr_value,
     load_onnx,
     rewrite_model,
 )
+from stn_deploy.jobs.export import export_module, transformers
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.ort_ops import ort_session
 from stn_deploy.rewriter import RewriteOptions, rewrite
@@ -264,7 +264,7 @@ def test_user_dynamo_export_decomposed_grid_is_fused(tmp_path):
     """``torch.onnx.export``'s default (dynamo) decomposes F.affine_grid into Mul+ReduceSum;
     rewrite recognises it (align_corners read back from the base grid) and fuses it."""
     model, src = dynamo_export(tmp_path / "dynamo.onnx")
-    from stn_deploy.doctor import decomposed_grid_nodes
+    from stn_deploy.jobs.doctor import decomposed_grid_nodes
 
     assert decomposed_grid_nodes(onnx.load(src)), "the dynamo export no longer decomposes affine_grid"
     report = rewrite(RewriteOptions(src, tmp_path / "plugin.onnx"))
@@ -431,7 +431,7 @@ def test_grid_changed_on_the_way_is_not_fused_but_lowered(tmp_path):
 def test_cli_rewrite_leaves_no_affine_grid(flag, tmp_path):
     """With or without fusion the written graph passes doctor for the build target: an AffineGrid
     that is not fused is lowered in the same rewrite, and the report says so."""
-    from stn_deploy.doctor import doctor
+    from stn_deploy.jobs.doctor import doctor
 
     src = tmp_path / "ag.onnx"
     onnx.save(_affine_grid_model([2, 3, 4, 5], align_x=1, align_s=0 if flag == "--fuse" else 1), src)
@@ -462,7 +462,7 @@ def test_cli_rewrite_refuses_what_the_target_rejects(tmp_path):
 
 
 def test_rewrite_default_target_is_what_build_uses(tmp_path):
-    from stn_deploy.doctor import default_target
+    from stn_deploy.jobs.doctor import default_target
 
     src = tmp_path / "gs.onnx"
     onnx.save(_grid_sample_model(20, "linear"), src)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from stn_deploy.errors import UserError
-from stn_deploy.export import export_module
+from stn_deploy.jobs.export import export_module
+from stn_deploy.jobs.train import save_checkpoint
 from stn_deploy.model_files import (
     ModelKind,
     detect_kind,
@@ -17,7 +18,6 @@ from stn_deploy.model_files import (
     sample_shape,
 )
 from stn_deploy.models import ModelConfig, build_model
-from stn_deploy.train import save_checkpoint
 
 
 @pytest.fixture(scope="module")

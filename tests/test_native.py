@@ -24,7 +24,7 @@ from helpers_export import PLUGIN_TOL, assert_close, perturb_transformers
 from helpers_trt import affine_grid_graph, grid_sample_graph
 from stn_deploy import schema
 from stn_deploy.cli import main
-from stn_deploy.export import export_module, transformers
+from stn_deploy.jobs.export import export_module, transformers
 from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
 from stn_deploy.native import NATIVE_OPSET, native_problems, to_native
 
@@ -353,7 +353,7 @@ def test_rewrite_to_native_dynamo_decomposed_grid(tmp_path):
     from helpers_export import dynamo_export
 
     model, src = dynamo_export(tmp_path / "dynamo.onnx")
-    from stn_deploy.doctor import decomposed_grid_nodes
+    from stn_deploy.jobs.doctor import decomposed_grid_nodes
     from stn_deploy.rewriter import RewriteOptions, rewrite
 
     assert decomposed_grid_nodes(onnx.load(src)), "the dynamo export no longer decomposes affine_grid"
@@ -437,7 +437,7 @@ def test_rtx_builds_5d_gridsample(rtx_builds):
 
 
 def test_doctor_native_5d_per_target(tmp_path):
-    from stn_deploy.doctor import doctor
+    from stn_deploy.jobs.doctor import doctor
 
     path = _five_d_graph(tmp_path / "g5.onnx")
     severity = {t: [f.severity for f in doctor(path, t).findings if f.rule == "trt-gridsample-5d"] for t in
@@ -449,7 +449,7 @@ def test_doctor_native_5d_per_target(tmp_path):
 def test_compare_ops_builds_both_engines(tmp_path):
     """``bench``'s plugin-vs-native comparison on the CPU: build seconds and engine bytes."""
     from helpers_export import kernels_available, perturbed_checkpoint
-    from stn_deploy.bench.ops import compare_ops
+    from stn_deploy.jobs.bench.ops import compare_ops
 
     why = kernels_available()
     if why:

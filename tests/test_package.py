@@ -76,7 +76,7 @@ def test_cycle_finder_finds_a_circle():
 
 def test_no_import_circles():
     graph = import_graph()
-    assert "stn_deploy.model_files" in graph["stn_deploy.run"]  # the graph sees real imports
+    assert "stn_deploy.model_files" in graph["stn_deploy.jobs.run"]  # the graph sees real imports
     assert cycles(graph) == []
 
 

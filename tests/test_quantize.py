@@ -14,7 +14,7 @@ from helpers_export import kernels_available
 from helpers_trt import matmul_graph
 from stn_deploy import schema
 from stn_deploy.cli import main
-from stn_deploy.export import ExportOptions, export
+from stn_deploy.jobs.export import ExportOptions, export
 from stn_deploy.quantize import QuantizeOptions, calibration_images, quantize, task_error, warp_shift
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -25,7 +25,7 @@ SAMPLER_OPS = ("GridSample", schema.GRID_SAMPLE_OP, schema.AFFINE_GRID_SAMPLE_OP
 def trained(tmp_path_factory):
     """st-cnn-affine trained one epoch on R (a few seconds on one thread), exported three ways
     and quantised (calibrated on R's training split)."""
-    from stn_deploy.train import TrainOptions, train
+    from stn_deploy.jobs.train import TrainOptions, train
 
     d = tmp_path_factory.mktemp("quant")
     before = torch.get_num_threads()

@@ -1,4 +1,4 @@
-"""stn_deploy.run: model kinds, runners, inputs (npz / Polygraphy JSON), bad input."""
+"""stn_deploy.jobs.run: model kinds, runners, inputs (npz / Polygraphy JSON), bad input."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from click.testing import CliRunner
 from helpers_export import PLUGIN_TOL, STANDARD_TOL, assert_close, kernels_available, perturb_transformers
 from stn_deploy.cli import main
 from stn_deploy.errors import UserError
-from stn_deploy.export import export_module
-from stn_deploy.models import ModelConfig, build_model
-from stn_deploy.run import (
+from stn_deploy.jobs.export import export_module
+from stn_deploy.jobs.run import (
     RunOptions,
     check_inputs,
     load_inputs,
@@ -22,7 +21,8 @@ from stn_deploy.run import (
     random_inputs,
     run,
 )
-from stn_deploy.train import save_checkpoint
+from stn_deploy.jobs.train import save_checkpoint
+from stn_deploy.models import ModelConfig, build_model
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stn_deploy import data, train
+from stn_deploy import data
 from stn_deploy.errors import UserError
+from stn_deploy.jobs import train
 from stn_deploy.models import ModelConfig, build_model, spatial_transformers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -241,8 +241,8 @@ def test_validate_names_an_input_mismatch(program, tmp_path):
 
 
 def test_python_api_exports_an_nn_module_directly(tmp_path):
-    from stn_deploy.export import export_user_module
-    from stn_deploy.run import open_runner
+    from stn_deploy.jobs.export import export_user_module
+    from stn_deploy.jobs.run import open_runner
 
     torch.manual_seed(0)
     module = ResidualThetaSTN("reflection")

@@ -1,4 +1,4 @@
-"""stn_deploy.validate: passes real exports, fails deliberately wrong candidates, bad input.
+"""stn_deploy.jobs.validate: passes real exports, fails deliberately wrong candidates, bad input.
 
 The checkpoint is an untrained ST-CNN (affine) with perturbed weights, so that its
 localisation net produces non-identity transforms without a training run; its task accuracy
@@ -16,7 +16,7 @@ import pytest
 
 from helpers_export import perturbed_checkpoint
 from stn_deploy.errors import UserError, ValidationFailed
-from stn_deploy.validate import (
+from stn_deploy.jobs.validate import (
     CRAFTED_TARGETS,
     ValidateOptions,
     check,
@@ -49,7 +49,7 @@ def models(tmp_path_factory):
     """checkpoint + standard and plugin exports + deliberately wrong copies of each."""
     import onnx
 
-    from stn_deploy import export
+    from stn_deploy.jobs import export
 
     d = tmp_path_factory.mktemp("validate")
     perturbed_checkpoint(d / "model.pt", "st-cnn-affine", seed=0)
@@ -222,7 +222,7 @@ def test_stress_images_cover_the_cases():
 
 def test_crafted_images_reach_extreme_grids(models):
     from stn_deploy.data import make_dataset
-    from stn_deploy.train import load_checkpoint
+    from stn_deploy.jobs.train import load_checkpoint
 
     model, _ = load_checkpoint(models["checkpoint"])
     images = make_dataset("R", "test").images[:32].numpy()
@@ -258,7 +258,7 @@ def test_validate_against_polygraphy_outputs(models, tmp_path):
     """--reference outputs.json (Polygraphy RunResults) compares on its inputs, per iteration."""
     from polygraphy.json import save_json
 
-    from stn_deploy.run import RunOptions, load_run_results, run, save_run_results
+    from stn_deploy.jobs.run import RunOptions, load_run_results, run, save_run_results
 
     rng = np.random.default_rng(3)
     save_json([{"input": rng.standard_normal((2, 1, 28, 28)).astype(np.float32)} for _ in range(2)],
@@ -282,7 +282,7 @@ def test_validate_cli_json_and_progress_lines(models, tmp_path):
     from polygraphy.json import save_json
 
     from helpers_cli import invoke
-    from stn_deploy.run import RunOptions, run
+    from stn_deploy.jobs.run import RunOptions, run
 
     save_json([{"input": np.ones((1, 1, 28, 28), np.float32)}], str(tmp_path / "in.json"))
     run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))

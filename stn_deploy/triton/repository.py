@@ -123,7 +123,7 @@ def _onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def _read_sidecar(engine: Path) -> dict:
-    from stn_deploy.export import file_sha256
+    from stn_deploy.jobs.export import file_sha256
     from stn_deploy.trt import sidecar_path
 
     side = sidecar_path(engine)
@@ -345,7 +345,7 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
 
 
 def _checkpoint_entries(path: Path, name: str, options: RepositoryOptions, tmp: Path) -> list[RepositoryModel]:
-    from stn_deploy.export import ExportOptions, export
+    from stn_deploy.jobs.export import ExportOptions, export
 
     if not ({SERVE_ONNX, SERVE_PYTHON} & set(options.serve_as)):
         return []

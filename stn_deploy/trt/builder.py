@@ -71,7 +71,7 @@ def plugin_ops_in(model) -> list[str]:
 
 def _run_doctor(path: Path, flavour: str) -> None:
     """Stop the build on the doctor's errors (``doctor.doctor``, lint of known traps)."""
-    from stn_deploy.doctor import default_target, doctor
+    from stn_deploy.jobs.doctor import default_target, doctor
 
     report = doctor(path, target=default_target(flavour))
     errors = [f"{f.node}: {f.message} (fix: {f.hint})" if getattr(f, "hint", "") else f"{f.node}: {f.message}"

@@ -311,9 +311,9 @@ def test_plugin_invalid_fields_fail_naming_the_field(plugin_builds, case):
 def test_zoo_plugin_engines_build(tmp_path):
     """Plugin-flavour export of every zoo model builds with TensorRT-RTX (one worker)."""
     torch = pytest.importorskip("torch")
-    from stn_deploy import export
+    from stn_deploy.jobs import export
+    from stn_deploy.jobs.train import save_checkpoint
     from stn_deploy.models import MODEL_NAMES, ModelConfig, build_model
-    from stn_deploy.train import save_checkpoint
     from stn_deploy.trt import build_many
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""What each backend times, as thin wrappers over the runners ``stn_deploy.run`` opens.
+"""What each backend times, as thin wrappers over the runners ``stn_deploy.jobs.run`` opens.
 
 ``prepare(batch)`` returns the zero-argument call to time: the runner's module, session or
 engine called directly, so Polygraphy's per-call input checks and host copies stay out of
@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.bench.options import ORT_PLUGIN_NOTE, BenchOptions
 from stn_deploy.errors import UserError
 from stn_deploy.io import require_file
+from stn_deploy.jobs.bench.options import ORT_PLUGIN_NOTE, BenchOptions
 from stn_deploy.model_files import ModelKind, detect_kind, require_kind, sample_shape
 
 
@@ -68,7 +68,7 @@ class Sources:
     """What each backend runs: the checkpoint's torch runner, an ONNX file, an engine file."""
 
     def __init__(self, options: BenchOptions, workdir: Path) -> None:
-        from stn_deploy import run
+        from stn_deploy.jobs import run
 
         self.options = options
         self.workdir = workdir
@@ -156,7 +156,7 @@ class Sources:
         if self._onnx is None:
             if not self.kind.is_torch:
                 raise Skip("needs an ONNX (pass --onnx)")
-            from stn_deploy import export
+            from stn_deploy.jobs import export
 
             target = self.workdir / "model.onnx"
             if self.program is not None:
@@ -253,7 +253,7 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, sources: Sources, seed: int, threads: int | None = None) -> None:
-        from stn_deploy import run
+        from stn_deploy.jobs import run
 
         path = sources.onnx()
         self.seed = seed
@@ -296,7 +296,7 @@ class TrtBackend(Backend):
             raise Skip("needs a GPU")
         if sources.engine is None:
             raise Skip("needs an engine (bench an engine file or pass --engine)")
-        from stn_deploy import run
+        from stn_deploy.jobs import run
 
         self._torch = torch
         self.seed = seed

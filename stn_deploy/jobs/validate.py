@@ -48,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stn_deploy import _callable_module
 from stn_deploy.errors import UserError
 from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata, recorded_input_shapes
 from stn_deploy.schema import PRECISION_NAMES, Precision
@@ -255,7 +254,7 @@ def _reference_model(path: Path):
     """(torch model, config, train info) of a checkpoint reference; (None, None, {}) for ONNX."""
     if detect_kind(path) != ModelKind.CHECKPOINT:
         return None, None, {}
-    from stn_deploy.train import read_checkpoint
+    from stn_deploy.jobs.train import read_checkpoint
 
     model, config = load_model(path)
     return model, config, dict(read_checkpoint(path).get("train") or {})
@@ -504,9 +503,9 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
         UserError: unreadable or unsuitable files, a candidate that cannot run here (an
             engine without a GPU), malformed inputs.
     """
-    from stn_deploy import run
     from stn_deploy.data import make_dataset
     from stn_deploy.io import check_outputs_distinct
+    from stn_deploy.jobs import run
 
     check_outputs_distinct([options.report], [options.candidate, options.reference, options.inputs])
     say = progress or (lambda _msg: None)
@@ -643,7 +642,8 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
     ``--inputs``). Dynamic dims: ``--shapes``, the batch (``options.batch``), a program's
     example inputs, an export's recorded input shapes.
     """
-    from stn_deploy import run, user_model
+    from stn_deploy import user_model
+    from stn_deploy.jobs import run
 
     cand_kind, precision, cand_runner, cand_meta = candidate
     ref_kind, ref_runner, ref_meta = reference
@@ -751,7 +751,7 @@ def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], Non
     """The candidate on ``--inputs`` against recorded outputs: a Polygraphy ``RunResults``
     JSON given as ``--reference`` (``polygraphy run --save-outputs``, ``stn-deploy run -o
     x.json``), iteration by iteration. No test set or accuracy: the outputs fix the inputs."""
-    from stn_deploy import run
+    from stn_deploy.jobs import run
 
     if options.inputs is None:
         raise UserError(f"--reference {options.reference} holds outputs, not a model: give the inputs they "
@@ -797,7 +797,3 @@ def check(report: ValidationReport) -> None:
 
 __all__ = ["TOLERANCES", "ValidateOptions", "ValidationReport", "SetResult", "validate", "check",
            "parse_tolerance", "stress_images", "crafted_images", "CRAFTED_TARGETS"]
-
-
-# Last: the job must be defined when the module becomes callable.
-_callable_module(__name__)

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.bench.backends import Skip, Sources, open_backend, short_reason
-from stn_deploy.bench.options import (
+from stn_deploy.errors import UserError
+from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, temporary_folder, write_json
+from stn_deploy.jobs.bench.backends import Skip, Sources, open_backend, short_reason
+from stn_deploy.jobs.bench.options import (
     DEFAULT_OUTPUT_DIR,
     NOISY_P90_OVER_P50,
     REPORT_FORMAT,
@@ -17,11 +19,9 @@ from stn_deploy.bench.options import (
     BenchOptions,
     BenchResult,
 )
-from stn_deploy.bench.report import add_ratios, environment, plot_latency, row_line
-from stn_deploy.bench.sampler import sampler_section
-from stn_deploy.bench.timing import latency_stats, time_callable
-from stn_deploy.errors import UserError
-from stn_deploy.io import atomic_paths, check_outputs_distinct, ensure_writable_dir, temporary_folder, write_json
+from stn_deploy.jobs.bench.report import add_ratios, environment, plot_latency, row_line
+from stn_deploy.jobs.bench.sampler import sampler_section
+from stn_deploy.jobs.bench.timing import latency_stats, time_callable
 from stn_deploy.model_files import ModelKind, detect_kind
 
 
@@ -156,7 +156,7 @@ def _serving_section(sources: Sources, options: BenchOptions) -> dict[str, Any]:
 
 def _ops_section(sources: Sources, options: BenchOptions, workdir: Path) -> dict[str, Any]:
     """Plugin vs native engines of the checkpoint; a reason instead when they cannot be built."""
-    from stn_deploy.bench.ops import compare_ops
+    from stn_deploy.jobs.bench.ops import compare_ops
 
     if sources.kind != ModelKind.CHECKPOINT:
         return {"status": "skipped", "reason": "needs a checkpoint (both engines are built from it)"}

@@ -7,8 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from stn_deploy.bench.options import NOISY_P90_OVER_P50
 from stn_deploy.io import save_figure
+from stn_deploy.jobs.bench.options import NOISY_P90_OVER_P50
 
 
 def _version(module: str) -> str | None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from stn_deploy.bench.backends import Skip, short_reason
-from stn_deploy.bench.timing import copy_fn, copy_stats, latency_stats, time_interleaved
 from stn_deploy.errors import UserError
+from stn_deploy.jobs.bench.backends import Skip, short_reason
+from stn_deploy.jobs.bench.timing import copy_fn, copy_stats, latency_stats, time_interleaved
 
 if TYPE_CHECKING:
-    from stn_deploy.bench.backends import Sources
-    from stn_deploy.bench.options import BenchOptions
+    from stn_deploy.jobs.bench.backends import Sources
+    from stn_deploy.jobs.bench.options import BenchOptions
 
 #: Input pixels one output pixel reads, per interpolation mode (for ``sampler_bytes``).
 TAPS = {"nearest": 1, "bilinear": 4, "bicubic": 16}

@@ -44,8 +44,8 @@ Report (``<name>.json``; ``format`` = "stn-deploy-bench", ``version`` = 1):
     ``outputs``   json, png
 """
 
-from stn_deploy.bench.core import bench, new_run_dir
-from stn_deploy.bench.options import (
+from stn_deploy.jobs.bench.core import bench, new_run_dir
+from stn_deploy.jobs.bench.options import (
                                       BACKENDS,
                                       DEFAULT_BACKENDS,
                                       DEFAULT_BATCHES,
@@ -61,9 +61,9 @@ from stn_deploy.bench.options import (
                                       parse_backends,
                                       parse_batches,
 )
-from stn_deploy.bench.report import environment, plot_latency, render_tables
-from stn_deploy.bench.sampler import TAPS, sampler_bytes
-from stn_deploy.bench.timing import (
+from stn_deploy.jobs.bench.report import environment, plot_latency, render_tables
+from stn_deploy.jobs.bench.sampler import TAPS, sampler_bytes
+from stn_deploy.jobs.bench.timing import (
                                       copy_baseline,
                                       copy_fn,
                                       copy_stats,
@@ -80,9 +80,3 @@ __all__ = [
     "parse_batches", "percentile", "plot_latency", "render_tables", "sampler_bytes", "time_callable",
     "time_interleaved",
 ]
-
-
-# Last: the job must be defined when the module becomes callable.
-from stn_deploy import _callable_module
-
-_callable_module(__name__)

@@ -25,18 +25,19 @@ import io
 import json
 import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stn_deploy import __version__, _callable_module, schema
+from stn_deploy import __version__, schema
 from stn_deploy.errors import UserError
 from stn_deploy.io import check_outputs_distinct, file_sha256
 from stn_deploy.model_files import INPUT_NAME, META_PREFIX, OUTPUT_NAME, ModelKind, load_model, require_kind
 
 if TYPE_CHECKING:
     import onnx
+    import torch
     from torch import nn
 
 OPS_CHOICES = ("standard", "plugin", "native")
@@ -355,7 +356,7 @@ def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
     else:
         if counts.get("GridSample", 0) != n_samplers:
             raise UserError(f"standard export: {counts.get('GridSample', 0)} GridSample for {n_samplers} samplers")
-        from stn_deploy.doctor import decomposed_grid_nodes
+        from stn_deploy.jobs.doctor import decomposed_grid_nodes
 
         if ops == "native":
             from stn_deploy.native import native_problems
@@ -392,7 +393,7 @@ def export(options: ExportOptions) -> ExportResult:
         return export_program(load_program(ckpt), options.output, ops=options.ops, opset=options.opset,
                               source=ckpt, model_name=ckpt.stem)
     model, config = load_model(ckpt)
-    from stn_deploy.train import read_checkpoint
+    from stn_deploy.jobs.train import read_checkpoint
 
     train = read_checkpoint(ckpt).get("train") or {}
     extra = {f"{META_PREFIX}{k}": str(train[k]) for k in ("dataset", "test_error", "seed") if k in train}
@@ -529,10 +530,23 @@ def _check_program_flavour(model: onnx.ModelProto, ops: str) -> None:
             raise UserError(f"native export left {'; '.join(native_problems(model))}")
 
 
-def export_user_module(module: nn.Module, example_inputs, output: Path, *, ops: str = "standard",
-                       opset: int = DEFAULT_OPSET, dynamic_shapes=None) -> ExportResult:
+def export_user_module(module: nn.Module, example_inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+                       output: Path | str, *, ops: str = "standard", opset: int = DEFAULT_OPSET,
+                       dynamic_shapes: Any = None) -> ExportResult:
     """``export`` of an ``nn.Module`` given directly (Python API): ``torch.export`` it with
     ``example_inputs`` (by name or in order) and ``dynamic_shapes``, then ``export_program``.
+
+    Args:
+        module: the model (its ``forward`` is what is exported).
+        example_inputs: tensors in ``forward``'s order, or a dict of them by parameter name.
+        output: the ``.onnx`` to write (atomically).
+        ops: "standard" (default), "plugin" or "native", as ``ExportOptions.ops``.
+        opset: ONNX opset; default ``DEFAULT_OPSET``.
+        dynamic_shapes: ``torch.export``'s ``dynamic_shapes`` (``torch.export.Dim``); default
+            none (static shapes).
+
+    Returns:
+        What was written, as ``export`` returns it.
 
     Raises:
         UserError: as ``export_program``, or ``torch.export`` could not capture the module.
@@ -540,8 +554,4 @@ def export_user_module(module: nn.Module, example_inputs, output: Path, *, ops: 
     from stn_deploy.user_model import export_module_program
 
     program = export_module_program(module, example_inputs, dynamic_shapes)
-    return export_program(program, output, ops=ops, opset=opset, model_name=type(module).__name__)
-
-
-# Last: the job must be defined when the module becomes callable.
-_callable_module(__name__)
+    return export_program(program, Path(output), ops=ops, opset=opset, model_name=type(module).__name__)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stn_deploy import _callable_module, schema
+from stn_deploy import schema
 from stn_deploy.errors import UserError
 from stn_deploy.graph import (
     ONNX_MODE_NAMES,
@@ -382,7 +382,3 @@ def lint(model: onnx.ModelProto, target: str, label: str) -> DoctorReport:
     order = {s: i for i, s in enumerate(SEVERITIES)}
     report.findings.sort(key=lambda f: (order[f.severity], f.rule, f.node))
     return report
-
-
-# Last: the job must be defined when the module becomes callable.
-_callable_module(__name__)

@@ -19,7 +19,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from stn_deploy import _callable_module, io
+from stn_deploy import io
 from stn_deploy.errors import UserError
 from stn_deploy.schema import SamplerSettings
 
@@ -372,7 +372,3 @@ def _progress(enabled: bool):
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         console=Console(stderr=True), transient=False,
     )
-
-
-# Last: the job must be defined when the module becomes callable.
-_callable_module(__name__)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stn_deploy import _callable_module
 from stn_deploy.errors import UserError
 from stn_deploy.io import atomic_path, check_outputs_distinct, require_file
 from stn_deploy.model_files import (
@@ -467,7 +466,3 @@ def run(options: RunOptions) -> RunResult:
         outputs={k: list(v.shape) for k, v in results[0].items()},
         inference_ms=1000.0 * float(np.median(times)), iterations=len(results), format=fmt,
     )
-
-
-# Last: the job must be defined when the module becomes callable.
-_callable_module(__name__)

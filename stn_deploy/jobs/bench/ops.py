@@ -51,7 +51,7 @@ def compare_ops(
         UserError: a bad checkpoint, or either build failed (its one-line reason).
     """
     from stn_deploy import trt
-    from stn_deploy.export import ExportOptions, export
+    from stn_deploy.jobs.export import ExportOptions, export
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
