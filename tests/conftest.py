@@ -32,3 +32,14 @@ def one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
+
+@pytest.fixture(scope="module")
+def library():
+    """The built plugin library's path (``kernels.library_path()``); skips when it is not built."""
+    from stn_deploy import kernels
+
+    path = kernels.library_path()
+    if not path.exists():
+        pytest.skip(f"plugin library not built: {path}")
+    return path

@@ -5,6 +5,7 @@ nothing left behind in the output folder or in /tmp; SIGINT/SIGTERM in the middl
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -404,39 +405,38 @@ def test_validate_fails_a_model_whose_outputs_are_nan(ws, tmp_path):
 # --------------------------------------------------------------------------- disk full
 
 
-def test_disk_full_is_one_line_and_leaves_nothing(ws, tmp_path):
+@contextlib.contextmanager
+def _small_disk(tmp_path: Path, size: str):
+    """A tmpfs of ``size`` (e.g. "64k") mounted for the body; skips where mounting is not allowed."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True,
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True,
                           text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip() or proc.returncode}")
     try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full_is_one_line_and_leaves_nothing(ws, tmp_path):
+    with _small_disk(tmp_path, "64k") as mnt:
         (mnt / "m.onnx").write_bytes(OLD)
         result = invoke("export", ws / "m.pt", "-o", mnt / "m.onnx")
         assert_one_line_error(result, 2, "No space left")
         assert sorted(p.name for p in mnt.iterdir()) == ["m.onnx"] and (mnt / "m.onnx").read_bytes() == OLD
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 @pytest.mark.slow
 def test_disk_full_in_train_keeps_the_old_checkpoint(tmp_path):
     """torch.save reported a full disk as a RuntimeError from its zip writer (a traceback)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip() or proc.returncode}")
-    try:
+    with _small_disk(tmp_path, "16k") as mnt:
         (mnt / "model.pt").write_bytes(OLD)
         result = invoke("train", "--model", "tutorial-stn", "--dataset", "R", "--epochs", "1", "--no-progress",
                         "-o", mnt)
         assert_one_line_error(result, 2, "No space left")
         assert sorted(p.name for p in mnt.iterdir()) == ["model.pt"] and (mnt / "model.pt").read_bytes() == OLD
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 # --------------------------------------------------------------------------- interrupts

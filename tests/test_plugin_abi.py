@@ -63,14 +63,6 @@ def _compile(args: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def library() -> Path:
-    path = kernels.library_path()
-    if not path.exists():
-        pytest.skip(f"plugin library not built: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """The stand-ins (plain, so Python can load them too) and the ASan + UBSan driver (~2 s)."""
     if shutil.which("g++") is None:

@@ -48,16 +48,6 @@ _SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def library() -> Path:
-    from stn_deploy import kernels
-
-    path = kernels.library_path()
-    if not path.exists():
-        pytest.skip(f"plugin library not built: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> Path:
     fields = {schema.FIELD_INTERPOLATION_MODE: 0, schema.FIELD_PADDING_MODE: 0, schema.FIELD_ALIGN_CORNERS: 0}
     return plugin_graph(tmp_path_factory.mktemp("reg") / "plugin.onnx", schema.GRID_SAMPLE_OP, fields)

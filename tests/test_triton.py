@@ -354,6 +354,17 @@ def _reaped(proc: subprocess.Popen):
             proc.wait()
 
 
+def _lines_until_ready(proc: subprocess.Popen) -> list[str]:
+    """``stn-deploy serve``'s stdout up to its "Ctrl-C stops it." line (the server is ready)."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    return lines
+
+
 @needs_server
 @pytest.mark.slow
 def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path):
@@ -364,11 +375,7 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     argv = [sys.executable, "-m", "stn_deploy.cli", "serve", str(repo), "--http-port", str(h),
             "--grpc-port", str(g), "--metrics-port", str(m), "--model", "stn-python"]
     with _reaped(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)) as proc:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
+        lines = _lines_until_ready(proc)
         assert any(f"127.0.0.1:{g}" in ln for ln in lines), lines
         assert tc.infer(tc.TritonTarget(f"127.0.0.1:{g}", "stn-python"),
                         {"input": np.zeros((1, 1, 28, 28), np.float32)})["output"].shape == (1, 10)
@@ -400,11 +407,7 @@ def test_serve_cli_stops_on_sigterm_and_reports_failures(repo, models, tmp_path)
     # skipped (stn-onnx needs the onnxruntime backend, which it lacks).
     plain = [a for a in argv if a not in ("--model", "stn-python")]
     with _reaped(subprocess.Popen(plain, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)) as proc:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
+        lines = _lines_until_ready(proc)
         assert any(ln.startswith("skipped  stn-onnx: needs the onnxruntime backend") for ln in lines), lines
         assert any("serving stn-python" in ln for ln in lines), lines
         assert tc.infer(tc.TritonTarget(f"127.0.0.1:{g}", "stn-python"),

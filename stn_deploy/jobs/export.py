@@ -367,6 +367,18 @@ def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
             raise UserError("standard export produced a decomposed affine grid (Mul+ReduceSum); expected AffineGrid")
 
 
+def _provenance(ops: str, source: Path | str | None, model_name: str) -> dict[str, str]:
+    """The metadata every export stamps: versions, flavour, and the file and model it came from."""
+    return {
+        f"{META_PREFIX}version": __version__,
+        f"{META_PREFIX}plugin_version": schema.PLUGIN_VERSION,
+        f"{META_PREFIX}ops": ops,
+        f"{META_PREFIX}source_sha256": file_sha256(source) if source else "",
+        f"{META_PREFIX}source": Path(source).name if source else "",
+        f"{META_PREFIX}model": model_name,
+    }
+
+
 def export(options: ExportOptions) -> ExportResult:
     """Export a training checkpoint to ONNX with standard or plugin grid-sample ops.
 
@@ -426,17 +438,10 @@ def export_module(
     if dynamic_hw and not allowed:
         raise UserError("this model takes one input H/W only (its localisation net has FC layers); drop --dynamic-hw")
     hw = allowed if dynamic_hw is None else bool(dynamic_hw)
-    meta = {
-        f"{META_PREFIX}version": __version__,
-        f"{META_PREFIX}plugin_version": schema.PLUGIN_VERSION,
-        f"{META_PREFIX}ops": ops,
-        f"{META_PREFIX}source_sha256": file_sha256(source) if source else "",
-        f"{META_PREFIX}source": Path(source).name if source else "",
-        f"{META_PREFIX}model": model_name,
-        f"{META_PREFIX}input_shape": json.dumps([int(s) for s in input_shape]),
-        f"{META_PREFIX}samplers": json.dumps(_samplers_meta(model)),
-        **(extra_metadata or {}),
-    }
+    meta = {**_provenance(ops, source, model_name),
+            f"{META_PREFIX}input_shape": json.dumps([int(s) for s in input_shape]),
+            f"{META_PREFIX}samplers": json.dumps(_samplers_meta(model)),
+            **(extra_metadata or {})}
     proto = to_onnx(model, input_shape, ops=ops, opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=hw, metadata=meta)
     with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))
@@ -485,15 +490,7 @@ def export_program(
     register_onnx_schemas()
     proto = program_to_onnx(program, ops=ops, opset=opset)
     examples = {k: list(v.shape) for k, v in program_example_feed(program).items()}
-    meta = {
-        f"{META_PREFIX}version": __version__,
-        f"{META_PREFIX}plugin_version": schema.PLUGIN_VERSION,
-        f"{META_PREFIX}ops": ops,
-        f"{META_PREFIX}source_sha256": file_sha256(source) if source else "",
-        f"{META_PREFIX}source": Path(source).name if source else "",
-        f"{META_PREFIX}model": model_name,
-        f"{META_PREFIX}input_shapes": json.dumps(examples),
-    }
+    meta = {**_provenance(ops, source, model_name), f"{META_PREFIX}input_shapes": json.dumps(examples)}
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=v)
     check_model(proto)

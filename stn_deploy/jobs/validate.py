@@ -468,6 +468,26 @@ def _compare_set(name: str, cand: dict, ref: dict, tols: dict[str, Tolerance], n
     return SetResult(name, len(next(iter(cand.values()))) if cand else 0, stats, notes or {})
 
 
+def _compare_sets(plan: list, outputs: list, precision: Precision, options: ValidateOptions,
+                  ) -> tuple[list[SetResult], dict[str, Tolerance]]:
+    """Each planned set's (candidate, reference) outputs compared under the per-output tolerances
+    (``--atol/--rtol`` may name outputs: every name must be one of the candidate's)."""
+    cand_out = outputs[0][0]
+    unknown = sorted({k for k in (*options.atol, *options.rtol) if k and k not in cand_out})
+    if unknown:
+        raise UserError(f"--atol/--rtol name output(s) {', '.join(unknown)}; the candidate's outputs are "
+                        f"{', '.join(cand_out)}")
+    tols = {name: _tolerance(cand_out[name], precision, options, name) for name in cand_out}
+    return [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, outputs)], tols
+
+
+def _tolerance_report(tols: dict[str, Tolerance], precision: Precision) -> dict[str, dict]:
+    """Per output: atol, rtol (None where unbounded) and the dtype whose table they come from."""
+    return {k: {"atol": v.atol if math.isfinite(v.atol) else None,
+                "rtol": v.rtol if math.isfinite(v.rtol) else None, "dtype": precision.dtype}
+            for k, v in tols.items()}
+
+
 def _tolerance(output: np.ndarray, precision: Precision, options: ValidateOptions, name: str) -> Tolerance:
     """Per output: the table entry for the candidate's precision (exact for integer and
     boolean outputs), then the user's overrides by output name or for all outputs."""
@@ -572,13 +592,8 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
 
     say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} inputs")
     outputs = _run_pair(cand_runner, ref_runner, [p[1] for p in plan], batch, fixed, cand_name, ref_name)
+    sets, tols = _compare_sets(plan, outputs, precision, options)
     cand_out = outputs[0][0]
-    unknown = sorted({k for k in (*options.atol, *options.rtol) if k and k not in cand_out})
-    if unknown:
-        raise UserError(f"--atol/--rtol name output(s) {', '.join(unknown)}; the candidate's outputs are "
-                        f"{', '.join(cand_out)}")
-    tols = {name: _tolerance(cand_out[name], precision, options, name) for name in cand_out}
-    sets = [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, outputs)]
 
     accuracy: dict = {}
     ref_out = outputs[0][1]
@@ -604,9 +619,7 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
                    else onnx_metadata(options.reference).get("model")},
         dataset=dataset,
         # None: no elementwise bound (INT8 is judged by task accuracy); JSON has no infinity.
-        tolerances={k: {"atol": v.atol if math.isfinite(v.atol) else None,
-                        "rtol": v.rtol if math.isfinite(v.rtol) else None, "dtype": precision.dtype}
-                    for k, v in tols.items()},
+        tolerances=_tolerance_report(tols, precision),
         sets=sets, accuracy=accuracy, seconds=time.perf_counter() - started)
     if options.report is not None:
         from stn_deploy.io import write_json
@@ -713,22 +726,14 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
                 r_feed = {rename.get(k, k): v for k, v in feed.items()}
                 r_iters.append({k: np.array(v, copy=True) for k, v in ref_runner.infer(r_feed, check_inputs=False).items()})
             results.append((joined(c_iters), joined(r_iters)))
-    cand_out = results[0][0]
-    unknown = sorted({k for k in (*options.atol, *options.rtol) if k and k not in cand_out})
-    if unknown:
-        raise UserError(f"--atol/--rtol name output(s) {', '.join(unknown)}; the candidate's outputs are "
-                        f"{', '.join(cand_out)}")
-    tols = {name: _tolerance(cand_out[name], precision, options, name) for name in cand_out}
-    sets = [_compare_set(name, c, r, tols, notes) for (name, _, notes), (c, r) in zip(plan, results)]
+    sets, tols = _compare_sets(plan, results, precision, options)
     for result, (_, feeds, _notes) in zip(sets, plan):
         result.count = sum(len(next(iter(f.values()))) if f else 0 for f in feeds)
     report = ValidationReport(
         candidate={"path": str(options.candidate), "kind": cand_kind.value, "precision": precision.dtype},
         reference={"path": str(options.reference), "kind": ref_kind.value},
         dataset="none (generated inputs)",
-        tolerances={k: {"atol": v.atol if math.isfinite(v.atol) else None,
-                        "rtol": v.rtol if math.isfinite(v.rtol) else None, "dtype": precision.dtype}
-                    for k, v in tols.items()},
+        tolerances=_tolerance_report(tols, precision),
         sets=sets, accuracy={}, seconds=time.perf_counter() - started,
         inputs={s.name: {"dtype": s.dtype, "shape": list(shapes[s.name]),
                          "kind": user_model.input_kind(s.name, s.dtype, shapes[s.name])} for s in cand_specs})
