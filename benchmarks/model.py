@@ -28,9 +28,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from stn_deploy import bench  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
 from stn_deploy.io import save_figure, write_json  # noqa: E402
+from stn_deploy.jobs import bench  # noqa: E402
 
 DEFAULT_MODELS = ("cnn", "st-cnn-affine", "st-cnn-projective", "st-cnn-tps", "st-cnn-multi", "tutorial-stn")
 

@@ -65,9 +65,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from stn_deploy import bench  # noqa: E402
 from stn_deploy.errors import UserError  # noqa: E402
 from stn_deploy.io import save_figure, write_json  # noqa: E402
+from stn_deploy.jobs import bench  # noqa: E402
 
 #: name -> ((N, C, H, W), (Ho, Wo)); the GPU issue's shapes, its main case first.
 CUDA_CASES: dict[str, tuple[tuple[int, int, int, int], tuple[int, int]]] = {
