@@ -744,12 +744,7 @@ def read_test_progress(path: Path) -> dict[str, Any]:
     context_lost: list[dict[str, Any]] = []
     collect_errors: list[dict[str, Any]] = []
     in_flight: tuple[str, float] | None = None
-    text = path.read_text(errors="replace") if path.is_file() else ""
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:  # a line cut short by a kill
-            continue
+    for record in _json_lines(path):
         event, test = record.get("event"), record.get("test")
         if event == "collected":
             collected.update(dict.fromkeys(record.get("tests", [])))
@@ -798,12 +793,13 @@ def _hung_test(progress: Path, limit_s: float) -> str | None:
     return None
 
 
-def _sampler_events(progress: Path) -> list[dict[str, Any]]:
+def _json_lines(progress: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines progress file (none when it is absent)."""
     events = []
     for line in (progress.read_text(errors="replace") if progress.is_file() else "").splitlines():
         try:
             events.append(json.loads(line))
-        except ValueError:
+        except ValueError:  # a line cut short by a kill
             continue
     return events
 
@@ -811,7 +807,7 @@ def _sampler_events(progress: Path) -> list[dict[str, Any]]:
 def _case_in_flight(progress: Path) -> dict[str, Any] | None:
     """The sampler case started and not finished (``--progress`` events), with its last phase."""
     current: dict[str, Any] | None = None
-    for event in _sampler_events(progress):
+    for event in _json_lines(progress):
         kind = event.get("event")
         if kind == "case":
             current = dict(event)

@@ -298,14 +298,8 @@ HostRegistry findHostRegistry()
     {
         return host;
     }
-    void* handle = dlopen(host.runtime.library.c_str(), RTLD_NOLOAD | RTLD_LAZY);
-    if (handle == nullptr)
-    {
-        return host;
-    }
     using GetRegistry = void* (*) ();
-    auto getRegistry = reinterpret_cast<GetRegistry>(dlsym(handle, "getPluginRegistry"));
-    dlclose(handle); // drops only the reference RTLD_NOLOAD added
+    auto getRegistry = reinterpret_cast<GetRegistry>(loadedSymbol(host.runtime.library, "getPluginRegistry"));
     host.registry = getRegistry != nullptr ? getRegistry() : nullptr;
     return host;
 }

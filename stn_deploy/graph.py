@@ -466,9 +466,9 @@ def _chain_ops(grid, source) -> list[str]:
     """Op types from ``source`` to ``grid`` (the pass-through chain), in graph order."""
     ops = []
     t = grid
-    while t is not source and _producer(t) is not None:
-        ops.append(_producer(t).op)
-        t = _producer(t).inputs[0]
+    while t is not source and (node := _producer(t)) is not None:
+        ops.append(node.op)
+        t = node.inputs[0]
     return ops[::-1]
 
 

@@ -316,26 +316,26 @@ def find_tensorrt_include(given: Path | None = None) -> tuple[Path, tuple[int, i
         if not usable(folder):
             raise UserError(f"--tensorrt-include {folder}: no NvInferRuntime.h there (give the folder of "
                             "TensorRT's C++ headers, e.g. <TensorRT tarball>/include or /usr/include/x86_64-linux-gnu)")
-    else:
-        root = os.environ.get(TENSORRT_ROOT_ENV)
-        candidates = [Path(root) / "include"] if root else []
-        candidates += [*SYSTEM_TENSORRT_INCLUDES, BUNDLED_TENSORRT_INCLUDE]
-        # A system TensorRT too old for IPluginV3 (8.x) is passed over, not an error.
-        found = next((c for c in candidates
-                      if usable(c) and (tensorrt_header_version(c) or (0,))[:2] >= MIN_TENSORRT_HEADERS), None)
-        if found is None:
-            raise UserError("no TensorRT 10+ headers found (looked in $TENSORRT_ROOT/include, "
-                            f"{', '.join(map(str, SYSTEM_TENSORRT_INCLUDES))} and {BUNDLED_TENSORRT_INCLUDE}); "
-                            "run scripts/setup.sh, which fetches them, or pass --tensorrt-include")
-        folder = found.resolve()
-    version = tensorrt_header_version(folder)
-    if version is None:
-        raise UserError(f"cannot read the TensorRT version from {folder / 'NvInferVersion.h'} "
-                        "(TensorRT-RTX headers are not supported for building; use TensorRT 10 or 11 headers)")
-    if version[:2] < MIN_TENSORRT_HEADERS:
-        raise UserError(f"TensorRT headers {'.'.join(map(str, version))} in {folder}: the plugins need TensorRT 10.0 "
-                        "or newer headers (IPluginV3)")
-    return folder, version
+        version = tensorrt_header_version(folder)
+        if version is None:
+            raise UserError(f"cannot read the TensorRT version from {folder / 'NvInferVersion.h'} "
+                            "(TensorRT-RTX headers are not supported for building; use TensorRT 10 or 11 headers)")
+        if version[:2] < MIN_TENSORRT_HEADERS:
+            raise UserError(f"TensorRT headers {'.'.join(map(str, version))} in {folder}: the plugins need TensorRT "
+                            "10.0 or newer headers (IPluginV3)")
+        return folder, version
+    root = os.environ.get(TENSORRT_ROOT_ENV)
+    candidates = [Path(root) / "include"] if root else []
+    candidates += [*SYSTEM_TENSORRT_INCLUDES, BUNDLED_TENSORRT_INCLUDE]
+    for candidate in candidates:
+        # A system TensorRT too old for IPluginV3 (8.x), or one whose version cannot be read, is
+        # passed over, not an error.
+        found = tensorrt_header_version(candidate) if usable(candidate) else None
+        if found is not None and found[:2] >= MIN_TENSORRT_HEADERS:
+            return candidate.resolve(), found
+    raise UserError("no TensorRT 10+ headers found (looked in $TENSORRT_ROOT/include, "
+                    f"{', '.join(map(str, SYSTEM_TENSORRT_INCLUDES))} and {BUNDLED_TENSORRT_INCLUDE}); "
+                    "run scripts/setup.sh, which fetches them, or pass --tensorrt-include")
 
 
 def _last_error_line(log: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stn_deploy.errors import UserError
 from stn_deploy.io import require_file
@@ -143,14 +143,24 @@ def onnx_metadata(path: Path | str) -> dict[str, str]:
     return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
 
 
-def sample_shape(path: Path | str, kind: ModelKind | None = None) -> tuple[int, ...] | None:
-    """(C, H, W) per sample as recorded by the export, for filling dynamic H/W; None if unknown."""
+def _recorded(path: Path | str, kind: ModelKind | None, key: str) -> Any:
+    """The JSON an export recorded under metadata ``key``; None for a model other than an
+    ONNX, or where nothing (readable) was recorded."""
     kind = kind or detect_kind(path)
     if not kind.is_onnx:
         return None
-    text = onnx_metadata(path).get("input_shape")
+    text = onnx_metadata(path).get(key)
     try:
-        return tuple(int(v) for v in json.loads(text)) if text else None
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def sample_shape(path: Path | str, kind: ModelKind | None = None) -> tuple[int, ...] | None:
+    """(C, H, W) per sample as recorded by the export, for filling dynamic H/W; None if unknown."""
+    shape = _recorded(path, kind, "input_shape")
+    try:
+        return tuple(int(v) for v in shape) if shape is not None else None
     except (ValueError, TypeError):
         return None
 
@@ -158,12 +168,8 @@ def sample_shape(path: Path | str, kind: ModelKind | None = None) -> tuple[int, 
 def recorded_input_shapes(path: Path | str, kind: ModelKind | None = None) -> dict[str, list[int]]:
     """Example input shapes by name that an export of a ``.pt2`` recorded ({} if none): what
     fills the dynamic dims of generated inputs."""
-    kind = kind or detect_kind(path)
-    if not kind.is_onnx:
-        return {}
-    text = onnx_metadata(path).get("input_shapes")
+    shapes = _recorded(path, kind, "input_shapes")
     try:
-        shapes = json.loads(text) if text else {}
-        return {str(k): [int(d) for d in v] for k, v in shapes.items()}
+        return {str(k): [int(d) for d in v] for k, v in shapes.items()} if shapes is not None else {}
     except (ValueError, TypeError, AttributeError):
         return {}

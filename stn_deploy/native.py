@@ -272,14 +272,12 @@ def _converter_error(exc: BaseException) -> str:
     return text.split("failed: ", 1)[-1]
 
 
-def _single_node_model(model: onnx.ModelProto, node, opset: int) -> onnx.ModelProto:
-    """``node`` alone, with its constant inputs (initializers, Constant nodes) and typed inputs,
-    to ask the version converter about this one node."""
+def _single_node_model(model: onnx.ModelProto, node, opset: int, table: tuple[dict, dict]) -> onnx.ModelProto:
+    """``node`` alone, with its constant inputs (initializers, Constant nodes) and typed inputs
+    (``table``: ``graph.tensor_table(model)``), to ask the version converter about this one node."""
     from onnx import helper
 
-    from stn_deploy.graph import tensor_table
-
-    dims, types = tensor_table(model)
+    dims, types = table
     inits = {t.name: t for t in model.graph.initializer}
     consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
     nodes, inputs, initializers = [], [], []
@@ -380,11 +378,14 @@ def _down_convert(model: onnx.ModelProto, opset: int, report: NativeReport) -> o
     import onnx.version_converter as vc
     from onnx import helper
 
+    from stn_deploy.graph import tensor_table
+
     own, by_converter, impossible = _changed_nodes(model, opset, NATIVE_OPSET)
-    failed = [(n, why) for n, why in impossible]
+    failed = list(impossible)
+    table = tensor_table(model) if by_converter else ({}, {})  # shape inference: once, not per node
     for n in by_converter:
         try:
-            vc.convert_version(_single_node_model(model, n, opset), NATIVE_OPSET)
+            vc.convert_version(_single_node_model(model, n, opset, table), NATIVE_OPSET)
         except Exception as exc:  # the converter raises RuntimeError / ConvertError / C++ asserts
             failed.append((n, f"no opset-{NATIVE_OPSET} form: {_converter_error(exc)}"))
     for n, why in failed:
@@ -566,9 +567,8 @@ def to_native(model: onnx.ModelProto, report: NativeReport | None = None) -> onn
                                             f"kept opset {opset}: the node(s) above have no opset-{NATIVE_OPSET} form, so "
                                             "GridSample keeps the opset-20 names (#4646 in TensorRT 10)"))
         else:
-            before = onnx.ModelProto.FromString(model.SerializeToString())
             _rename_modes(converted, OPSET16_MODE_NAMES, opset, report)
-            mismatch = _same_in_ort(before, converted)
+            mismatch = _same_in_ort(model, converted)  # _down_convert works on a copy: model is as it came
             if mismatch is None or mismatch.startswith("not checked"):
                 if mismatch:
                     report.left.append(NativeChange("<graph>", "opset", "opset", mismatch))

@@ -86,7 +86,7 @@ def rewrite(options: RewriteOptions) -> RewriteReport | NativeReport:
     from stn_deploy.graph import RewriteReport, load_onnx
     from stn_deploy.io import atomic_path, check_outputs_distinct
     from stn_deploy.jobs import doctor as doctor_module
-    from stn_deploy.native import NativeReport
+    from stn_deploy.native import NativeReport, to_native
 
     if options.to not in REWRITE_TARGETS:
         raise UserError(f"unknown rewrite form {options.to!r}; choose from {', '.join(REWRITE_TARGETS)}")
@@ -98,7 +98,7 @@ def rewrite(options: RewriteOptions) -> RewriteReport | NativeReport:
     report: RewriteReport | NativeReport
     if options.to == "native":
         report = NativeReport(input=str(options.input), output=None)
-        new = _native(model, report)
+        new = to_native(model, report)
     else:
         report = RewriteReport(input=str(options.input), output=None)
         new = _plugin(model, report, str(options.input), fuse=options.fuse)
@@ -131,12 +131,6 @@ def _plugin(model: onnx.ModelProto, report: RewriteReport, label: str, *, fuse: 
     require_valid_plugin_nodes(new, label)
     check_model(new)
     return new
-
-
-def _native(model: onnx.ModelProto, report: NativeReport) -> onnx.ModelProto:
-    from stn_deploy.native import to_native
-
-    return to_native(model, report)
 
 
 def _refusal(options: RewriteOptions, report: RewriteReport | NativeReport, verdict: DoctorReport) -> str:

@@ -257,16 +257,16 @@ def resolve_shapes(specs: Sequence[InputSpec], *, batch: int = 1, shapes: Mappin
         UserError: ``shapes`` naming an unknown input, a shape of the wrong rank or against a
             fixed dim, or a dynamic dim nothing fixes (naming ``--shapes``).
     """
-    shapes = dict(shapes or {})
     examples = dict(examples or {})
     by_name = {s.name: s for s in specs}
-    unknown = [n for n in shapes if n not in by_name]
+    unknown = [n for n in shapes or {} if n not in by_name]
     if unknown:
         raise UserError(f"--shapes names input(s) {', '.join(unknown)}; the model takes {', '.join(by_name)}")
+    given_shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     symbols: dict[str, int] = {}
     for s in specs:  # given shapes first, so that their symbols reach the other inputs
-        if s.name in shapes:
-            given = tuple(int(d) for d in shapes[s.name])
+        if s.name in given_shapes:
+            given = given_shapes[s.name]
             if len(given) != s.rank or any(isinstance(d, int) and d != g for d, g in zip(s.dims, given)):
                 raise UserError(f"--shapes {s.name}:{'x'.join(map(str, given))} does not fit input {s.text()}")
             for d, g in zip(s.dims, given):
@@ -274,8 +274,8 @@ def resolve_shapes(specs: Sequence[InputSpec], *, batch: int = 1, shapes: Mappin
                     symbols.setdefault(d, g)
     out = {}
     for s in specs:
-        if s.name in shapes:
-            out[s.name] = tuple(int(d) for d in shapes[s.name])
+        if s.name in given_shapes:
+            out[s.name] = given_shapes[s.name]
             continue
         example = examples.get(s.name)
         if example is None and sample_shape is not None and len(specs) == 1 and len(sample_shape) == s.rank - 1:
@@ -354,9 +354,10 @@ def random_feed(specs: Sequence[InputSpec], shapes: Mapping[str, Sequence[int]],
         elif kind == GRID:
             value = rng.uniform(-1.3, 1.3, shape)
         elif kind == THETA:
-            value = _identity_theta(shape) + rng.normal(0, 0.1, shape)
+            eye = _identity_theta(shape)
+            value = eye + rng.normal(0, 0.1, shape)
             if shape[-2] == 3:  # a projective row this far from [0, 0, 1] puts the horizon in the image
-                value[..., 2, :] = _identity_theta(shape)[..., 2, :] + rng.normal(0, 1e-3, (*shape[:-2], shape[-1]))
+                value[..., 2, :] = eye[..., 2, :] + rng.normal(0, 1e-3, (*shape[:-2], shape[-1]))
         elif kind == DISPLACEMENT:
             value = rng.normal(0, 0.5, shape)
         else:

@@ -85,17 +85,19 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "abiDriver: %s\n", dlerror());
         return 2;
     }
+    using Text = char const* (*) ();
+    // Optional, so that a library from before it existed can be driven too (its report says "").
+    auto registeredRuntime = reinterpret_cast<Text>(dlsym(library, "stn_registered_runtime"));
+    std::string const registered = json(registeredRuntime != nullptr ? registeredRuntime() : "");
     if (after)
     {
         runtime = dlopen(argv[2], RTLD_NOW | RTLD_NOLOAD); // by soname: the copy the plugin loaded
         if (runtime == nullptr)
         {
-            std::printf("{\"runtime_loaded\": false, \"registered_runtime\": %s}\n",
-                json(symbol<char const* (*) ()>(library, "stn_registered_runtime")()).c_str());
+            std::printf("{\"runtime_loaded\": false, \"registered_runtime\": %s}\n", registered.c_str());
             return 0;
         }
     }
-    using Text = char const* (*) ();
     using Create = int32_t (*)(char const*, char const*, int32_t);
     auto calls = symbol<Text>(runtime, "standin_calls");
     auto messages = symbol<Text>(runtime, "standin_messages");
@@ -103,11 +105,9 @@ int main(int argc, char** argv)
     auto creators = symbol<Text>(runtime, "standin_creator_names");
     auto create = symbol<Create>(runtime, "standin_create_plugin");
     auto loadLibrary = symbol<int32_t (*)(char const*)>(runtime, "standin_load_library");
-    // Optional, so that a library from before it existed can be driven too (its report says "").
-    auto registeredRuntime = reinterpret_cast<Text>(dlsym(library, "stn_registered_runtime"));
 
     std::string out = "{\"runtime_loaded\": true";
-    out += ", \"registered_runtime\": " + json(registeredRuntime != nullptr ? registeredRuntime() : "");
+    out += ", \"registered_runtime\": " + registered;
     // 1. Registration at load time (Polygraphy --plugins, LD_PRELOAD, ctypes.CDLL).
     out += ", \"load_time\": {\"creators\": " + json(creators());
     int32_t const badAtLoad = create("STNGridSample", "interpolation_mode", 7);

@@ -134,6 +134,29 @@ bool removeCreator(Creator const& creator)
 
 std::vector<Creator*> gListed;
 
+// The bodies both layouts share; each layout below still declares every slot itself, in its order,
+// so the slot numbers stay readable (10 puts a deprecated slot between the shared ones).
+
+//! IPluginRegistry::getAllCreators.
+Creator* const* listCreators(int32_t* n)
+{
+    called("IPluginRegistry::getAllCreators");
+    gListed.clear();
+    for (Registered const& r : gCreators)
+    {
+        gListed.push_back(r.creator);
+    }
+    *n = static_cast<int32_t>(gListed.size());
+    return gListed.data();
+}
+
+//! ILogger::log of the logger named `logger`.
+void logged(char const* logger, int32_t severity, char const* message)
+{
+    called("ILogger::log");
+    gMessages += std::string(logger) + "|" + std::to_string(severity) + "|" + message + "\n";
+}
+
 #if STANDIN_LAYOUT == 10
 // v10.14 NvInferRuntime.h: ILogger and ILoggerFinder have no base class.
 class Logger
@@ -145,8 +168,7 @@ public:
     }
     virtual void log(int32_t severity, char const* message) noexcept // 0
     {
-        called("ILogger::log");
-        gMessages += std::string(mName) + "|" + std::to_string(severity) + "|" + message + "\n";
+        logged(mName, severity, message);
     }
     virtual ~Logger() = default; // 1, 2
 
@@ -228,14 +250,7 @@ public:
     }
     virtual Creator* const* getAllCreators(int32_t* n) const noexcept // 13
     {
-        called("IPluginRegistry::getAllCreators");
-        gListed.clear();
-        for (Registered const& r : gCreators)
-        {
-            gListed.push_back(r.creator);
-        }
-        *n = static_cast<int32_t>(gListed.size());
-        return gListed.data();
+        return listCreators(n);
     }
     virtual Creator* getCreator(char const*, char const*, char const*) noexcept // 14
     {
@@ -285,8 +300,7 @@ public:
     }
     virtual void log(int32_t severity, char const* message) noexcept // 4
     {
-        called("ILogger::log");
-        gMessages += std::string(mName) + "|" + std::to_string(severity) + "|" + message + "\n";
+        logged(mName, severity, message);
     }
 
 private:
@@ -355,14 +369,7 @@ public:
     }
     virtual Creator* const* getAllCreators(int32_t* n) const noexcept // 9
     {
-        called("IPluginRegistry::getAllCreators");
-        gListed.clear();
-        for (Registered const& r : gCreators)
-        {
-            gListed.push_back(r.creator);
-        }
-        *n = static_cast<int32_t>(gListed.size());
-        return gListed.data();
+        return listCreators(n);
     }
     virtual Creator* getCreator(char const*, char const*, char const*) noexcept // 10
     {

@@ -166,11 +166,21 @@ char const* baseName(char const* path)
     return slash != nullptr ? slash + 1 : path;
 }
 
+// libnvinfer_plugin.so / libnvinfer_builder_resource.so do not match "libnvinfer.so".
+bool isTensorRTName(char const* base)
+{
+    return std::strncmp(base, "libnvinfer.so", 13) == 0;
+}
+
+bool isRtxName(char const* base)
+{
+    return std::strncmp(base, "libtensorrt_rtx.so", 18) == 0;
+}
+
 bool isRuntimeName(char const* path)
 {
     char const* base = baseName(path);
-    // libnvinfer_plugin.so / libnvinfer_builder_resource.so do not match "libnvinfer.so".
-    return std::strncmp(base, "libnvinfer.so", 13) == 0 || std::strncmp(base, "libtensorrt_rtx.so", 18) == 0;
+    return isTensorRTName(base) || isRtxName(base);
 }
 
 int firstRuntimeLibrary(dl_phdr_info* info, size_t /*size*/, void* data)
@@ -183,11 +193,10 @@ int firstRuntimeLibrary(dl_phdr_info* info, size_t /*size*/, void* data)
     return 0;
 }
 
-//! The layout the headers of this build describe: the contract of a finder made by code
-//! compiled against them (a test driver, an application) rather than by a TensorRT library.
-RuntimeAbi headerAbi()
+//! The layout of a (non-RTX) TensorRT of this major.
+RuntimeAbi tensorRTAbi(int32_t major)
 {
-    switch (NV_TENSORRT_MAJOR)
+    switch (major)
     {
     case 10: return RuntimeAbi::kTensorRT10;
     case 11: return RuntimeAbi::kTensorRT11;
@@ -195,7 +204,27 @@ RuntimeAbi headerAbi()
     }
 }
 
+//! The layout the headers of this build describe: the contract of a finder made by code
+//! compiled against them (a test driver, an application) rather than by a TensorRT library.
+RuntimeAbi headerAbi()
+{
+    return tensorRTAbi(NV_TENSORRT_MAJOR);
+}
+
 } // namespace
+
+void* loadedSymbol(std::string const& libraryPath, char const* name) noexcept
+{
+    // RTLD_NOLOAD: a handle to the copy already loaded, never a new load.
+    void* handle = dlopen(libraryPath.c_str(), RTLD_NOLOAD | RTLD_LAZY);
+    if (handle == nullptr)
+    {
+        return nullptr;
+    }
+    void* symbol = dlsym(handle, name);
+    dlclose(handle); // drops only the reference RTLD_NOLOAD added; the library stays loaded
+    return symbol;
+}
 
 void warnUnknownRuntime(Runtime const& runtime) noexcept
 {
@@ -213,20 +242,11 @@ RuntimeAbi runtimeAbi(char const* libraryPath, int32_t version) noexcept
 {
     char const* base = baseName(libraryPath);
     int32_t const major = version / 10000;
-    if (std::strncmp(base, "libtensorrt_rtx.so", 18) == 0)
+    if (isRtxName(base))
     {
         return major == 1 ? RuntimeAbi::kTensorRTRtx1 : RuntimeAbi::kUnknown;
     }
-    if (std::strncmp(base, "libnvinfer.so", 13) == 0)
-    {
-        switch (major)
-        {
-        case 10: return RuntimeAbi::kTensorRT10;
-        case 11: return RuntimeAbi::kTensorRT11;
-        default: return RuntimeAbi::kUnknown;
-        }
-    }
-    return RuntimeAbi::kUnknown;
+    return isTensorRTName(base) ? tensorRTAbi(major) : RuntimeAbi::kUnknown;
 }
 
 char const* runtimeAbiName(RuntimeAbi abi) noexcept
@@ -249,20 +269,13 @@ Runtime identifyRuntime(std::string const& libraryPath) noexcept
         return runtime;
     }
     runtime.library = libraryPath;
-    // RTLD_NOLOAD: a handle to the copy already loaded, never a new load.
-    void* handle = dlopen(libraryPath.c_str(), RTLD_NOLOAD | RTLD_LAZY);
-    if (handle == nullptr)
-    {
-        return runtime;
-    }
     using GetVersion = int32_t (*)();
-    auto getVersion = reinterpret_cast<GetVersion>(dlsym(handle, "getInferLibVersion"));
+    auto getVersion = reinterpret_cast<GetVersion>(loadedSymbol(libraryPath, "getInferLibVersion"));
     if (getVersion != nullptr)
     {
         runtime.version = getVersion();
         runtime.abi = runtimeAbi(libraryPath.c_str(), runtime.version);
     }
-    dlclose(handle); // drops only the reference RTLD_NOLOAD added
     return runtime;
 }
 
@@ -304,16 +317,9 @@ void setLoggerFinder(void* finder) noexcept
 
 void setFallbackRuntime(Runtime const& runtime) noexcept
 {
-    GetLogger getLogger = nullptr;
-    if (runtime.abi != RuntimeAbi::kUnknown)
-    {
-        void* handle = dlopen(runtime.library.c_str(), RTLD_NOLOAD | RTLD_LAZY);
-        if (handle != nullptr)
-        {
-            getLogger = reinterpret_cast<GetLogger>(dlsym(handle, "getLogger"));
-            dlclose(handle);
-        }
-    }
+    GetLogger getLogger = runtime.abi != RuntimeAbi::kUnknown
+        ? reinterpret_cast<GetLogger>(loadedSymbol(runtime.library, "getLogger"))
+        : nullptr;
     std::lock_guard<std::mutex> lock(gLoggingMutex);
     gLoggingTarget.runtimeLogger = getLogger;
     gLoggingTarget.runtimeAbi = runtime.abi;

@@ -45,6 +45,9 @@ struct Runtime
 RuntimeAbi runtimeAbi(char const* libraryPath, int32_t version) noexcept;
 char const* runtimeAbiName(RuntimeAbi abi) noexcept;
 
+//! dlsym in a library already loaded in this process (by path; never loads it), NULL if absent.
+void* loadedSymbol(std::string const& libraryPath, char const* name) noexcept;
+
 //! The runtime an already loaded library is (by path); abi kUnknown when it is no TensorRT.
 Runtime identifyRuntime(std::string const& libraryPath) noexcept;
 

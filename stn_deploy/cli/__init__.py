@@ -8,6 +8,6 @@ tensorrt) are imported inside the commands, so ``stn-deploy --help`` works anywh
 from __future__ import annotations
 
 from stn_deploy.cli import checks, engines, graphs, serving, training  # noqa: F401  (they register the commands)
-from stn_deploy.cli.group import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from stn_deploy.cli.group import main
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
+__all__ = ["main"]

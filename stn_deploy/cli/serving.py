@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-# Names and option defaults only: none of these modules imports torch, onnx or TensorRT
-# at import time.
 from stn_deploy.cli.group import main
 
 

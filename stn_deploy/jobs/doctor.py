@@ -223,6 +223,7 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                             "stn-deploy rewrite for one engine path on every TensorRT"))
             x_dims = dims.get(node.input[0])
             if trt and x_dims is not None and len(x_dims) == 5:
+                installed = _installed_tensorrt()  # reads package metadata: once per node, not per branch
                 if target == "rtx":
                     # Checked by a real parse + CPU build with TensorRT-RTX 1.7.1: a GRID_SAMPLE
                     # layer (LINEAR) is built; its results on a GPU are not checked yet.
@@ -230,13 +231,12 @@ def _rules(model, target: str, report: DoctorReport) -> None:
                                 "5-D GridSample: TensorRT-RTX 1.7 parses and builds it (native flavour), "
                                 "but its GPU results are unverified; TensorRT 10 rejects it",
                                 "validate the engine on a GPU, or stn-deploy rewrite (the plugin samples 5-D)"))
-                elif target == "trt11" and _installed_tensorrt() >= TRT11_NATIVE_5D:
+                elif target == "trt11" and installed >= TRT11_NATIVE_5D:
                     add(Finding("trt-gridsample-5d", name, "info",
                                 "5-D GridSample: native in TensorRT 11.2+ (installed: "
-                                f"{'.'.join(map(str, _installed_tensorrt()))})",
+                                f"{'.'.join(map(str, installed))})",
                                 "validate the engine on a GPU; stn-deploy rewrite gives the plugin's 5-D sampler"))
                 else:
-                    installed = _installed_tensorrt()
                     sev = "warning" if target == "trt11" and installed == (0, 0) else "error"
                     add(Finding("trt-gridsample-5d", name, sev,
                                 "5-D (volumetric) GridSample: TensorRT's native layer is 4-D only before 11.2"
@@ -310,7 +310,8 @@ def _plugin_rules(model, dims: dict, report: DoctorReport) -> None:
     for node, problem in plugin_node_problems(model):
         add(Finding("plugin-attribute", node, "error", problem,
                     "fix the attribute (stn-deploy export / rewrite write valid ones)"))
-    for i, node in enumerate(plugin_nodes(model)):
+    nodes = plugin_nodes(model)
+    for i, node in enumerate(nodes):
         name = node.name or f"{node.op_type}#{i}"
         x = dims.get(node.input[0]) if node.input else None
         coords = dims.get(node.input[1]) if len(node.input) > 1 else None
@@ -322,17 +323,19 @@ def _plugin_rules(model, dims: dict, report: DoctorReport) -> None:
             what = "theta" if node.op_type == schema.AFFINE_GRID_SAMPLE_OP else "grid"
             add(Finding("plugin-input-rank", name, "error", f"input {what} has rank {len(coords)}; the plugin takes {want}",
                         "theta is [N,2,3] / [N,3,3] / [N,3,4]; a grid has X's rank"))
-    _gpu_target_rule(model, report)
-    if plugin_nodes(model) and report.plugin_versions_source.startswith("schema.PLUGIN_VERSION (the plugin library could"):
+    if nodes:
+        _gpu_target_rule(report)
+    if nodes and report.plugin_versions_source.startswith("schema.PLUGIN_VERSION (the plugin library could"):
         add(Finding("plugin-library", "-", "error" if report.target != "ort" else "warning",
                     report.plugin_versions_source.split("(", 1)[1].rstrip(")"),
                     "stn-deploy plugins build, or point STN_DEPLOY_PLUGIN_LIBRARY at a library it built"))
 
 
-def _gpu_target_rule(model, report: DoctorReport) -> None:
-    """Plugin ops whose library has no code for the GPUs an engine for this target runs on:
-    TensorRT-RTX's default targets, or this machine's GPU for full TensorRT (skipped without one)."""
-    if report.target == "ort" or not plugin_nodes(model):
+def _gpu_target_rule(report: DoctorReport) -> None:
+    """A graph with plugin ops, whose library has no code for the GPUs an engine for this target
+    runs on: TensorRT-RTX's default targets, or this machine's GPU for full TensorRT (skipped
+    without one)."""
+    if report.target == "ort":
         return
     from stn_deploy import kernels
     from stn_deploy.trt import targets
@@ -365,8 +368,6 @@ def doctor(path: Path | str, target: str | None = None) -> DoctorReport:
     Raises:
         UserError: an unreadable or non-ONNX file, or an unknown target.
     """
-    from stn_deploy.errors import UserError
-
     if target is None:
         target = default_target()
     if target not in TARGETS:

@@ -344,10 +344,16 @@ def fold_constant_affine_grids(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
+def _op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """How many nodes of each op type the graph's top level holds."""
     counts: dict[str, int] = {}
     for n in model.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
+    counts = _op_counts(model)
     if ops == "plugin":
         left = {k: counts[k] for k in ("GridSample", "AffineGrid") if counts.get(k)}
         n_plugin = counts.get(schema.GRID_SAMPLE_OP, 0) + counts.get(schema.AFFINE_GRID_SAMPLE_OP, 0)
@@ -361,8 +367,9 @@ def _check_flavour(model: onnx.ModelProto, ops: str, n_samplers: int) -> None:
         if ops == "native":
             from stn_deploy.native import native_problems
 
-            if native_problems(model):
-                raise UserError(f"native export left {'; '.join(native_problems(model))}")
+            problems = native_problems(model)
+            if problems:
+                raise UserError(f"native export left {'; '.join(problems)}")
         if decomposed_grid_nodes(model):
             raise UserError("standard export produced a decomposed affine grid (Mul+ReduceSum); expected AffineGrid")
 
@@ -446,9 +453,7 @@ def export_module(
     with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    counts: dict[str, int] = {}
-    for n in proto.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    counts = _op_counts(proto)
     from stn_deploy.graph import opset_version
 
     return ExportResult(
@@ -500,9 +505,7 @@ def export_program(
     initializers = {i.name for i in proto.graph.initializer}
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in proto.graph.input if i.name not in initializers}
-    counts: dict[str, int] = {}
-    for n in proto.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    counts = _op_counts(proto)
     first = next(iter(inputs), "")
     return ExportResult(
         path=str(output), ops=ops, opset=opset_version(proto), input_name=first, input_shape=inputs.get(first, []),
@@ -513,9 +516,7 @@ def export_program(
 
 def _check_program_flavour(model: onnx.ModelProto, ops: str) -> None:
     """A plugin export has no standard sampler left, a native one nothing TensorRT cannot import."""
-    counts: dict[str, int] = {}
-    for n in model.graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    counts = _op_counts(model)
     if ops == "plugin":
         left = {k: counts[k] for k in ("GridSample", "AffineGrid") if counts.get(k)}
         if left:
@@ -523,8 +524,9 @@ def _check_program_flavour(model: onnx.ModelProto, ops: str) -> None:
     elif ops == "native":
         from stn_deploy.native import native_problems
 
-        if native_problems(model):
-            raise UserError(f"native export left {'; '.join(native_problems(model))}")
+        problems = native_problems(model)
+        if problems:
+            raise UserError(f"native export left {'; '.join(problems)}")
 
 
 def export_user_module(module: nn.Module, example_inputs: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],

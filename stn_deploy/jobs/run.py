@@ -438,9 +438,10 @@ def run(options: RunOptions) -> RunResult:
     with runner:
         meta = runner.get_input_metadata(use_numpy_dtypes=False)
         if feeds is None:
-            recorded = sample_shape(options.model, kind) if kind != ModelKind.SERVED else None
+            # Both read an ONNX's export record only: None / {} for any other kind (a served model too).
+            recorded = sample_shape(options.model, kind)
             examples = runner.example_shapes() if hasattr(runner, "example_shapes") else None
-            examples = examples or (recorded_input_shapes(options.model, kind) if kind != ModelKind.SERVED else None)
+            examples = examples or recorded_input_shapes(options.model, kind)
             feeds = [random_inputs(meta, batch=options.batch, seed=options.seed, sample_shape=recorded,
                                    shapes=options.shapes, examples=examples)]
         for feed in feeds:

@@ -49,7 +49,14 @@ from pathlib import Path
 import numpy as np
 
 from stn_deploy.errors import UserError
-from stn_deploy.model_files import ModelKind, detect_kind, load_model, onnx_metadata, recorded_input_shapes
+from stn_deploy.model_files import (
+    ModelKind,
+    detect_kind,
+    load_model,
+    onnx_metadata,
+    recorded_input_shapes,
+    sample_shape,
+)
 from stn_deploy.schema import PRECISION_NAMES, Precision
 from stn_deploy.tolerances import TOLERANCES, ErrorStats, Tolerance, compare, tolerance_for
 
@@ -621,11 +628,7 @@ def validate(options: ValidateOptions, progress: Callable[[str], None] | None = 
         # None: no elementwise bound (INT8 is judged by task accuracy); JSON has no infinity.
         tolerances=_tolerance_report(tols, precision),
         sets=sets, accuracy=accuracy, seconds=time.perf_counter() - started)
-    if options.report is not None:
-        from stn_deploy.io import write_json
-
-        write_json(options.report, report.to_dict())
-    return report
+    return _saved(report, options)
 
 
 def _has_test_set(options: ValidateOptions, cand_kind: ModelKind, ref_kind: ModelKind, cand_meta, ref_meta,
@@ -675,10 +678,9 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
         if hasattr(runner, "example_shapes"):
             examples.update(runner.example_shapes())
     recorded = None
-    for path, kind in ((options.candidate, cand_kind), (options.reference, ref_kind)):
-        recorded = recorded or _recorded_sample_shape(path, kind)
-        if kind.is_onnx:
-            examples = {**recorded_input_shapes(path, kind), **examples}
+    for path, kind in ((options.candidate, cand_kind), (options.reference, ref_kind)):  # None / {} but for an ONNX
+        recorded = recorded or sample_shape(path, kind)
+        examples = {**recorded_input_shapes(path, kind), **examples}
     # A dim fixed on either side is fixed for both (a static-batch program vs a dynamic ONNX).
     ref_dims = {s.name: s.dims for s in ref_specs}
     both = [user_model.InputSpec(s.name, s.dtype, tuple(r if isinstance(r, int) else c for c, r in zip(s.dims, ref_dims[s.name])))
@@ -707,13 +709,6 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
 
     say(f"running candidate and reference on {sum(len(p[1]) for p in plan)} input feeds "
         f"({', '.join(f'{k} {list(v)}' for k, v in shapes.items())})")
-    def joined(iterations: list[dict]) -> dict[str, np.ndarray]:
-        """One feed's outputs as they are (the worst index keeps its meaning); several feeds'
-        (an inputs file's iterations, shapes may differ) flattened and concatenated."""
-        if len(iterations) == 1:
-            return iterations[0]
-        return {k: np.concatenate([it[k].reshape(-1) for it in iterations]) for k in iterations[0]}
-
     results = []
     with cand_runner, ref_runner:
         for name, feeds, _notes in plan:
@@ -725,7 +720,7 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
                 c_iters.append({k: np.array(v, copy=True) for k, v in cand_runner.infer(feed, check_inputs=False).items()})
                 r_feed = {rename.get(k, k): v for k, v in feed.items()}
                 r_iters.append({k: np.array(v, copy=True) for k, v in ref_runner.infer(r_feed, check_inputs=False).items()})
-            results.append((joined(c_iters), joined(r_iters)))
+            results.append((_joined(c_iters), _joined(r_iters)))
     sets, tols = _compare_sets(plan, results, precision, options)
     for result, (_, feeds, _notes) in zip(sets, plan):
         result.count = sum(len(next(iter(f.values()))) if f else 0 for f in feeds)
@@ -737,18 +732,15 @@ def _validate_generated(options: ValidateOptions, say: Callable[[str], None], st
         sets=sets, accuracy={}, seconds=time.perf_counter() - started,
         inputs={s.name: {"dtype": s.dtype, "shape": list(shapes[s.name]),
                          "kind": user_model.input_kind(s.name, s.dtype, shapes[s.name])} for s in cand_specs})
-    if options.report is not None:
-        from stn_deploy.io import write_json
-
-        write_json(options.report, report.to_dict())
-    return report
+    return _saved(report, options)
 
 
-def _recorded_sample_shape(path: Path, kind: ModelKind) -> tuple[int, ...] | None:
-    """The per-sample input shape an stn-deploy export recorded in an ONNX (None otherwise)."""
-    from stn_deploy.model_files import sample_shape
-
-    return sample_shape(path, kind) if kind.is_onnx else None
+def _joined(iterations: list[dict]) -> dict[str, np.ndarray]:
+    """One feed's outputs as they are (the worst index keeps its meaning); several feeds'
+    (an inputs file's iterations, shapes may differ) flattened and concatenated."""
+    if len(iterations) == 1:
+        return iterations[0]
+    return {k: np.concatenate([it[k].reshape(-1) for it in iterations]) for k in iterations[0]}
 
 
 def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], None],
@@ -783,6 +775,11 @@ def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], Non
         dataset="none (recorded outputs)",
         tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision.dtype} for k, v in tols.items()},
         sets=sets, accuracy={}, seconds=time.perf_counter() - started)
+    return _saved(report, options)
+
+
+def _saved(report: ValidationReport, options: ValidateOptions) -> ValidationReport:
+    """``report``, written to ``options.report`` (JSON, atomically) when one is asked for."""
     if options.report is not None:
         from stn_deploy.io import write_json
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from stn_deploy.errors import UserError
+from stn_deploy.io import ensure_writable_dir, file_sha256, temporary_folder
 from stn_deploy.triton.config import (
     BACKEND_ONNXRUNTIME,
     BACKEND_PYTHON,
@@ -123,7 +124,6 @@ def _onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 
 def _read_sidecar(engine: Path) -> dict:
-    from stn_deploy.jobs.export import file_sha256
     from stn_deploy.trt import sidecar_path
 
     side = sidecar_path(engine)
@@ -290,7 +290,6 @@ def write_repository(options: RepositoryOptions) -> RepositoryResult:
         UserError: an existing output folder, an unknown model kind (a plugin ONNX, a foreign
             file), a batch larger than an engine's profile, a missing sidecar or plugin library.
     """
-    from stn_deploy.io import ensure_writable_dir, temporary_folder
     from stn_deploy.model_files import ModelKind, detect_kind
 
     _check_options(options)
@@ -349,8 +348,6 @@ def _checkpoint_entries(path: Path, name: str, options: RepositoryOptions, tmp: 
 
     if not ({SERVE_ONNX, SERVE_PYTHON} & set(options.serve_as)):
         return []
-    from stn_deploy.io import temporary_folder
-
     with temporary_folder("stn-triton-export-") as work:
         onnx_path = work / f"{name}.onnx"
         export(ExportOptions(path, onnx_path, ops="standard"))

@@ -160,17 +160,24 @@ def default_plugin_library() -> Path | None:
 
 
 @functools.lru_cache(maxsize=1)
-def gpu_available() -> bool:
-    """Whether a CUDA device can be used, asked of the driver itself (no torch, no TensorRT):
-    TensorRT cannot deserialise an engine without one (cudaError 35)."""
+def cuda_driver() -> ctypes.CDLL | None:
+    """The CUDA driver library, initialised and with at least one device; None otherwise. Asked
+    of the driver itself (no torch, no TensorRT), once per process."""
     for name in ("libcuda.so.1", "libcuda.so"):
         try:
             cuda = ctypes.CDLL(name)
         except OSError:
             continue
         count = ctypes.c_int(0)
-        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    return False
+        ready = cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+        return cuda if ready else None
+    return None
+
+
+def gpu_available() -> bool:
+    """Whether a CUDA device can be used: TensorRT cannot deserialise an engine without one
+    (cudaError 35)."""
+    return cuda_driver() is not None
 
 
 def engine_flavour_from_header(head: bytes) -> str | None:

@@ -87,17 +87,16 @@ def inspect(path: Path | str, flavour: str = "auto") -> dict:
         report.update(_from_engine(path, be, sidecar))
         # The parsed network names our plugin layers even where the engine fused them.
         report["network_layers"] = network.get("layers", [])
-        report["summary"] = summarize_layers(report["layers"] if isinstance(report["layers"], list) else [])
-        return report
-    report.update({
-        "inputs": network.get("inputs", []),
-        "outputs": network.get("outputs", []),
-        "profiles": (sidecar or {}).get("profiles", []),
-        "layers": network.get("layers", []),
-        "layers_source": "sidecar: network as parsed" if sidecar else None,
-        "needs_gpu": NEEDS_GPU if sidecar else NEEDS_GPU.split(":")[0] + "; and there is no sidecar",
-    })
-    report["summary"] = summarize_layers(report["layers"])
+    else:
+        report.update({
+            "inputs": network.get("inputs", []),
+            "outputs": network.get("outputs", []),
+            "profiles": (sidecar or {}).get("profiles", []),
+            "layers": network.get("layers", []),
+            "layers_source": "sidecar: network as parsed" if sidecar else None,
+            "needs_gpu": NEEDS_GPU if sidecar else NEEDS_GPU.split(":")[0] + "; and there is no sidecar",
+        })
+    report["summary"] = summarize_layers(report["layers"] if isinstance(report["layers"], list) else [])
     return report
 
 

@@ -14,6 +14,7 @@ No TensorRT and no CUDA import here; the build GPU is asked of the driver throug
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -128,24 +129,21 @@ def check(engine_targets: Sequence[int], source: str, architectures: Sequence[st
                        tuple(architectures), runs, tuple(missing))
 
 
+@functools.lru_cache(maxsize=1)
 def current_gpu_cc() -> int | None:
-    """Compute capability of CUDA device 0 (e.g. 90), asked of the driver; None without one."""
-    for name in ("libcuda.so.1", "libcuda.so"):
-        try:
-            cuda = ctypes.CDLL(name)
-        except OSError:
-            continue
-        major, minor, count = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
-        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
-            return None
-        device = ctypes.c_int(0)
-        if cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
-            return None
-        if (cuda.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device) != 0
-                or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device) != 0):
-            return None
-        return major.value * 10 + minor.value
-    return None
+    """Compute capability of CUDA device 0 (e.g. 90), asked of the driver once per process (a
+    plugin build asks twice: its doctor and its sidecar); None without one."""
+    from stn_deploy.trt.flavour import cuda_driver
+
+    cuda = cuda_driver()
+    if cuda is None:
+        return None
+    device, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
+    if (cuda.cuDeviceGet(ctypes.byref(device), 0) != 0
+            or cuda.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, device) != 0
+            or cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, device) != 0):
+        return None
+    return major.value * 10 + minor.value
 
 
 def engine_targets(backend: str, compute_capabilities: Sequence[str]) -> tuple[list[int], str]:

@@ -264,17 +264,18 @@ class OrtBackend(Backend):
         self.runner = run.ort_runner(path, threads=threads)
         self.runner.activate()
         self.sources = sources
-        self.path = path
-
-    def prepare(self, batch: int) -> Callable[[], Any]:
+        # What fills the dynamic dims, read once here rather than for every batch.
         from stn_deploy.model_files import recorded_input_shapes
         from stn_deploy.user_model import specs_from_metadata
 
-        specs = specs_from_metadata(self.runner.get_input_metadata(use_numpy_dtypes=False))
-        examples = recorded_input_shapes(self.path, ModelKind.ONNX_STANDARD)
-        if not examples and self.sources.program is not None:
-            examples = self.sources.torch_runner.example_shapes()
-        feed = self.sources.random_feed(specs, batch, examples, sample_shape(self.path, ModelKind.ONNX_STANDARD))
+        self.specs = specs_from_metadata(self.runner.get_input_metadata(use_numpy_dtypes=False))
+        self.examples = recorded_input_shapes(path, ModelKind.ONNX_STANDARD)
+        if not self.examples and sources.program is not None:
+            self.examples = sources.torch_runner.example_shapes()
+        self.recorded = sample_shape(path, ModelKind.ONNX_STANDARD)
+
+    def prepare(self, batch: int) -> Callable[[], Any]:
+        feed = self.sources.random_feed(self.specs, batch, self.examples, self.recorded)
         session = self.runner.sess
         return lambda: session.run(None, feed)
 
