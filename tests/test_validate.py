@@ -278,6 +278,19 @@ def test_validate_against_polygraphy_outputs(models, tmp_path):
         validate(ValidateOptions(models["standard"], tmp_path / "ref.json"))
 
 
+def test_recorded_outputs_check_tolerance_names_like_every_other_reference(models, tmp_path):
+    """--atol naming an output the candidate lacks is refused against recorded outputs too."""
+    from polygraphy.json import save_json
+
+    from stn_deploy.jobs.run import RunOptions, run
+
+    save_json([{"input": np.ones((1, 1, 28, 28), np.float32)}], str(tmp_path / "in.json"))
+    run(RunOptions(models["checkpoint"], tmp_path / "ref.json", inputs=tmp_path / "in.json"))
+    with pytest.raises(UserError, match="--atol/--rtol name output"):
+        validate(ValidateOptions(models["standard"], tmp_path / "ref.json", inputs=tmp_path / "in.json",
+                                 atol={"nope": 1.0}))
+
+
 def test_validate_cli_json_and_progress_lines(models, tmp_path):
     from polygraphy.json import save_json
 

@@ -767,13 +767,13 @@ def _validate_against_outputs(options: ValidateOptions, say: Callable[[str], Non
         for feed in feeds:
             run.check_inputs(feed, meta)
             got.append({k: np.array(v, copy=True) for k, v in runner.infer(feed, check_inputs=False).items()})
-    tols = {name: _tolerance(v, precision, options, name) for name, v in got[0].items()}
-    sets = [_compare_set(f"iteration-{i}", c, r, tols) for i, (c, r) in enumerate(zip(got, expected))]
+    plan = [(f"iteration-{i}", None, None) for i in range(len(got))]
+    sets, tols = _compare_sets(plan, list(zip(got, expected)), precision, options)
     report = ValidationReport(
         candidate={"path": str(options.candidate), "kind": cand_kind.value, "precision": precision.dtype},
         reference={"path": str(options.reference), "kind": "polygraphy-outputs", "runner": runner_name},
         dataset="none (recorded outputs)",
-        tolerances={k: {"atol": v.atol, "rtol": v.rtol, "dtype": precision.dtype} for k, v in tols.items()},
+        tolerances=_tolerance_report(tols, precision),
         sets=sets, accuracy={}, seconds=time.perf_counter() - started)
     return _saved(report, options)
 
